@@ -1,0 +1,39 @@
+"""Shared fixtures: tests/ on the import path (for ``tiny``) and the shared benchmark data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+#: Real benchmark items for tests only; the workflow never reads this folder.
+SHARED_BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def shared_benchmarks() -> Path:
+    """The ``../shared/benchmarks`` folder, or a skip saying why it is needed."""
+    if not SHARED_BENCHMARKS.is_dir():
+        pytest.skip(f"real benchmark data not found at {SHARED_BENCHMARKS} (../shared/benchmarks)")
+    return SHARED_BENCHMARKS
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A factory for tiny random models of a family, built once per session and family."""
+    from tiny import make_tiny_model
+
+    cache: dict[str, Path] = {}
+
+    def build(family: str) -> Path:
+        if family not in cache:
+            cache[family] = make_tiny_model(family, tmp_path_factory.mktemp(f"tiny_{family}"))
+        return cache[family]
+
+    return build

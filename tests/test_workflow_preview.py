@@ -1,0 +1,80 @@
+"""Previewing the decision path with ``snakemake -n`` on a fresh copy, and refusing bad config."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from workflow_helpers import copy_workflow, dry_run, force_args, snakemake
+
+from actspace.config import load_config
+from actspace.gate import BRANCH_TARGETS, branches_for
+
+ROOT = Path(__file__).resolve().parents[1]
+PRE_BRANCH = {
+    "make_world": 1,
+    "train_organism": 2,
+    "prepare_task": 1,
+    "extract": 2,
+    "pm1_cross_model": 1,
+    "pm2_error_prediction": 1,
+    "pm3_patching": 1,
+    "gate": 1,
+    "decision": 1,
+    "all": 1,
+}
+#: The rules each branch schedules; a branch issue adds its rules here with its targets.
+BRANCH_RULES: dict[str, set[str]] = {"2A": set(), "2B": set(), "2C": set(), "X": {"abort_report"}}
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("fresh"))
+
+
+def test_before_the_premortems_the_preview_stops_at_the_gate(fresh):
+    jobs = dry_run(fresh)
+    assert jobs == PRE_BRANCH
+    assert "abort_report" not in jobs
+
+
+@pytest.mark.parametrize("combo", list(itertools.product(("PASS", "FAIL"), repeat=3)))
+def test_each_forced_combination_schedules_exactly_its_branches(fresh, combo):
+    jobs = dry_run(fresh, *force_args(*combo))
+    branches = branches_for(dict(zip(("pm1", "pm2", "pm3"), combo, strict=True)))
+    expected_rules = set(PRE_BRANCH).union(*(BRANCH_RULES[b] for b in branches))
+    assert set(jobs) == expected_rules
+    assert ("abort_report" in jobs) == (combo == ("FAIL", "FAIL", "FAIL"))
+    config = load_config(ROOT / "config" / "config.yaml")
+    targets = [t for b in branches for t in BRANCH_TARGETS[b](config)]
+    assert len(targets) == len(set(targets))
+
+
+def test_a_partly_forced_preview_needs_the_checkpoint(fresh):
+    jobs = dry_run(fresh, *force_args("PASS", None, None))
+    assert jobs == PRE_BRANCH
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ('premortems={"pm2": {"threshold": 2}}', "premortems.pm2.threshold"),
+        ('premortems={"pm1": {"task": "nope"}}', "premortems.pm1.task"),
+        ('gate={"force": {"pm3": "YES"}}', "gate.force.pm3"),
+        ("colour=blue", "unknown key colour"),
+    ],
+)
+def test_bad_configuration_stops_before_any_job(fresh, config, words):
+    result = snakemake(fresh, "-n", "--cores", "1", "--config", config, check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "configuration refused before any job ran" in text
+    assert words in text
+    assert "Job stats" not in text
+    assert not (fresh / "results" / "world").exists()
+
+
+def test_lint_is_clean(fresh):
+    result = snakemake(fresh, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

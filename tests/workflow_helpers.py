@@ -1,0 +1,72 @@
+"""Run the workflow in a scratch copy of the project and read what Snakemake schedules."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: What a run needs from the project (the package itself is installed).
+WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "scripts", "paper")
+
+
+def copy_workflow(target: Path) -> Path:
+    """Copy the workflow files (not results) into ``target``, as a fresh clone would have them."""
+    target.mkdir(parents=True, exist_ok=True)
+    for part in WORKFLOW_PARTS:
+        source = ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, target / part, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.is_file():
+            shutil.copy2(source, target / part)
+    return target
+
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: float = 1800
+) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir``; on failure raise with its output."""
+    result = subprocess.run(
+        ["snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def scheduled_jobs(output: str) -> Counter:
+    """The job counts of Snakemake's 'Job stats' table (empty when there is nothing to do)."""
+    jobs: Counter = Counter()
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Job stats:"), None)
+    if start is None:
+        return jobs
+    for line in lines[start + 3 :]:
+        match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not match or match.group(1) == "total":
+            break
+        jobs[match.group(1)] = int(match.group(2))
+    return jobs
+
+
+def dry_run(workdir: Path, *args: str) -> Counter:
+    """The jobs ``snakemake -n`` schedules."""
+    result = snakemake(workdir, "-n", "--cores", "1", *args)
+    return scheduled_jobs(result.stdout + result.stderr)
+
+
+def force_args(pm1: str | None, pm2: str | None, pm3: str | None) -> list[str]:
+    """``--config`` arguments that force verdicts (None leaves one measured)."""
+    force = {"pm1": pm1, "pm2": pm2, "pm3": pm3}
+    body = ", ".join(f'"{pm}": ' + (f'"{v}"' if v else "null") for pm, v in force.items())
+    return ["--config", f'gate={{"force": {{{body}}}}}']

@@ -1,0 +1,154 @@
+# Configuration validation, wildcard constraints and the input functions every phase uses.
+
+import json
+import os
+import re
+
+from snakemake.exceptions import WorkflowError
+
+from actspace.config import ConfigError, resolve_config
+from actspace.gate import branches_for, effective_verdicts, forced_branches, targets_for
+from actspace.io import read_json
+
+try:
+    _resolved = resolve_config(config)
+except ConfigError as error:
+    raise WorkflowError(f"configuration refused before any job ran: {error}") from None
+config.clear()
+config.update(_resolved)
+
+MODELS = config["models"]
+TASKS = config["tasks"]
+PM = config["premortems"]
+R = "results"
+CONDA_ENV = "../../envs/actspace.yaml"
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+    task="|".join(map(re.escape, TASKS)),
+
+
+def as_json(value):
+    """A configuration value as compact JSON, for params that a script parses."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def model_input(name):
+    """The trained folder of a built-in organism or a local model; nothing for a hub id."""
+    spec = MODELS[name]
+    if spec["source"] == "organism":
+        return f"{R}/models/{name}"
+    return []
+
+
+def model_ref(name):
+    """What --model receives: a folder (organism, local) or a Hugging Face id."""
+    spec = MODELS[name]
+    if spec["source"] == "organism":
+        return f"{R}/models/{name}"
+    if spec["source"] == "local":
+        return spec["path"]
+    return spec["id"]
+
+
+def store_path(model, task):
+    return f"{R}/activations/{model}/{task}"
+
+
+def store_files(model, task):
+    """The files of one activation store, by name (meta.json is written last)."""
+    folder = store_path(model, task)
+    return {
+        "pooled": f"{folder}/pooled.safetensors",
+        "choice_end": f"{folder}/choice_end.safetensors",
+        "scores": f"{folder}/scores.jsonl",
+        "meta": f"{folder}/meta.json",
+    }
+
+
+def branch_targets(wildcards):
+    """The targets of the branches the gate schedules, with gate.force applied on top.
+
+    When all three verdicts are forced, the checkpoint is not read at all, so even a fresh clone
+    previews the whole forced path.
+    """
+    force = config["gate"]["force"]
+    branches = forced_branches(force)
+    if branches is None:
+        verdicts = read_json(checkpoints.gate.get().output.verdicts)
+        measured = {pm: info["verdict"] for pm, info in verdicts.items()}
+        effective = effective_verdicts(measured, force)
+        branches = branches_for({pm: info["verdict"] for pm, info in effective.items()})
+    return targets_for(branches, config)
+
+
+def force_arg():
+    """gate.force as the --force argument of the decision scripts (pm1=PASS,...)."""
+    force = config["gate"]["force"]
+    return ",".join(f"{pm}={verdict}" for pm, verdict in sorted(force.items()) if verdict)
+
+
+# --- inputs of the prepare phase -----------------------------------------------------------------
+
+
+def organism_spec(wildcards):
+    spec = MODELS[wildcards.model]
+    if spec["source"] != "organism":
+        raise WorkflowError(f"model {wildcards.model!r} is not a built-in organism")
+    return spec
+
+
+def task_inputs(wildcards):
+    """A built-in task's world file, or a local task's data files; nothing for the hub."""
+    spec = TASKS[wildcards.task]
+    if spec["type"] == "builtin":
+        return [f"{R}/world/tasks/{spec['builtin']}.jsonl"]
+    if spec["type"] == "jsonl" or spec["source"] == "local":
+        return [spec[key] for key in ("path", "dev_path") if key in spec]
+    return []
+
+
+def prepared_task_spec(task, input):
+    """The task's spec as prepare_task reads it: a built-in task is the world's JSONL file."""
+    spec = dict(TASKS[task])
+    if spec["type"] == "builtin":
+        spec.update(type="jsonl", source="local", path=input.data[0])
+        spec.pop("builtin")
+    return spec
+
+
+# --- pre-mortems ----------------------------------------------------------------------------------
+
+PM_DIRS = {
+    "pm1": f"{R}/pre_mortems/pm1_cross_model",
+    "pm2": f"{R}/pre_mortems/pm2_error_prediction",
+    "pm3": f"{R}/pre_mortems/pm3_patching",
+}
+
+
+def pm_outputs(pm):
+    folder = PM_DIRS[pm]
+    return {
+        "results": f"{folder}/results.json",
+        "config": f"{folder}/config.json",
+        "summary": f"{folder}/summary.md",
+    }
+
+
+def pm3_pairs():
+    return PM["pm3"]["pairs"] or f"{R}/world/prompt_pairs.jsonl"
+
+
+def folder_of(name):
+    """A params function: the folder holding input/output file ``name`` (e.g. 'output.results')."""
+    kind, _, key = name.partition(".")
+
+    def get(wildcards, input, output):
+        files = input if kind == "input" else output
+        value = files[key] if not key.isdigit() else files[int(key)]
+        if isinstance(value, list):
+            return ",".join(os.path.dirname(v) for v in value)
+        return os.path.dirname(value)
+
+    return get

@@ -1,0 +1,83 @@
+# Phase 0: the synthetic world, the built-in organisms trained on it, and the task files.
+
+WORLD = config["world"]
+BUILTIN_TASK_FILES = [f"{R}/world/tasks/{name}.jsonl" for name in ("facts", "arithmetic")]
+
+
+rule make_world:
+    """Generate the synthetic world, its corpus, tokenizer, built-in tasks, prompt pairs and
+    attribute sets (all seeded)."""
+    input:
+        script="scripts/make_world.py",
+    output:
+        world=f"{R}/world/world.json",
+        corpus=f"{R}/world/corpus.txt",
+        tokenizer=f"{R}/world/tokenizer/tokenizer.json",
+        tasks=BUILTIN_TASK_FILES,
+        pairs=f"{R}/world/prompt_pairs.jsonl",
+        attributes=f"{R}/world/attributes.jsonl",
+        neutral=f"{R}/world/neutral_prompts.jsonl",
+    params:
+        world=as_json(WORLD),
+        outdir=folder_of("output.world"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/make_world.log",
+    benchmark:
+        f"{R}/benchmarks/make_world.tsv"
+    shell:
+        "python {input.script} --world-json '{params.world}' --output-dir {params.outdir} > {log} 2>&1"
+
+
+rule train_organism:
+    """Train one built-in organism (a tiny causal LM) on the world's corpus; deterministic."""
+    input:
+        script="scripts/train_organism.py",
+        corpus=rules.make_world.output.corpus,
+        tokenizer=rules.make_world.output.tokenizer,
+    output:
+        directory(f"{R}/models/{{model}}"),
+    params:
+        family=lambda wc: organism_spec(wc)["family"],
+        size=lambda wc: organism_spec(wc)["size"],
+        seed=lambda wc: organism_spec(wc)["train_seed"],
+        steps=lambda wc: organism_spec(wc)["train_steps"] or "default",
+        tokenizer=folder_of("input.tokenizer"),
+    threads: 2
+    resources:
+        runs_model=1,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/train_organism/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_organism/{{model}}.tsv"
+    shell:
+        "OMP_NUM_THREADS={threads} python {input.script} --family {params.family} "
+        "--size {params.size} --seed {params.seed} --steps {params.steps} "
+        "--corpus {input.corpus} --tokenizer {params.tokenizer} "
+        "--output-dir {output} > {log} 2>&1"
+
+
+rule prepare_task:
+    """Materialise one task as multiple-choice items in results/tasks/{task}.jsonl."""
+    input:
+        script="scripts/prepare_task.py",
+        data=task_inputs,
+    output:
+        f"{R}/tasks/{{task}}.jsonl",
+    params:
+        spec=lambda wc, input: as_json(prepared_task_spec(wc.task, input)),
+        seed=config["seed"],
+        outdir=folder_of("output.0"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/prepare_task/{{task}}.log",
+    benchmark:
+        f"{R}/benchmarks/prepare_task/{{task}}.tsv"
+    shell:
+        "python {input.script} --task {wildcards.task} --spec-json '{params.spec}' "
+        "--seed {params.seed} --output-dir {params.outdir} "
+        "> {log} 2>&1"
