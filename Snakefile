@@ -19,6 +19,9 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/premortems.smk"
 include: "workflow/rules/gate.smk"
+include: "workflow/rules/cross_model.smk"
+include: "workflow/rules/error_prediction.smk"
+include: "workflow/rules/patching.smk"
 include: "workflow/rules/abort.smk"
 
 

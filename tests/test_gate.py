@@ -17,6 +17,7 @@ from actspace.gate import (
     forced_branches,
     measured_verdicts,
     planning_verdict,
+    register_branch,
     targets_for,
 )
 
@@ -107,9 +108,11 @@ def test_bad_verdicts_are_refused():
         measured_verdicts({"pm1": _result("PASS"), "pm2": _result("YES"), "pm3": _result("PASS")})
 
 
-def test_registry_covers_every_branch_and_abort_targets_the_report():
-    assert set(BRANCH_TARGETS) == {"2A", "2B", "2C", "X"}
+def test_abort_targets_the_report_and_unknown_branches_are_refused():
     assert targets_for(["X"], {}) == ["results/negative_results.md"]
+    assert set(BRANCH_TARGETS) <= {"2A", "2B", "2C", "X"}
+    with pytest.raises(ValueError, match="allowed"):
+        register_branch("2D", lambda config: [])
 
 
 def test_negative_results_report_has_the_numbers_and_sections():

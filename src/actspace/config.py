@@ -29,9 +29,20 @@ class ConfigError(ValueError):
 
 
 def load_schema(path: str | os.PathLike[str] = SCHEMA_PATH) -> dict[str, Any]:
-    """The configuration schema as a dict."""
+    """The configuration schema as a dict, with each branch's experiment schemas merged in.
+
+    Each branch of the plan keeps the schema of its experiments in its own file,
+    ``workflow/schemas/experiments/*.schema.yaml``: a mapping from experiment name to the schema
+    of its section under ``experiments:``.
+    """
+    path = Path(path)
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    experiments = schema["properties"]["experiments"]["properties"]
+    for part in sorted((path.parent / "experiments").glob("*.schema.yaml")):
+        with open(part, encoding="utf-8") as handle:
+            experiments.update(yaml.safe_load(handle) or {})
+    return schema
 
 
 def _with_defaults(validator_class: type) -> type:

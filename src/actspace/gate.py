@@ -168,21 +168,24 @@ def decision_markdown(decision: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: The targets of each branch, as functions of the resolved configuration. Branch issues add their
-#: experiments here; the workflow's ``rule all`` asks for exactly the targets of the branches the
-#: decision schedules.
+#: The registry: the targets of each branch, as functions of the resolved configuration. Each
+#: branch's rule file (workflow/rules/*.smk) registers its experiments with ``register_branch``;
+#: the workflow's ``rule all`` asks for exactly the targets of the branches the decision schedules.
 BranchTargets = Callable[[Mapping[str, Any]], list[str]]
-BRANCH_TARGETS: dict[str, BranchTargets] = {
-    "2A": lambda config: [],
-    "2B": lambda config: [],
-    "2C": lambda config: [],
-    ABORT: lambda config: ["results/negative_results.md"],
-}
+BRANCH_TARGETS: dict[str, BranchTargets] = {ABORT: lambda config: ["results/negative_results.md"]}
+
+
+def register_branch(branch: str, targets: BranchTargets) -> None:
+    """Record the function that lists a branch's target files."""
+    if branch not in BRANCHES:
+        raise ValueError(f"unknown branch {branch!r} (allowed: {', '.join(BRANCHES)})")
+    BRANCH_TARGETS[branch] = targets
 
 
 def targets_for(branches: list[str], config: Mapping[str, Any]) -> list[str]:
-    """The files the scheduled branches must produce."""
+    """The files the scheduled branches must produce (none for a branch not registered)."""
     targets: list[str] = []
     for branch in branches:
-        targets.extend(BRANCH_TARGETS[branch](config))
+        if branch in BRANCH_TARGETS:
+            targets.extend(BRANCH_TARGETS[branch](config))
     return targets

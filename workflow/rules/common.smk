@@ -7,7 +7,13 @@ import re
 from snakemake.exceptions import WorkflowError
 
 from actspace.config import ConfigError, resolve_config
-from actspace.gate import branches_for, effective_verdicts, forced_branches, targets_for
+from actspace.gate import (
+    branches_for,
+    effective_verdicts,
+    forced_branches,
+    register_branch,
+    targets_for,
+)
 from actspace.io import read_json
 
 try:

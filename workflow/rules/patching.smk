@@ -1,0 +1,1 @@
+# Branch rules: filled in by the branch's issue.
