@@ -1,4 +1,4 @@
-"""The default study end to end (slow): a real run, its decision, and re-running only what changed."""
+"""The default study end to end (slow): a real run, its decision, re-running only what changed."""
 
 from __future__ import annotations
 
