@@ -23,7 +23,7 @@ _TEXT = (
 
 
 def make_tokenizer(bos: str | None = None) -> transformers.PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer of ~300 tokens; with ``bos`` it prepends that token, as OPT's does."""
+    """A byte-level BPE tokenizer of ~300 tokens; with ``bos`` it prepends that token (as OPT)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -101,7 +101,7 @@ def tiny_config(family: str, vocab_size: int) -> transformers.PretrainedConfig:
 
 
 def make_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
-    """Build, initialise (seeded) and ``save_pretrained`` a tiny model of ``family`` into ``folder``."""
+    """Build, seed-initialise and ``save_pretrained`` a tiny model of ``family`` into ``folder``."""
     tokenizer = make_tokenizer(bos="</s>" if family == "opt" else None)
     config = tiny_config(family, vocab_size=len(tokenizer))
     torch.manual_seed(seed)

@@ -55,11 +55,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -173,7 +172,7 @@ def write_experiment(
     config: dict[str, Any],
     summary: str,
 ) -> None:
-    """Write an experiment folder: ``results.json``, ``config.json`` (with provenance), ``summary.md``.
+    """Write an experiment folder: results.json, config.json (with provenance), summary.md.
 
     ``summary.md`` is written last, so a folder whose summary exists is complete.
     """
