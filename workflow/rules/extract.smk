@@ -14,7 +14,9 @@ rule extract:
         **store_files("{model}", "{task}"),
     params:
         model=lambda wc: model_ref(wc.model),
-        revision=lambda wc: MODELS[wc.model].get("revision") or "",
+        revision=lambda wc: (
+            f"--revision {MODELS[wc.model]['revision']}" if MODELS[wc.model].get("revision") else ""
+        ),
         poolings=",".join(EXTRACT["poolings"]),
         batch_size=EXTRACT["batch_size"],
         shard_size=EXTRACT["shard_size"],
@@ -33,7 +35,7 @@ rule extract:
         f"{R}/benchmarks/extract/{{model}}/{{task}}.tsv"
     shell:
         "OMP_NUM_THREADS={threads} python {input.script} --model {params.model} "
-        "--model-name {wildcards.model} --task {input.task} --task-name {wildcards.task} "
+        "{params.revision} --model-name {wildcards.model} --task {input.task} --task-name {wildcards.task} "
         "--poolings {params.poolings} --batch-size {params.batch_size} "
         "--shard-size {params.shard_size} --dtype {params.dtype} --device {params.device} "
         "--storage-dtype {params.storage_dtype} --output-dir {params.outdir} "
