@@ -108,7 +108,7 @@ def test_model_and_task_source_requirements(default):
     with pytest.raises(ConfigError, match=r"tasks\.t\.path: required"):
         resolve_config(config)
     config = _set(default, "models", {"a b": {"source": "hub", "id": "x"}})
-    with pytest.raises(ConfigError, match="bad name at models"):
+    with pytest.raises(ConfigError, match=r"models: \"a b\" is not allowed \(a string matching"):
         resolve_config(config)
 
 
