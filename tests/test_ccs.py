@@ -1,0 +1,144 @@
+"""Contrast-Consistent Search: its loss, planted-direction recovery, and the experiment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_error_prediction import assert_clean_exit, load_script, synthetic_store
+
+from actspace.ccs import (
+    CCS,
+    ContrastPairs,
+    ccs_loss,
+    contrast_pairs,
+    item_means,
+    orientation,
+    run_unsupervised_error,
+    summary_markdown,
+)
+from actspace.error_prediction import open_stores
+
+FAST = {
+    "n_restarts": 4,
+    "n_epochs": 300,
+    "n_random": 40,
+    "n_bootstrap": 200,
+    "cv_folds": 3,
+    "Cs": 5,
+}
+
+
+def planted_pairs(n: int = 400, d: int = 12, strength: float = 2.0, seed: int = 0):
+    """Pairs whose two sides differ along ``v`` by the sign of a hidden truth value."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=d)
+    v /= np.linalg.norm(v)
+    truth = rng.integers(0, 2, size=n).astype(bool)
+    sign = np.where(truth, 1.0, -1.0)[:, None]
+    x_pos = rng.normal(size=(n, d)) + strength * sign * v
+    x_neg = rng.normal(size=(n, d)) - strength * sign * v
+    return x_pos, x_neg, truth, v
+
+
+def test_loss_known_values() -> None:
+    half = torch.tensor([0.5, 0.5])
+    assert float(ccs_loss(half, half)) == pytest.approx(0.25)  # consistent but unsure
+    assert float(ccs_loss(torch.tensor([1.0]), torch.tensor([0.0]))) == 0.0  # the ideal
+    assert float(ccs_loss(torch.tensor([1.0]), torch.tensor([1.0]))) == pytest.approx(2.0)
+
+
+def test_ccs_recovers_a_planted_direction() -> None:
+    x_pos, x_neg, truth, v = planted_pairs()
+    ccs = CCS(n_restarts=5, n_epochs=500, seed=0).fit(x_pos, x_neg)
+    # The normalisation scales each dimension by about the same factor here, so the learned
+    # direction should point along v (up to sign: CCS cannot tell w from -w).
+    assert abs(ccs.direction_ @ v) > 0.9
+    assert ccs.loss_ < 0.05
+    assert ccs.restart_losses_.shape == (5,) and ccs.loss_ == ccs.restart_losses_.min()
+    pred = ccs.predict_proba(x_pos, x_neg) >= 0.5
+    assert max(np.mean(pred == truth), np.mean(pred != truth)) > 0.97
+    before = ccs.predict_proba(x_pos[:5], x_neg[:5])
+    assert ccs.flip().predict_proba(x_pos[:5], x_neg[:5]) == pytest.approx(1 - before)
+
+
+def test_ccs_without_structure_stays_unsure() -> None:
+    rng = np.random.default_rng(1)
+    x_pos, x_neg = rng.normal(size=(400, 12)), rng.normal(size=(400, 12))
+    _, _, truth, _ = planted_pairs(seed=1)
+    ccs = CCS(n_restarts=5, n_epochs=500, seed=0).fit(x_pos, x_neg)
+    pred = ccs.predict_proba(x_pos, x_neg) >= 0.5
+    assert abs(np.mean(pred == truth) - 0.5) < 0.1
+
+
+def test_contrast_pairs_and_item_means() -> None:
+    acts = np.arange(3 * 3 * 2, dtype=float).reshape(3, 3, 2)
+    mask = np.array([[1, 1, 1], [1, 1, 0], [1, 1, 1]], dtype=bool)
+    chosen = np.array([0, 1, 2])
+    pairs = contrast_pairs(acts, mask, chosen)
+    assert pairs.item.tolist() == [0, 0, 1, 2, 2]
+    assert np.array_equal(pairs.x_pos[2], acts[1, 1]) and np.array_equal(pairs.x_neg[2], acts[1, 0])
+    assert np.array_equal(pairs.x_neg[3:], acts[2, :2])
+    assert item_means(np.array([1.0, 3.0, 5.0, 2.0, 4.0]), pairs.item, 3).tolist() == [2, 5, 3]
+    sub = pairs.subset(np.array([2, 0]))
+    assert isinstance(sub, ContrastPairs) and sorted(sub.item.tolist()) == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="padded"):
+        contrast_pairs(acts, mask, np.array([0, 2, 0]))
+
+
+def test_orientation_follows_the_reference() -> None:
+    reference = np.arange(10.0)
+    assert orientation(reference**2, reference) == 1.0
+    assert orientation(-reference, reference) == -1.0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("ccs")
+    planted = synthetic_store(root / "m" / "planted", seed=1)
+    noise = synthetic_store(root / "m" / "noise", planted=False, seed=4)
+    return run_unsupervised_error(open_stores([str(planted), str(noise)]), seed=0, **FAST)
+
+
+def test_ccs_matches_supervised_where_truth_is_planted(results: dict) -> None:
+    record = results["stores"][0]
+    head = record["selected"]
+    assert head["layer"] >= 1  # the planted choice-end layers
+    assert head["ccs_balanced_accuracy"] > 0.9
+    assert head["supervised_balanced_accuracy"] > 0.9
+    assert head["ratio"] > 0.9 and head["ratio_verdict"] == "PASS" and head["success"]
+    assert results["verdict"] == "PASS" and results["success"]
+    detail = record["selected_layer_detail"]
+    # Orientation came from confidence alone, and CCS beats nearly all random directions.
+    assert detail["random_directions"]["share_beaten_by_ccs"] > 0.9
+    assert record["majority"]["balanced_accuracy"] == 0.5
+    # Layer 0 carries no truth: CCS there is near chance.
+    assert abs(record["layers"][0]["ccs"]["balanced_accuracy"] - 0.5) < 0.15
+
+
+def test_ccs_near_chance_without_structure_is_not_a_success(results: dict) -> None:
+    head = results["stores"][1]["selected"]
+    assert abs(head["ccs_balanced_accuracy"] - 0.5) < 0.15
+    assert not head["success"] and head["verdict"] != "PASS"
+    assert head["ccs_above_chance"] != "PASS"
+    assert results["n_success"] == 1
+    text = summary_markdown(results)
+    assert "not distinguishable from chance" in text
+    assert "random directions" in text and "top principal component" in text
+
+
+def test_script(tmp_path: Path) -> None:
+    main = load_script("unsupervised_error").main
+    folder = synthetic_store(tmp_path / "m" / "t", n=150, n_layers=2)
+    out = tmp_path / "out"
+    args = ["--stores", str(folder), "--n-epochs", "100", "--n-restarts", "2", "--n-random", "10"]
+    args += ["--n-bootstrap", "100", "--cv-folds", "3", "--Cs", "3", "--layer", "1"]
+    main([*args, "--output-dir", str(out)])
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["stores"][0]["selected"]["layer"] == 1
+    assert saved["stores"][0]["selected"]["layer_selection"] == "configured"
+    assert (out / "figure_data.json").is_file() and (out / "summary.md").is_file()
+    assert_clean_exit(main, [*args[:-2], "--layer", "top", "--output-dir", str(out)], "top")

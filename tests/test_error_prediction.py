@@ -1,0 +1,280 @@
+"""Branch 2B error_prediction_extended on synthetic activation stores with known structure.
+
+``synthetic_store`` writes a real store folder (safetensors, scores.jsonl, meta.json) whose
+answers are right mostly for ``frequent`` items and wrong mostly for ``unseen`` ones, whose pooled
+activations carry correctness linearly at one layer only (or nowhere), and whose per-choice
+activations carry the truth of each choice along one direction. test_ccs.py and
+test_abstention.py build their stores with it too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from actspace.error_prediction import (
+    NamedStore,
+    OneSidedAnswers,
+    brier_score,
+    calibration,
+    correctness_split,
+    open_stores,
+    optional_int,
+    optional_layers,
+    reliability,
+    run_error_prediction_extended,
+    summary_markdown,
+)
+from actspace.store import ActivationStore
+
+ROOT = Path(__file__).resolve().parents[1]
+P_CORRECT = {"frequent": 0.95, "rare": 0.5, "unseen": 0.08}
+
+
+def synthetic_store(
+    folder: Path,
+    *,
+    n: int = 300,
+    d: int = 16,
+    n_layers: int = 3,
+    n_choices: int = 4,
+    signal_layer: int = 2,
+    planted: bool = True,
+    direction_seed: int = 100,
+    strength: float = 2.5,
+    seed: int = 0,
+) -> Path:
+    """Write a store to ``folder``; correctness is readable at ``signal_layer`` when planted.
+
+    Pooled layers: noise, plus ``strength * (+1 correct / -1 wrong) * u`` at the signal layer.
+    Choice ends (layers >= 1): noise plus ``strength * (+1 true choice / -1 other) * v``.
+    ``u`` and ``v`` come from ``direction_seed``, so two stores with the same one share them.
+    Log-likelihoods: the chosen answer wins, by a larger margin on average when it is right.
+    """
+    rng = np.random.default_rng(seed)
+    directions = np.random.default_rng(direction_seed)
+    u = directions.normal(size=d)
+    u /= np.linalg.norm(u)
+    v = directions.normal(size=d)
+    v /= np.linalg.norm(v)
+    buckets = rng.choice(list(P_CORRECT), size=n, p=[0.4, 0.3, 0.3])
+    correct = rng.random(n) < np.array([P_CORRECT[b] for b in buckets])
+    label = rng.integers(0, n_choices, size=n)
+    pred = label.copy()
+    for i in np.flatnonzero(~correct):
+        pred[i] = rng.choice([c for c in range(n_choices) if c != label[i]])
+    sign = np.where(correct, 1.0, -1.0)
+
+    pooled = rng.normal(size=(n, n_layers + 1, d))
+    if planted:
+        pooled[:, signal_layer] += strength * sign[:, None] * u
+    truth = np.where(np.arange(n_choices)[None, :] == label[:, None], 1.0, -1.0)
+    choice = rng.normal(size=(n, n_choices, n_layers + 1, d))
+    if planted:
+        choice[:, :, 1:] += strength * truth[:, :, None, None] * v
+    mask = np.ones((n, n_choices), dtype=np.uint8)
+
+    rows = []
+    for i in range(n):
+        logliks = rng.normal(size=n_choices) - 3.0
+        margin = rng.exponential(1.0) + (0.7 if correct[i] else 0.0)
+        logliks[pred[i]] = logliks.max() + margin
+        rows.append(
+            {
+                "index": i,
+                "id": f"item{i}",
+                "label": int(label[i]),
+                "logliks": logliks.tolist(),
+                "pred": int(pred[i]),
+                "correct": bool(correct[i]),
+                "n_choices": n_choices,
+                "metadata": {"bucket": str(buckets[i])},
+            }
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"last": torch.tensor(pooled, dtype=torch.float32)}, folder / "pooled.safetensors")
+    save_file(
+        {
+            "choice_end": torch.tensor(choice, dtype=torch.float32),
+            "choice_mask": torch.tensor(mask),
+        },
+        folder / "choice_end.safetensors",
+    )
+    (folder / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta = {
+        "model": folder.parent.name,
+        "task": folder.name,
+        "n_items": n,
+        "n_layers": n_layers,
+        "hidden_size": d,
+        "poolings": ["last"],
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+FAST = {"n_bootstrap": 200, "cv_folds": 3, "Cs": 5}
+
+
+@pytest.fixture(scope="module")
+def planted_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("ep")
+    a = synthetic_store(root / "model" / "taskA", seed=1)
+    b = synthetic_store(root / "model" / "taskB", seed=2)
+    c = synthetic_store(root / "model" / "taskC", seed=3, direction_seed=999)
+    return run_error_prediction_extended(open_stores([str(a), str(b), str(c)]), seed=0, **FAST)
+
+
+def test_separable_layer_is_near_perfect_and_selected(planted_results: dict) -> None:
+    record = planted_results["stores"][0]
+    curve = {row["layer"]: row for row in record["layers"]}
+    assert record["selected_layer"] == 2
+    assert curve[2]["balanced_accuracy"] > 0.93
+    assert curve[2]["auroc"] > 0.97
+    for k in (0, 1, 3):  # noise layers
+        assert abs(curve[k]["balanced_accuracy"] - 0.5) < 0.15
+        assert curve[2]["brier"] < curve[k]["brier"]
+    assert planted_results["value"] == curve[2]["balanced_accuracy"]
+    # The planted layer beats the (weakly informative) output confidence with a clear margin.
+    assert record["probe_minus_confidence"]["ci"][0] > 0
+    assert record["baselines"]["majority"]["balanced_accuracy"] == 0.5
+    # Calibrated probabilities at the separable layer: a small Brier score and ECE.
+    assert record["selected"]["calibration"]["brier"] < 0.07
+    assert record["selected"]["calibration"]["ece"] < 0.1
+
+
+def test_groups_follow_the_known_structure(planted_results: dict) -> None:
+    groups = {g["group"]: g for g in planted_results["stores"][0]["by_group"]["groups"]}
+    assert list(groups) == ["frequent", "rare", "unseen"]
+    assert groups["frequent"]["model_accuracy"] > 0.85 > 0.2 > groups["unseen"]["model_accuracy"]
+    assert groups["frequent"]["mean_p_correct"] > 0.8 > 0.2 > groups["unseen"]["mean_p_correct"]
+    assert all(g["probe_accuracy"] > 0.85 for g in groups.values())
+
+
+def test_transfer_matrix_follows_shared_directions(planted_results: dict) -> None:
+    (transfer,) = planted_results["transfer"]
+    assert transfer["tasks"] == ["taskA", "taskB", "taskC"]
+    ba = np.array(transfer["balanced_accuracy"])
+    assert np.all(np.diag(ba) > 0.9)
+    assert ba[0, 1] > 0.9 and ba[1, 0] > 0.9  # same correctness direction
+    # A different (random, so only partly aligned) direction: transfer falls far short.
+    assert max(ba[0, 2], ba[2, 0]) < 0.75 and ba[0, 1] - ba[0, 2] > 0.2
+
+
+def test_label_independent_activations_stay_near_chance(tmp_path: Path) -> None:
+    folder = synthetic_store(tmp_path / "m" / "noise", planted=False, seed=4)
+    results = run_error_prediction_extended(open_stores(str(folder)), seed=0, **FAST)
+    curve = results["stores"][0]["layers"]
+    assert all(abs(row["balanced_accuracy"] - 0.5) < 0.15 for row in curve)
+    assert all(abs(row["auroc"] - 0.5) < 0.17 for row in curve)
+    assert "Task transfer" not in summary_markdown(results)
+
+
+def test_split_matches_pm2_and_refuses_one_sided_answers() -> None:
+    correct = np.r_[np.ones(40, bool), np.zeros(20, bool)]
+    split = correctness_split(correct, test_fraction=0.3, seed=5)
+    assert split.test.size == 18 and split.train.size == 42
+    assert split.y_test.sum() == 12  # stratified: two thirds correct
+    assert set(split.train) | set(split.test) == set(range(60))
+    sub = correctness_split(correct, n_samples=30, seed=5, min_per_class=2)
+    assert sub.items.size == 30
+    with pytest.raises(OneSidedAnswers, match="at least 6 correct"):
+        correctness_split(np.r_[np.ones(50, bool), np.zeros(3, bool)])
+
+
+def test_one_sided_store_is_skipped_not_fatal(tmp_path: Path) -> None:
+    good = synthetic_store(tmp_path / "m" / "good", seed=1, n=120)
+    bad = synthetic_store(tmp_path / "m" / "bad", seed=1, n=120)
+    rows = [json.loads(line) for line in (bad / "scores.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["correct"] = True
+    (bad / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = run_error_prediction_extended(
+        open_stores([str(good), str(bad)]), layers=[2], seed=0, **FAST
+    )
+    assert results["n_analysed"] == 1
+    assert "skipped" in results["stores"][1]
+    assert results["transfer"] == []
+
+
+def test_calibration_known_values() -> None:
+    y = np.array([0, 0, 1, 1])
+    assert brier_score(y, y.astype(float)) == 0.0
+    assert brier_score(y, np.full(4, 0.5)) == 0.25
+    diagram = reliability(y, np.array([0.05, 0.05, 0.95, 0.95]), n_bins=10)
+    assert diagram["count"] == [2, 0, 0, 0, 0, 0, 0, 0, 0, 2]
+    assert diagram["ece"] == pytest.approx(0.05)
+    assert diagram["mean_predicted"][1] is None
+    calib = calibration(y, np.array([0.1, 0.3, 0.7, 0.9]), base_rate=0.5, n_bins=2)
+    assert calib["brier"] == pytest.approx(0.05)
+    assert calib["brier_skill"] == pytest.approx(0.8)
+    assert calib["reliability"]["observed"] == [0.0, 1.0]
+    assert calib["ece"] == pytest.approx(0.2)
+
+
+def test_defined_ci_leaves_out_undefined_resamples() -> None:
+    from actspace.error_prediction import defined_ci
+    from actspace.probes import auroc
+
+    assert defined_ci(np.mean, np.full(10, 0.3)) == pytest.approx([0.3, 0.3])
+    # One positive among 12: a third of resamples lack it and have no AUROC; the rest are kept.
+    y = np.r_[1, np.zeros(11)]
+    score = np.r_[0.9, np.linspace(0.0, 0.5, 11)]
+    low, high = defined_ci(auroc, y, score, n_resamples=400)
+    assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
+    # Undefined on most resamples: the interval is unknown.
+    assert defined_ci(lambda values: float("nan"), np.arange(10.0)) == [None, None]
+
+
+def test_cli_parsers() -> None:
+    assert optional_int("auto") is None and optional_int("7") == 7
+    assert optional_layers("all") is None and optional_layers("1,3") == [1, 3]
+    with pytest.raises(ValueError, match="integer"):
+        optional_int("deep")
+
+
+def test_store_names_come_from_the_folder(tmp_path: Path) -> None:
+    folder = synthetic_store(tmp_path / "tiny_gpt2" / "facts", n=60)
+    (named,) = open_stores(str(folder))
+    assert isinstance(named, NamedStore) and isinstance(named.store, ActivationStore)
+    assert (named.model, named.task) == ("tiny_gpt2", "facts")
+
+
+def load_script(name: str) -> ModuleType:
+    """Import scripts/<name>.py as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_clean_exit(main: Callable[[list[str]], None], argv: list[str], match: str) -> None:
+    """The script exits non-zero with one line starting with 'error:'."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    message = str(exit_info.value.code)
+    assert message.startswith("error:") and "\n" not in message and match in message
+
+
+def test_script_writes_the_experiment_and_fails_cleanly(tmp_path: Path) -> None:
+    main = load_script("error_prediction_extended").main
+    folder = synthetic_store(tmp_path / "m" / "t", n=150)
+    out = tmp_path / "out"
+    args = ["--stores", str(folder), "--n-bootstrap", "100", "--cv-folds", "3", "--Cs", "4"]
+    main([*args, "--seed", "1", "--output-dir", str(out)])
+    for name in ("results.json", "config.json", "summary.md", "figure_data.json"):
+        assert (out / name).is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == "error_prediction_extended" and results["seed"] == 1
+    assert json.loads((out / "config.json").read_text())["models"] == ["m"]
+    assert_clean_exit(main, ["--stores", str(tmp_path / "none"), "--output-dir", str(out)], "none")
+    assert_clean_exit(main, [*args, "--layers", "9", "--output-dir", str(out)], "out of range")
