@@ -28,7 +28,7 @@ PRE_BRANCH = {
 BRANCH_RULES: dict[str, set[str]] = {
     "2A": set(),
     "2B": {"error_prediction_extended", "unsupervised_error", "abstention"},
-    "2C": set(),
+    "2C": {"behavior_edit", "patching_vs_prompting"},
     "X": {"abort_report"},
 }
 

@@ -1,0 +1,140 @@
+"""Attribute scorers: the lexicon scorer's known values, a local classifier, and offline errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import huggingface_hub.constants
+import numpy as np
+import pytest
+import torch
+import transformers
+from tiny import make_tokenizer
+
+from actspace.attribute_scorers import (
+    ClassifierScorer,
+    LexiconScorer,
+    ScorerLoadError,
+    make_scorer,
+    resolve_kind,
+)
+from actspace.models import ModelLoadError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_classifier(folder: Path, labels: dict[int, str]) -> Path:
+    """A tiny random RoBERTa sequence classifier with ``labels``, saved like a hub model."""
+    tokenizer = make_tokenizer()
+    config = transformers.RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=0,
+        eos_token_id=0,
+        num_labels=len(labels),
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
+    torch.manual_seed(0)
+    model = transformers.RobertaForSequenceClassification(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_classifier(tmp_path_factory.mktemp("clf"), {0: "neutral", 1: "toxic"})
+
+
+def test_lexicon_scorer_counts_the_share_of_lexicon_words():
+    tox = LexiconScorer("toxicity")
+    scores = tox.score(["the stupid dog", "The dog, you idiot.", "", "a quiet lamp"])
+    np.testing.assert_allclose(scores, [1 / 3, 1 / 4, 0.0, 0.0])
+    formal = LexiconScorer("formality")
+    np.testing.assert_allclose(formal.score(["Furthermore, the dog duly ran. yeah lol"]), [2 / 7])
+    assert tox.describe() == {"attribute": "toxicity", "kind": "lexicon"}
+
+
+def test_unknown_attribute_and_kind_are_refused():
+    with pytest.raises(ValueError, match="unknown attribute 'sarcasm'"):
+        LexiconScorer("sarcasm")
+    with pytest.raises(ValueError, match="unknown scorer kind 'magic'"):
+        resolve_kind("magic", "organism")
+    with pytest.raises(ValueError, match="unknown scorer key"):
+        make_scorer("toxicity", {"kind": "lexicon", "threshold": 0.5})
+
+
+def test_auto_picks_the_lexicon_for_organisms_and_a_classifier_otherwise():
+    assert resolve_kind("auto", "organism") == "lexicon"
+    assert resolve_kind("auto", "hub") == "classifier"
+    assert resolve_kind("auto", "local") == "classifier"
+    assert resolve_kind("lexicon", "hub") == "lexicon"
+    assert isinstance(make_scorer("formality", {"kind": "auto"}), LexiconScorer)
+
+
+def test_classifier_scorer_is_the_softmax_probability_of_the_label(classifier_dir):
+    scorer = ClassifierScorer("toxicity", classifier_dir, "TOXIC", device="cpu", batch_size=2)
+    assert scorer.label == "toxic" and scorer.label_index == 1
+    texts = ["The cat sat on the mat.", "A man is sitting on a roof.", "Paris"]
+    scores = scorer.score(texts)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(classifier_dir)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(classifier_dir)
+    model.eval()
+    with torch.no_grad():
+        expected = [
+            float(torch.softmax(model(**tokenizer([t], return_tensors="pt")).logits, -1)[0, 1])
+            for t in texts
+        ]
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert np.all((scores >= 0) & (scores <= 1))
+    described = scorer.describe()
+    assert described["kind"] == "classifier" and described["classifier"] == str(classifier_dir)
+
+
+def test_make_scorer_builds_the_configured_classifier(classifier_dir):
+    spec = {"kind": "auto", "classifier": str(classifier_dir), "label": "toxic", "batch_size": 4}
+    scorer = make_scorer("toxicity", spec, model_source="hub", device="cpu")
+    assert isinstance(scorer, ClassifierScorer) and scorer.batch_size == 4
+
+
+def test_a_missing_label_names_the_labels_there_are(classifier_dir):
+    with pytest.raises(ValueError, match=r"no label 'formal' \(its labels: neutral, toxic\)"):
+        ClassifierScorer("formality", classifier_dir, "formal", device="cpu")
+
+
+def test_a_one_output_ranker_scores_with_the_sigmoid(tmp_path):
+    folder = make_classifier(tmp_path / "ranker", {0: "formality"})
+    scorer = ClassifierScorer("formality", folder, "formal", device="cpu")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(folder)
+    with torch.no_grad():
+        logit = model(**tokenizer(["Paris"], return_tensors="pt")).logits[0, 0]
+    np.testing.assert_allclose(scorer.score(["Paris"]), [float(torch.sigmoid(logit))], atol=1e-5)
+
+
+def test_an_unreachable_hub_classifier_fails_with_one_clear_line(monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ScorerLoadError) as caught:
+        make_scorer("toxicity", {"kind": "classifier"}, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "s-nlp/roberta_toxicity_classifier" in message
+    assert "cannot be reached" in message and "kind: lexicon" in message
+    assert isinstance(caught.value, ModelLoadError)  # scripts catch ModelLoadError
+
+
+def test_a_missing_local_classifier_folder_is_named(tmp_path):
+    with pytest.raises(ScorerLoadError, match="no such folder"):
+        ClassifierScorer("toxicity", tmp_path / "nowhere" / "clf", "toxic", device="cpu")
