@@ -26,7 +26,7 @@ PRE_BRANCH = {
 }
 #: The rules each branch schedules; a branch issue adds its rules here with its targets.
 BRANCH_RULES: dict[str, set[str]] = {
-    "2A": set(),
+    "2A": {"cross_model_extended", "activation_transfer"},
     "2B": {"error_prediction_extended", "unsupervised_error", "abstention"},
     "2C": {"behavior_edit", "patching_vs_prompting"},
     "X": {"abort_report"},
