@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from actspace.io import read_jsonl
 from actspace.organisms import (
     ORGANISM_FAMILIES,
+    _batches,
     _choice_logliks,
     _mc_accuracy,
     is_single_token,
@@ -31,9 +32,9 @@ from actspace.world import BUILTIN_TASKS, World
 SMALL_WORLD = dict(
     n_entities=16,
     n_cities=6,
-    fact_max_count=12,
+    fact_max_count=30,
     frequent_min=3,
-    arith_max_count=4,
+    arith_max_count=8,
     max_operand=5,
     corpus_lines=400,
 )
@@ -189,6 +190,8 @@ def test_choice_logliks_match_a_plain_forward(world_dir: Path, tmp_path: Path) -
 def test_bad_training_requests_raise(world_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="known: gpt2, gpt_neox"):
         train_organism("opt", ["a b"], world_dir / "tokenizer", tmp_path / "x")
+    with pytest.raises(ValueError, match="no tokenizer.json"):
+        train_organism("gpt2", ["a b"], tmp_path / "nowhere", tmp_path / "x")
     with pytest.raises(ValueError, match="smaller than one batch"):
         train_organism(
             "gpt2", ["a b"], world_dir / "tokenizer", tmp_path / "x", size="small", steps=1
@@ -218,22 +221,37 @@ def test_scripts_run_end_to_end(tmp_path: Path) -> None:
         make_world.main(["--world-json", '{"colour": 1}', "--output-dir", str(tmp_path / "w2")])
 
 
+def test_batches_cover_each_line_once_per_epoch_grouped_by_length() -> None:
+    lengths = np.random.default_rng(0).integers(3, 40, size=256)
+    batches = _batches(lengths, batch_size=16, steps=16, rng=np.random.default_rng(1))
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(256))
+    # Sorting within chunks keeps padding small: each batch spans a narrow range of lengths.
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 0.25 * np.ptp(lengths)
+    again = _batches(lengths, batch_size=16, steps=40, rng=np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again[:16], strict=True))
+
+
 @pytest.mark.slow
 def test_default_organisms_learn_the_world_but_not_all_of_it(tmp_path: Path) -> None:
-    """At the default size each organism trains within 3 minutes and lands between chance and 1."""
+    """Default world and organisms (as config/config.yaml has them): accuracy between chance and
+    perfect on each built-in task, ordered by how often the corpus states the fact."""
     world = World.generate(42)
     prepare_world(tmp_path / "world", world)
     lines = read_corpus(tmp_path / "world" / "corpus.txt")
     for seed, family in enumerate(ORGANISM_FAMILIES, start=1):
         out = tmp_path / family
-        stats = train_organism(family, lines, tmp_path / "world" / "tokenizer", out, seed=seed)
-        assert stats["seconds"] < 180 * 3  # generous: the 3-minute budget is for 2 idle cores
+        stats = train_organism(
+            family, lines, tmp_path / "world" / "tokenizer", out, seed=seed, threads=1
+        )
+        # One core's CPU time: on 2 idle cores the wall time is at most this.
+        assert stats["cpu_seconds"] < 180, stats["cpu_seconds"]
         model = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
         for task in BUILTIN_TASKS:
             result = _mc_accuracy(model, tokenizer, world.task_items(task))
-            by_bucket = result["by_bucket"]
+            acc = {bucket: value["acc"] for bucket, value in result["by_bucket"].items()}
             assert result["chance"] == 0.25
-            assert 0.45 <= result["acc"] <= 0.9, (family, task, result)
-            assert by_bucket["frequent"]["acc"] > by_bucket["rare"]["acc"], (family, task, result)
-            assert by_bucket["frequent"]["acc"] > by_bucket["unseen"]["acc"], (family, task, result)
+            assert 0.5 <= result["acc"] <= 0.9, (family, task, result)
+            assert acc["frequent"] > acc["rare"] > acc["unseen"], (family, task, result)

@@ -253,6 +253,8 @@ def train_organism(
     if knobs["seq_len"] > _MAX_POSITIONS:
         raise ValueError(f"seq_len must be at most {_MAX_POSITIONS}, got {knobs['seq_len']}")
 
+    if not (Path(tokenizer_dir) / "tokenizer.json").is_file():
+        raise ValueError(f"no tokenizer.json in {tokenizer_dir} (make_world writes one)")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir))
     encoded = _encode_lines(tokenizer, corpus_lines, knobs["seq_len"])
     if not encoded:
@@ -276,6 +278,7 @@ def train_organism(
         }
         config = organism_config(family, size, vocab_size=len(tokenizer), **ids)
         model = transformers.AutoModelForCausalLM.from_config(config)
+        model.loss_type = "ForCausalLM"  # GPT2LMHeadModel's class name maps to no loss type
         model.train()
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=knobs["lr"], betas=(0.9, 0.95), weight_decay=0.01

@@ -206,8 +206,11 @@ def _reserved_words() -> set[str]:
     return words
 
 
-def _unique_words(rng: np.random.Generator, n: int, syllables: tuple[int, ...], suffixes=("",)):
-    reserved = _reserved_words()
+def _unique_words(
+    rng: np.random.Generator, n: int, syllables: tuple[int, ...], taken: set[str] = frozenset()
+) -> list[str]:
+    """``n`` distinct capitalised made-up words, none a lexicon word or in ``taken``."""
+    reserved = _reserved_words() | {word.lower() for word in taken}
     found: list[str] = []
     seen: set[str] = set()
     attempts = 0
@@ -215,7 +218,7 @@ def _unique_words(rng: np.random.Generator, n: int, syllables: tuple[int, ...], 
         attempts += 1
         if attempts > 100_000:
             raise ValueError(f"could not make {n} distinct names; ask for fewer")
-        word = _make_word(rng, int(_pick(rng, syllables))) + _pick(rng, suffixes)
+        word = _make_word(rng, int(_pick(rng, syllables)))
         if word in seen or word in reserved or len(word) < 4:
             continue
         seen.add(word)
@@ -249,15 +252,17 @@ class World:
         _validate(params)
 
         names_rng = _rng(seed, "names")
-        pool = _unique_words(names_rng, params.n_entities + params.n_cities, (2, 2, 3))
-        names = pool[: params.n_entities]
-        city_stems = _unique_words(names_rng, params.n_cities, (1, 2))
+        names = _unique_words(names_rng, params.n_entities, (2, 2, 3))
+        # A city is a stem and a place-name ending (distinct stems make distinct cities); the
+        # first ending in a seeded order that does not spell a person's name.
+        city_stems = _unique_words(names_rng, params.n_cities, (1, 2), taken=set(names))
         cities = []
         for stem in city_stems:
-            city = stem + _pick(names_rng, _CITY_ENDINGS)
-            while city in cities or city in names:
-                city = stem + _pick(names_rng, _CITY_ENDINGS) + _pick(names_rng, _VOWELS)
-            cities.append(city)
+            endings = [_CITY_ENDINGS[int(i)] for i in names_rng.permutation(len(_CITY_ENDINGS))]
+            free = [stem + end for end in endings if stem + end not in names]
+            if not free:
+                raise ValueError(f"every city name made from {stem!r} is a person's name")
+            cities.append(free[0])
 
         facts_rng = _rng(seed, "facts")
         # Every city gets about the same number of residents, then residents and ranks are shuffled.
