@@ -119,7 +119,9 @@ def _chain(*parts: Iterable[str]) -> Iterable[str]:
 
 
 # -------------------------------------------------------------------------------------- models
-def organism_config(family: str, size: str = "default", *, vocab_size: int, **ids: int):
+def organism_config(
+    family: str, size: str = "default", *, vocab_size: int, **ids: int
+) -> transformers.PretrainedConfig:
     """The ``transformers`` config of an organism; ``ids`` sets bos/eos/pad token ids."""
     _check_family_size(family, size)
     shape = _SHAPES[size]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -207,7 +208,7 @@ def _reserved_words() -> set[str]:
 
 
 def _unique_words(
-    rng: np.random.Generator, n: int, syllables: tuple[int, ...], taken: set[str] = frozenset()
+    rng: np.random.Generator, n: int, syllables: tuple[int, ...], taken: Collection[str] = ()
 ) -> list[str]:
     """``n`` distinct capitalised made-up words, none a lexicon word or in ``taken``."""
     reserved = _reserved_words() | {word.lower() for word in taken}

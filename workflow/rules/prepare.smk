@@ -56,7 +56,7 @@ rule train_organism:
     shell:
         "OMP_NUM_THREADS={threads} python {input.script} --family {params.family} "
         "--size {params.size} --seed {params.seed} --steps {params.steps} "
-        "--corpus {input.corpus} --tokenizer {params.tokenizer} "
+        "--corpus {input.corpus} --tokenizer {params.tokenizer} --threads {threads} "
         "--output-dir {output} > {log} 2>&1"
 
 
