@@ -27,7 +27,7 @@ PRE_BRANCH = {
 BRANCH_RULES: dict[str, set[str]] = {
     "2A": {"cross_model_extended", "activation_transfer"},
     "2B": {"error_prediction_extended", "unsupervised_error", "abstention"},
-    "2C": {"behavior_edit", "patching_vs_prompting"},
+    "2C": {"patching_layers", "behavior_edit", "patching_vs_prompting"},
     "X": {"abort_report"},
 }
 
@@ -79,3 +79,27 @@ def test_bad_configuration_stops_before_any_job(fresh, config, words):
 def test_lint_is_clean(fresh):
     result = snakemake(fresh, "--lint", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        (
+            'experiments={"patching_layers": {"layers": [0, 99]}}',
+            "experiments.patching_layers.layers: layer 99 is beyond model 'tiny_gpt2'",
+        ),
+        (
+            'experiments={"patching_layers": {"model": "nope"}}',
+            "experiments.patching_layers.model: model 'nope' is not defined",
+        ),
+        (
+            'experiments={"behavior_edit": {"side_task": "nope"}}',
+            "experiments.behavior_edit.side_task: task 'nope' is not defined",
+        ),
+    ],
+)
+def test_bad_experiment_setting_stops_before_any_job(fresh, config, words):
+    result = snakemake(fresh, "-n", "--cores", "1", "--config", config, check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and words in text
+    assert "Job stats" not in text

@@ -195,9 +195,9 @@ def _check_task_sources(tasks: Mapping[str, Any]) -> None:
 def model_depth(spec: Mapping[str, Any]) -> int | None:
     """Number of blocks of a configured model, when it is known without loading it."""
     if spec["source"] == "organism":
-        from actspace.organisms import organism_config
+        from actspace.organisms import organism_depth
 
-        return int(organism_config(spec["family"], spec["size"], vocab_size=512).num_hidden_layers)
+        return organism_depth(spec["family"], spec["size"])
     if spec["source"] == "local":
         config_file = Path(spec["path"]) / "config.json"
         if config_file.is_file():

@@ -119,6 +119,12 @@ def _chain(*parts: Iterable[str]) -> Iterable[str]:
 
 
 # -------------------------------------------------------------------------------------- models
+def organism_depth(family: str, size: str = "default") -> int:
+    """Number of blocks of an organism, without building its config."""
+    _check_family_size(family, size)
+    return int(_SHAPES[size]["layers"])
+
+
 def organism_config(
     family: str, size: str = "default", *, vocab_size: int, **ids: int
 ) -> transformers.PretrainedConfig:

@@ -1,5 +1,6 @@
 # Branch 2C: activation patching and behaviour editing. Scheduled when PM3 passes.
 #
+#   patching_layers        denoising and noising at every layer x position of the prompt pairs
 #   behavior_edit          steering vectors (toxicity, formality) swept over layer x coefficient
 #   patching_vs_prompting  the best steering setting against a prompt prefix, on held-out prompts
 #
@@ -8,6 +9,8 @@
 
 from actspace.config import model_depth
 
+PL = config["experiments"]["patching_layers"]
+PL_MODEL = PL["model"] or PM["pm3"]["model"]
 BE = config["experiments"]["behavior_edit"]
 PVP = config["experiments"]["patching_vs_prompting"]
 BE_MODEL = BE["model"] or PM["pm3"]["model"]
@@ -16,6 +19,17 @@ if BE_MODEL not in MODELS:
     raise WorkflowError(
         f"experiments.behavior_edit.model: model {BE_MODEL!r} is not defined "
         f"(defined models: {', '.join(MODELS)})"
+    )
+if PL_MODEL not in MODELS:
+    raise WorkflowError(
+        f"experiments.patching_layers.model: model {PL_MODEL!r} is not defined "
+        f"(defined models: {', '.join(MODELS)})"
+    )
+PL_DEPTH = model_depth(MODELS[PL_MODEL]) if PL["layers"] else None
+if PL_DEPTH is not None and max(PL["layers"]) > PL_DEPTH:
+    raise WorkflowError(
+        f"experiments.patching_layers.layers: layer {max(PL['layers'])} is beyond model "
+        f"{PL_MODEL!r}, which has {PL_DEPTH} blocks (allowed: 0 = embeddings to {PL_DEPTH})"
     )
 if BE_TASK not in TASKS:
     raise WorkflowError(
@@ -43,8 +57,53 @@ BE_SAMPLING_ARGS = (
     f"--batch-size {BE['batch_size']} --n-bootstrap {BE['n_bootstrap']} "
     f"--n-task-items {BE['side_task_items']}"
 )
+PL_DIR = f"{R}/experiments/patching_layers"
 BE_DIR = f"{R}/experiments/behavior_edit/seed{{seed}}"
 PVP_DIR = f"{R}/experiments/patching_vs_prompting/seed{{seed}}"
+
+
+rule patching_layers:
+    """Denoising and noising at every layer and position of the prompt pairs, batched; effect
+    heatmaps, by-layer curves with CIs, and the strongest layer."""
+    input:
+        script="scripts/patching_layers.py",
+        model=model_input(PL_MODEL),
+        pairs=PL["pairs"] or pm3_pairs(),
+    output:
+        results=f"{PL_DIR}/results.json",
+        config=f"{PL_DIR}/config.json",
+        summary=f"{PL_DIR}/summary.md",
+        figure_data=f"{PL_DIR}/figure_data.json",
+        per_pair=f"{PL_DIR}/per_pair.jsonl",
+    log:
+        f"{R}/logs/patching_layers.log",
+    benchmark:
+        f"{R}/benchmarks/patching_layers.tsv"
+    conda:
+        CONDA_ENV
+    threads: 2
+    resources:
+        runs_model=1,
+    params:
+        model=lambda wc, input: input.model or model_ref(PL_MODEL),
+        revision=MODELS[PL_MODEL].get("revision") or "",
+        pl=PL,
+        n_pairs=PL["n_pairs"] or PM["pm3"]["n_pairs"],
+        layers=",".join(map(str, PL["layers"] or [])) or "all",
+        dtype=EXTRACT["dtype"],
+        device=EXTRACT["device"],
+        seed=config["seed"],
+        outdir=folder_of("output.results"),
+    shell:
+        "OMP_NUM_THREADS={threads} python {input.script} --model {params.model} "
+        "--pairs {input.pairs} --n-samples {params.n_pairs} --layers {params.layers} "
+        "--max-batch {params.pl[max_batch]} --n-bootstrap {params.pl[n_bootstrap]} "
+        "--dtype {params.dtype} --device {params.device} --seed {params.seed} "
+        "$([ -n '{params.revision}' ] && echo --revision {params.revision}) "
+        "--output-dir {params.outdir} > {log} 2>&1"
+
+
+BRANCH_2C_TARGETS.append(f"{PL_DIR}/summary.md")
 
 
 rule behavior_edit:
