@@ -179,6 +179,9 @@ def run(args: argparse.Namespace) -> None:
         "n_task_items": len(items),
         "duration_s": round(time.perf_counter() - start, 3),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "headlines": [
+            headline(attribute, results["attributes"][attribute]) for attribute in attributes
+        ],
     }
     config = {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -204,6 +207,24 @@ def run(args: argparse.Namespace) -> None:
             f"shift {report['shift']:+.4f} CI {report['shift_ci']}, "
             f"perplexity x{best['perplexity']['ratio']:.3f}"
         )
+
+
+def headline(attribute: str, result: dict) -> dict:
+    """The attribute's main result: the report-prompt shift at the best setting; success means
+    its CI lies above zero (steering raised the score on prompts it was not chosen on)."""
+    best = result["best"]
+    shift, ci = best["report"]["shift"], best["report"]["shift_ci"]
+    return {
+        "label": attribute,
+        "metric": "attribute_shift_at_best_setting",
+        "value": shift,
+        "ci": ci,
+        "n": best["report"]["n"],
+        "success": bool(ci[0] is not None and ci[0] > 0),
+        "success_rule": "the report prompts' shift has a 95% CI above 0",
+        "setting": {"layer": best["layer"], "coefficient": best["coefficient"]},
+        "comparison": best["comparison"],
+    }
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

@@ -175,6 +175,18 @@ def run(args: argparse.Namespace) -> None:
         "n_neutral_texts": len(side.texts),
         "n_task_items": len(side.items),
         "attributes": attributes,
+        "headlines": [
+            {
+                "label": attribute,
+                "metric": "steering_minus_prompting_shift",
+                "value": result["steering_minus_prompting"]["shift"],
+                "ci": result["steering_minus_prompting"]["shift_ci"],
+                "n": result["n"],
+                "success": None,
+                "comparison": result["comparison"],
+            }
+            for attribute, result in attributes.items()
+        ],
         "duration_s": round(time.perf_counter() - start, 3),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

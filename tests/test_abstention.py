@@ -11,6 +11,7 @@ from test_error_prediction import assert_clean_exit, load_script, synthetic_stor
 
 from actspace.abstention import (
     accuracy_gain,
+    answered_vs_abstained,
     at_coverage,
     aurc,
     effective_accuracy,
@@ -68,6 +69,25 @@ def test_selective_answering_known_values() -> None:
     assert none["gain_verdict"] == "INCONCLUSIVE"
 
 
+def test_answered_vs_abstained_known_values() -> None:
+    correct = np.array([1, 1, 1, 0, 0, 1, 0, 0], dtype=bool)
+    prob = np.array([0.9, 0.8, 0.6, 0.5, 0.2, 0.35, 0.1, 0.25])
+    block = answered_vs_abstained(correct, prob, 0.3, where="m on t, layer 2")
+    assert block["kind"] == "two_groups" and block["binary"] is True
+    assert block["a"] == [1.0, 1.0, 1.0, 0.0, 1.0] and block["b"] == [0.0, 0.0, 0.0]
+    out = selective(correct, prob, 0.3, n_bootstrap=100)
+    assert np.mean(block["a"]) == pytest.approx(out["effective_accuracy"])
+    assert len(block["a"]) / correct.size == out["coverage"]
+    nothing = answered_vs_abstained(correct, prob, 0.95, where="m")
+    assert (
+        nothing["a"] == []
+        and len(nothing["b"]) == 8
+        and "no item is answered" in (nothing["description"])
+    )
+    everything = answered_vs_abstained(correct, prob, 0.0, where="m")
+    assert everything["b"] == [] and "no item is abstained" in everything["description"]
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     root = tmp_path_factory.mktemp("abst")
@@ -94,6 +114,23 @@ def test_probe_abstention_raises_effective_accuracy(results: tuple[dict, dict]) 
     assert np.mean(curve["risk_probe"]) == pytest.approx(a["probe"])
 
 
+def test_comparison_block_matches_the_headline(results: tuple[dict, dict]) -> None:
+    res, _ = results
+    record = res["stores"][0]
+    comparison = res["comparison"]
+    assert comparison is record["comparison"]
+    assert comparison["kind"] == "two_groups" and comparison["unit"] == "item"
+    assert comparison["binary"] is True and comparison["scale"] == 100.0
+    a, b = np.array(comparison["a"]), np.array(comparison["b"])
+    assert a.size + b.size == res["n"] == record["n_test"]
+    assert all(type(v) is float for v in comparison["a"] + comparison["b"])
+    probe = record["probe"]
+    assert a.size == probe["n_answered"] and a.size / (a.size + b.size) == probe["coverage"]
+    assert a.mean() == pytest.approx(probe["effective_accuracy"])
+    assert np.r_[a, b].mean() == pytest.approx(probe["plain_accuracy"])
+    assert a.mean() - np.r_[a, b].mean() == pytest.approx(res["value"])
+
+
 def test_uninformative_probe_is_no_better_than_random(results: tuple[dict, dict]) -> None:
     res, _ = results
     record = res["stores"][1]
@@ -113,6 +150,8 @@ def test_script(tmp_path: Path) -> None:
     main([*args, "--threshold", "0.4", "--output-dir", str(out)])
     saved = json.loads((out / "results.json").read_text())
     assert saved["threshold"] == 0.4 and saved["stores"][0]["probe"]["threshold"] == 0.4
+    comparison = saved["comparison"]
+    assert len(comparison["a"]) + len(comparison["b"]) == saved["n"]
     assert set(json.loads((out / "figure_data.json").read_text())["curves"][0]) >= {
         "coverage",
         "risk_probe",

@@ -220,6 +220,22 @@ def test_results_layout_for_figures(extended):
     assert "Best-aligned layer pairs" in text and "| a | b |" in text
 
 
+def test_comparison_block_matches_the_headline(extended):
+    results, _ = extended
+    comparison = results["comparison"]
+    assert comparison["kind"] == "paired" and comparison["unit"] == "item"
+    assert comparison["binary"] is False
+    a, b = np.array(comparison["a"]), np.array(comparison["b"])
+    assert len(a) == len(b) == results["n"] == results["n_test"] == 45
+    assert all(type(v) is float for v in comparison["a"] + comparison["b"])
+    # the real side is the headline's per-item values, the null side the cells' nulls
+    assert a.mean() == pytest.approx(results["value"], abs=1e-12)
+    nulls = [p["standardised"]["correlation_null"] for p in results["pairs"]]
+    assert b.mean() == pytest.approx(np.mean(nulls), abs=1e-12)
+    # a and b are exact functions of each other (two of the six ordered pairs): above the null
+    assert a.mean() - b.mean() > 0.2
+
+
 def test_depth_aligned_cells_only_without_the_full_grid(three_models):
     results, figure_data = run_cross_model_extended(
         {"a": three_models["a"], "c": three_models["c"]},

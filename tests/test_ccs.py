@@ -20,7 +20,9 @@ from actspace.ccs import (
     run_unsupervised_error,
     summary_markdown,
 )
-from actspace.error_prediction import open_stores
+from actspace.error_prediction import correctness_split, open_stores
+from actspace.probes import balanced_accuracy
+from actspace.store import ActivationStore
 
 FAST = {
     "n_restarts": 4,
@@ -119,6 +121,42 @@ def test_ccs_matches_supervised_where_truth_is_planted(results: dict) -> None:
     assert abs(record["layers"][0]["ccs"]["balanced_accuracy"] - 0.5) < 0.15
 
 
+def test_comparison_block_matches_the_headline(
+    results: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    record = results["stores"][0]
+    comparison = results["comparison"]
+    assert comparison is record["comparison"]
+    assert comparison["kind"] == "paired" and comparison["unit"] == "item"
+    assert comparison["binary"] is True and comparison["scale"] == 100.0
+    a, b = np.array(comparison["a"]), np.array(comparison["b"])
+    assert len(a) == len(b) == results["n"] == record["n_test"]
+    assert all(type(v) is float for v in comparison["a"] + comparison["b"])
+    detail = record["selected_layer_detail"]
+    assert a.mean() == pytest.approx(detail["ccs"]["accuracy"])
+    assert b.mean() == pytest.approx(detail["supervised_contrast"]["accuracy"])
+    # balanced accuracies (and their ratio, the headline) from a, b and the held-out labels
+    folder = synthetic_store(tmp_path_factory.mktemp("ccs_again") / "m" / "planted", seed=1)
+    y = correctness_split(ActivationStore(folder).correct(), seed=0).y_test
+    ccs_ba = float(balanced_accuracy(y, a.astype(bool) == y))
+    sup_ba = float(balanced_accuracy(y, b.astype(bool) == y))
+    assert ccs_ba == pytest.approx(record["selected"]["ccs_balanced_accuracy"])
+    assert sup_ba == pytest.approx(record["selected"]["supervised_balanced_accuracy"])
+    assert ccs_ba / sup_ba == pytest.approx(results["value"])
+    # the second store has its own block
+    assert len(results["stores"][1]["comparison"]["a"]) == results["stores"][1]["n_test"]
+
+
+def test_no_comparison_when_every_store_is_skipped(tmp_path: Path) -> None:
+    folder = synthetic_store(tmp_path / "m" / "one_sided", n=60, n_layers=2)
+    rows = [json.loads(line) for line in (folder / "scores.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["correct"] = True
+    (folder / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = run_unsupervised_error(open_stores(str(folder)), seed=0, **FAST)
+    assert results["n_analysed"] == 0 and results["comparison"] is None
+
+
 def test_ccs_near_chance_without_structure_is_not_a_success(results: dict) -> None:
     head = results["stores"][1]["selected"]
     assert abs(head["ccs_balanced_accuracy"] - 0.5) < 0.15
@@ -139,6 +177,7 @@ def test_script(tmp_path: Path) -> None:
     main([*args, "--output-dir", str(out)])
     saved = json.loads((out / "results.json").read_text())
     assert saved["stores"][0]["selected"]["layer"] == 1
+    assert len(saved["comparison"]["a"]) == saved["n"] == len(saved["comparison"]["b"])
     assert saved["stores"][0]["selected"]["layer_selection"] == "configured"
     assert (out / "figure_data.json").is_file() and (out / "summary.md").is_file()
     assert_clean_exit(main, [*args[:-2], "--layer", "top", "--output-dir", str(out)], "top")

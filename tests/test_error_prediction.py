@@ -33,6 +33,7 @@ from actspace.error_prediction import (
     run_error_prediction_extended,
     summary_markdown,
 )
+from actspace.probes import balanced_accuracy
 from actspace.store import ActivationStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +152,30 @@ def test_separable_layer_is_near_perfect_and_selected(planted_results: dict) -> 
     assert record["selected"]["calibration"]["ece"] < 0.1
 
 
+def test_comparison_block_matches_the_headline(
+    planted_results: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    comparison = planted_results["comparison"]
+    record = planted_results["stores"][0]
+    assert comparison is record["comparison"]
+    assert comparison["kind"] == "paired" and comparison["unit"] == "item"
+    assert comparison["binary"] is True and comparison["scale"] == 100.0
+    a, b = np.array(comparison["a"]), np.array(comparison["b"])
+    assert len(a) == len(b) == planted_results["n"] == record["n_test"]
+    assert all(type(v) is float for v in comparison["a"] + comparison["b"])
+    assert a.mean() == pytest.approx(record["selected"]["accuracy"])
+    assert b.mean() == pytest.approx(record["baselines"]["confidence"]["accuracy"])
+    # balanced accuracy from a and the held-out labels is the headline
+    store = synthetic_store(tmp_path_factory.mktemp("ep_again") / "model" / "taskA", seed=1)
+    y = correctness_split(ActivationStore(store).correct(), seed=0).y_test
+    pred = a.astype(bool) == y
+    assert float(balanced_accuracy(y, pred)) == pytest.approx(planted_results["value"])
+    confidence_pred = b.astype(bool) == y
+    assert float(balanced_accuracy(y, confidence_pred)) == pytest.approx(
+        record["baselines"]["confidence"]["balanced_accuracy"]
+    )
+
+
 def test_groups_follow_the_known_structure(planted_results: dict) -> None:
     groups = {g["group"]: g for g in planted_results["stores"][0]["by_group"]["groups"]}
     assert list(groups) == ["frequent", "rare", "unseen"]
@@ -203,6 +228,9 @@ def test_one_sided_store_is_skipped_not_fatal(tmp_path: Path) -> None:
     assert results["n_analysed"] == 1
     assert "skipped" in results["stores"][1]
     assert results["transfer"] == []
+    assert results["comparison"] is results["stores"][0]["comparison"]
+    only_bad = run_error_prediction_extended(open_stores(str(bad)), layers=[2], seed=0, **FAST)
+    assert only_bad["comparison"] is None
 
 
 def test_calibration_known_values() -> None:

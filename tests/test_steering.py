@@ -423,6 +423,13 @@ def test_the_scripts_write_their_folders_and_refuse_bad_input(gpt2, tmp_path, ti
         assert (edit_dir / name).is_file()
     results = read_json(edit_dir / "results.json")
     assert results["experiment"] == "behavior_edit" and results["model_source"] == "local"
+    for head in results["headlines"]:
+        best = results["attributes"][head["label"]]["best"]
+        comparison = head["comparison"]
+        assert head["value"] == best["report"]["shift"]
+        assert len(comparison["a"]) == len(comparison["b"]) == head["n"] == results["n_report"]
+        gain = np.mean(comparison["a"]) - np.mean(comparison["b"])
+        assert gain == pytest.approx(head["value"], abs=1e-9)
     assert results["coefficients"] == [-2.0, 2.0] and results["n_task_items"] == 6
     assert results["attributes"]["toxicity"]["scorer"]["kind"] == "lexicon"
     patching_vs_prompting.main(
@@ -430,6 +437,11 @@ def test_the_scripts_write_their_folders_and_refuse_bad_input(gpt2, tmp_path, ti
          "--prefixes-json", json.dumps({"toxicity": "You idiot."})]
     )  # fmt: skip
     pvp = read_json(pvp_dir / "results.json")
+    for head in pvp["headlines"]:
+        comparison = head["comparison"]
+        gain = np.mean(comparison["a"]) - np.mean(comparison["b"])
+        assert gain == pytest.approx(head["value"], abs=1e-9)
+        assert len(comparison["a"]) == head["n"] == len(pvp["prompt_ids"])
     assert pvp["prompt_ids"] == results["report_ids"]
     assert pvp["attributes"]["toxicity"]["methods"]["prompting"]["prefix"] == "You idiot."
     assert pvp["attributes"]["formality"]["methods"]["prompting"]["prefix"].startswith("Write")

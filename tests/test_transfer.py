@@ -21,6 +21,7 @@ from actspace.transfer import (
     score_items,
     split_transfer_items,
     summary_markdown,
+    transfer_comparison,
 )
 
 WORDS = [
@@ -160,12 +161,18 @@ def stores(models, tmp_path_factory):
     return items, ActivationStore(folder / "gpt2"), ActivationStore(folder / "gpt_neox")
 
 
-def test_run_activation_transfer_end_to_end(models, stores):
+@pytest.fixture(scope="module")
+def transfer_results(models, stores):
     items, source, target = stores
     model, tokenizer = models["gpt_neox"]
-    results = run_activation_transfer(
+    return run_activation_transfer(
         source, target, model, tokenizer, items, n_bootstrap=200, seed=4, names=("g", "n")
     )
+
+
+def test_run_activation_transfer_end_to_end(stores, transfer_results):
+    _, source, target = stores
+    results = transfer_results
     assert (results["n_train"], results["n_val"], results["n_test"]) == (16, 8, 16)
     assert (results["source_layer"], results["target_layer"]) == (2, 2)
     # the unpatched target reproduces the store, item for item
@@ -186,6 +193,34 @@ def test_run_activation_transfer_end_to_end(models, stores):
     assert "Target + transferred activation" in text
     if not results["success"]:
         assert "Why it likely did not work" in text and likely_reasons(results)
+
+
+def test_comparison_block_matches_the_headline(transfer_results):
+    results = transfer_results
+    comparison = results["comparison"]
+    assert comparison["kind"] == "paired" and comparison["unit"] == "item"
+    assert comparison["binary"] is True and comparison["scale"] == 100.0
+    a, b = np.array(comparison["a"]), np.array(comparison["b"])
+    assert len(a) == len(b) == results["n"] == results["n_test"]
+    assert set(np.unique(np.r_[a, b])) <= {0.0, 1.0}
+    assert all(type(v) is float for v in comparison["a"] + comparison["b"])
+    assert 100 * (a.mean() - b.mean()) == pytest.approx(results["value"])
+    assert a.mean() == pytest.approx(results["accuracy"]["target_with_transfer"]["value"])
+    assert b.mean() == pytest.approx(results["accuracy"]["target"]["value"])
+    table = results["gain"]["transfer"]["table"]
+    assert int(np.sum((a == 1) & (b == 0))) == table["new_only"]
+    assert int(np.sum((a == 0) & (b == 1))) == table["base_only"]
+
+
+def test_transfer_comparison_known_answer():
+    base = np.array([True] * 10 + [False] * 10)
+    moved = base.copy()
+    moved[10:15] = True
+    comparison = transfer_comparison(moved, base, "acc")
+    gain = paired_gain(moved, base, n_bootstrap=100)["gain_points"]
+    diff = np.mean(comparison["a"]) - np.mean(comparison["b"])
+    assert comparison["scale"] * diff == pytest.approx(gain) == pytest.approx(25.0)
+    assert comparison["a"][:15] == [1.0] * 15 and comparison["b"][10:] == [0.0] * 10
 
 
 def test_bad_inputs_are_refused(models, stores):

@@ -110,6 +110,39 @@ def accuracy_gain(correct: np.ndarray, answered: np.ndarray, axis: int = -1) -> 
     return effective_accuracy(y, answered, axis=axis) - np.mean(y, axis=axis)
 
 
+def answers(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Which items are answered: those whose P(correct) reaches the threshold."""
+    return np.asarray(prob, dtype=float) >= threshold
+
+
+def answered_vs_abstained(
+    correct: np.ndarray, prob: np.ndarray, threshold: float, *, where: str
+) -> dict[str, Any]:
+    """The main comparison: correctness of the answered items (a) vs the abstained ones (b)."""
+    y = np.asarray(correct).astype(bool)
+    answered = answers(prob, threshold)
+    description = (
+        f"correctness of the held-out items the probe lets the model answer (P(correct) >= "
+        f"{threshold:g}) against the items it abstains on ({where}); a permutation of the group "
+        "labels is the random abstainer at the same coverage"
+    )
+    if answered.all():
+        description += "; no item is abstained, so b is empty"
+    elif not answered.any():
+        description += "; no item is answered, so a is empty"
+    return {
+        "description": description,
+        "kind": "two_groups",
+        "unit": "item",
+        "a": [float(v) for v in y[answered]],
+        "b": [float(v) for v in y[~answered]],
+        "label_a": "answered",
+        "label_b": "abstained",
+        "binary": True,
+        "scale": 100.0,
+    }
+
+
 def selective(
     correct: np.ndarray,
     prob: np.ndarray,
@@ -120,7 +153,7 @@ def selective(
 ) -> dict[str, Any]:
     """Answer when ``prob >= threshold``: coverage, effective accuracy and the gain, with CIs."""
     y = np.asarray(correct).astype(bool)
-    answered = np.asarray(prob, dtype=float) >= threshold
+    answered = answers(prob, threshold)
     n_answered = int(answered.sum())
     plain = float(y.mean())
     eff = effective_accuracy(y, answered) if n_answered else float("nan")
@@ -260,6 +293,9 @@ def analyse_store(
             "probe_minus_random": probe_aurc - float(np.mean(~y)),
             "probe_minus_random_ci": list(random_diff_ci),
         },
+        "comparison": answered_vs_abstained(
+            y, prob, threshold, where=f"{named.model} on {named.task}, layer {chosen}"
+        ),
         "_curves": {
             "probe": risk_coverage(y, prob),
             "confidence": risk_coverage(y, confidence),
@@ -356,6 +392,7 @@ def run_abstention(
             "n_random": n_random,
         },
         "stores": records,
+        "comparison": primary["comparison"] if primary else None,
     }
     return results, {"curves": curves}
 

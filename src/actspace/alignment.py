@@ -403,34 +403,34 @@ def ridge_cell(
     tgt: PreparedLayer,
     perms: Permutations,
     alpha: float | Sequence[float],
-) -> tuple[dict[str, Any], np.ndarray]:
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Held-out projection correlation source -> target and its null; also the per-item values.
 
     The null refits with the training targets shuffled (a penalty grid is searched again for
-    each permutation), as PM1's null does.
+    each permutation), as PM1's null does. Returns ``(cell, per_item, per_item_null)``, the last
+    two over held-out items: the real correlation and the null's, averaged over permutations.
     """
     # tgt.x_train is standardised on the training items, so it is centred: no intercept
     pred, used = src.ridge.fit_predict_centred(tgt.x_train, src.x_test_v, alpha)
     per_item = rowwise_pearson(pred, tgt.x_test)
     value = float(per_item.mean())
-    null = np.array(
+    null_items = np.array(
         [
-            float(
-                rowwise_pearson(
-                    src.ridge.fit_predict_centred(tgt.x_train[p], src.x_test_v, alpha)[0],
-                    tgt.x_test,
-                ).mean()
+            rowwise_pearson(
+                src.ridge.fit_predict_centred(tgt.x_train[p], src.x_test_v, alpha)[0],
+                tgt.x_test,
             )
             for p in perms.train
         ]
     )
+    null = np.array([float(row.mean()) for row in null_items])
     cell = {
         "correlation": value,
         "correlation_null": float(np.mean(null)),
         "correlation_p": permutation_p_value(value, null),
         "ridge_alpha": used,
     }
-    return cell, per_item
+    return cell, per_item, null_items.mean(axis=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,6 +552,7 @@ def run_cross_model_extended(
     # per ordered pair and variant: grids of every measure, plus per-item values at layer_depth
     grids: dict[tuple[str, str], dict[str, dict[str, list]]] = {}
     heat_items: dict[tuple[str, str, str], np.ndarray] = {}
+    heat_null_items: dict[tuple[str, str, str], np.ndarray] = {}
     outliers: dict[str, dict[str, list]] = {name: {} for name in names}
     keys = [
         "correlation",
@@ -606,17 +607,23 @@ def run_cross_model_extended(
                     ab[key][la][lb] = value
                     ba[key][lb][la] = value
                 if (la, lb) in forward:
-                    cell, per_item = ridge_cell(prep_a[la], prep_b[lb], perms, ridge_alpha)
+                    cell, per_item, per_item_null = ridge_cell(
+                        prep_a[la], prep_b[lb], perms, ridge_alpha
+                    )
                     for key, value in cell.items():
                         ab[key][la][lb] = value
                     if (la, lb) == heat:
                         heat_items[(a, b, variant)] = per_item
+                        heat_null_items[(a, b, variant)] = per_item_null
                 if (la, lb) in backward:
-                    cell, per_item = ridge_cell(prep_b[lb], prep_a[la], perms, ridge_alpha)
+                    cell, per_item, per_item_null = ridge_cell(
+                        prep_b[lb], prep_a[la], perms, ridge_alpha
+                    )
                     for key, value in cell.items():
                         ba[key][lb][la] = value
                     if (la, lb) == heat:
                         heat_items[(b, a, variant)] = per_item
+                        heat_null_items[(b, a, variant)] = per_item_null
             del prep_a, prep_b
 
     pairs, aligned_rows, best_rows = [], [], []
@@ -697,6 +704,9 @@ def run_cross_model_extended(
     headline_items = np.mean(
         [heat_items[(p["source"], p["target"], VARIANTS[0])] for p in pairs], 0
     )
+    headline_null_items = np.mean(
+        [heat_null_items[(p["source"], p["target"], VARIANTS[0])] for p in pairs], 0
+    )
     results = {
         "experiment": EXPERIMENT,
         "name": EXPERIMENT,
@@ -731,6 +741,23 @@ def run_cross_model_extended(
         "depth_aligned": aligned_rows,
         "best_aligned_layer_pairs": best_rows,
         "outlier_dimensions": outliers,
+        "comparison": {
+            "description": (
+                "held-out per-item correlation between ridge-mapped and actual standardised "
+                f"target activations at relative depth {layer_depth}, averaged over the "
+                f"{len(pairs)} ordered model pairs (the headline's per-item values), against the "
+                "same item's correlation under the permutation null (training targets shuffled, "
+                f"averaged over {n_permutations} refits), per held-out item"
+            ),
+            "kind": "paired",
+            "unit": "item",
+            "a": [float(v) for v in headline_items],
+            "b": [float(v) for v in headline_null_items],
+            "label_a": "ridge projection",
+            "label_b": "permutation null",
+            "binary": False,
+            "scale": 1.0,
+        },
     }
     figure_data = {
         "experiment": EXPERIMENT,

@@ -441,6 +441,27 @@ def _above_chance_share(
         )
 
 
+def ccs_vs_supervised(
+    y_test: np.ndarray, ccs_pred: np.ndarray, supervised_pred: np.ndarray, *, where: str
+) -> dict[str, Any]:
+    """The main comparison, per held-out item: CCS right (a) vs supervised probe right (b)."""
+    y = np.asarray(y_test).astype(bool)
+    return {
+        "description": (
+            f"whether CCS (unsupervised, {where}) predicts the model's correctness right, against "
+            "the supervised probe on the same contrast features, per held-out item"
+        ),
+        "kind": "paired",
+        "unit": "item",
+        "a": [float(v) for v in np.asarray(ccs_pred).astype(bool) == y],
+        "b": [float(v) for v in np.asarray(supervised_pred).astype(bool) == y],
+        "label_a": "CCS",
+        "label_b": "supervised probe",
+        "binary": True,
+        "scale": 100.0,
+    }
+
+
 def _verdict_or_unknown(ci: Sequence[float | None], threshold: float) -> str:
     if ci[0] is None or ci[1] is None:
         return "INCONCLUSIVE"
@@ -582,6 +603,9 @@ def analyse_store(
         "selected_layer_detail": best.record,
         "majority": majority_baseline(split.y_train, y_test),
         "layers": [r.record for r in results],
+        "comparison": ccs_vs_supervised(
+            y_test, ccs_pred, sup_pred, where=f"{named.model} on {named.task}, layer {best.layer}"
+        ),
     }
 
 
@@ -678,6 +702,7 @@ def run_unsupervised_error(
             "decision_rule": "predict correct when the item's mean (p(x+) + 1 - p(x-))/2 >= 0.5",
         },
         "stores": records,
+        "comparison": primary["comparison"] if primary else None,
     }
 
 

@@ -447,6 +447,33 @@ class StoreAnalysis:
     record: dict[str, Any]
 
 
+def probe_vs_confidence(
+    y_test: np.ndarray,
+    probe_pred: np.ndarray,
+    confidence_pred: np.ndarray,
+    *,
+    layer: int,
+    where: str,
+) -> dict[str, Any]:
+    """The main comparison, per held-out item: probe right (a) vs output confidence right (b)."""
+    y = np.asarray(y_test).astype(bool)
+    return {
+        "description": (
+            f"whether the correctness probe ({where}, layer {layer}) predicts the model's "
+            "correctness right, against the output-confidence baseline (maximum choice "
+            "probability, thresholded on the training items), per held-out item"
+        ),
+        "kind": "paired",
+        "unit": "item",
+        "a": [float(v) for v in np.asarray(probe_pred).astype(bool) == y],
+        "b": [float(v) for v in np.asarray(confidence_pred).astype(bool) == y],
+        "label_a": "probe",
+        "label_b": "output confidence",
+        "binary": True,
+        "scale": 100.0,
+    }
+
+
 def analyse_store(
     named: NamedStore,
     *,
@@ -570,6 +597,13 @@ def analyse_store(
             "auroc_ci": list(auc_diff_ci),
         },
         "by_group": group_record,
+        "comparison": probe_vs_confidence(
+            y_test,
+            selected.pred,
+            conf["predictions"],
+            layer=selected.layer,
+            where=f"{named.model} on {named.task}",
+        ),
     }
     return StoreAnalysis(named=named, split=split, selected=selected, record=record)
 
@@ -714,6 +748,7 @@ def run_error_prediction_extended(
         },
         "stores": records,
         "transfer": transfers,
+        "comparison": primary["comparison"] if primary else None,
     }
 
 

@@ -741,6 +741,7 @@ def run_behavior_edit(
         base_scores = np.asarray([float(np.mean(s)) for s in per_sample])
         _record(generation_rows, attribute, None, 0.0, prompts, split_of, base_gen, per_sample)
         grid = []
+        report_scores: dict[tuple[int, float], np.ndarray] = {}
         for layer in layers:
             for coefficient in coefficients:
                 steer = Steering(layer, vecs[layer], coefficient)
@@ -751,6 +752,7 @@ def run_behavior_edit(
                 total.generated_tokens += gen.cost.generated_tokens
                 per_sample = sample_scores(scorer, gen)
                 scores = np.asarray([float(np.mean(s)) for s in per_sample])
+                report_scores[(layer, coefficient)] = scores[report]
                 _record(
                     generation_rows,
                     attribute,
@@ -776,6 +778,20 @@ def run_behavior_edit(
                     entry["accuracy"] = accuracy_change(base_correct, steered, **boot)
                 grid.append(entry)
         best = choose_best(grid, max_perplexity_ratio)
+        best["comparison"] = {
+            "description": (
+                f"{attribute} score of continuations steered at layer {best['layer']} with "
+                f"coefficient {best['coefficient']:g} against unsteered continuations, per "
+                "report prompt (mean over its samples)"
+            ),
+            "kind": "paired",
+            "unit": "prompt",
+            "a": [float(x) for x in report_scores[(best["layer"], best["coefficient"])]],
+            "b": [float(x) for x in base_scores[report]],
+            "label_a": "steered",
+            "label_b": "unsteered",
+            "binary": False,
+        }
         results[attribute] = {
             "scorer": scorer.describe(),
             "n_vector_pairs": len(chosen),
@@ -964,6 +980,19 @@ def compare_methods(
         "steering_minus_prompting": {
             "shift": _mean(diff),
             "shift_ci": _ci(np.mean, diff, **boot),
+        },
+        "comparison": {
+            "description": (
+                f"{attribute} score of continuations under the best steering setting against "
+                "under the prompt prefix, per report prompt (mean over its samples)"
+            ),
+            "kind": "paired",
+            "unit": "prompt",
+            "a": [float(x) for x in scores["steering"]],
+            "b": [float(x) for x in scores["prompting"]],
+            "label_a": "steering",
+            "label_b": "prompting",
+            "binary": False,
         },
     }
     rows = []

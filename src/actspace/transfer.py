@@ -326,6 +326,24 @@ def paired_gain(
     }
 
 
+def transfer_comparison(moved: np.ndarray, base: np.ndarray, metric: str) -> dict[str, Any]:
+    """The main comparison, per held-out item: right with the transfer (a) vs without (b)."""
+    return {
+        "description": (
+            f"target {metric} with the transferred activation against the target alone, per "
+            "held-out item"
+        ),
+        "kind": "paired",
+        "unit": "item",
+        "a": [float(v) for v in np.asarray(moved, dtype=bool)],
+        "b": [float(v) for v in np.asarray(base, dtype=bool)],
+        "label_a": "transfer",
+        "label_b": "target alone",
+        "binary": True,
+        "scale": 100.0,
+    }
+
+
 def _item_variation(acts: np.ndarray) -> float:
     """How much a layer's vectors differ across items, relative to their size (0: identical)."""
     norms = np.linalg.norm(acts, axis=1)
@@ -573,6 +591,7 @@ def run_activation_transfer(
             "target_to_target_control": gain(selfed),
         },
         "transfer_minus_shuffled_points": 100.0 * float(moved.mean() - shuffled.mean()),
+        "comparison": transfer_comparison(moved, base, metric),
         "map": {
             "ridge_alpha": source_map.alpha_,
             "heldout": source_map.score(x[test], y[test]),
