@@ -1,0 +1,191 @@
+"""Phase 3 statistics: effect sizes, tests and Holm correction with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from actspace.io import atomic_write_json
+from actspace.statistics import (
+    build_statistics,
+    comparison_statistics,
+    experiment_statistics,
+    locate,
+)
+
+
+def paired(a, b, **extra):
+    return {"kind": "paired", "a": list(map(float, a)), "b": list(map(float, b)), **extra}
+
+
+def test_paired_binary_uses_mcnemar_and_scales_to_points():
+    # 8 items only the method gets right, 2 only the baseline, 10 both, 5 neither.
+    a = [1] * 8 + [0] * 2 + [1] * 10 + [0] * 5
+    b = [0] * 8 + [1] * 2 + [1] * 10 + [0] * 5
+    out = comparison_statistics(paired(a, b, binary=True, scale=100.0), n_bootstrap=500)
+    assert out["test"] == "McNemar exact"
+    assert out["p_value"] == pytest.approx(scipy_stats.binomtest(2, 10, 0.5).pvalue)
+    assert out["difference"] == pytest.approx(100 * 6 / 25)
+    low, high = out["ci"]
+    assert low < out["difference"] < high and high <= 100
+
+
+def test_paired_continuous_effect_is_hedges_g_z_below_50_units():
+    base = np.linspace(0, 1, 5)
+    diff = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    out = comparison_statistics(paired(base + diff, base), n_bootstrap=500)
+    d = 3.0 / np.std(diff, ddof=1)
+    assert out["effect_size"]["name"] == "hedges_g_z"
+    assert out["effect_size"]["uncorrected_d"] == pytest.approx(d)
+    assert out["effect_size"]["value"] == pytest.approx(d * (1 - 3 / (4 * 4 - 1)))
+    # All five differences positive: the exact sign-flip p is 2 / 2^5.
+    assert out["test"] == "sign-flip permutation"
+    assert out["p_value"] == pytest.approx(2 / 32)
+
+
+def test_large_samples_report_cohens_d_and_null_data_are_not_significant():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=200), rng.normal(size=200)
+    out = comparison_statistics(
+        {"kind": "two_groups", "a": list(a), "b": list(b)}, n_bootstrap=300, n_permutations=999
+    )
+    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    assert out["effect_size"]["name"] == "cohens_d"
+    assert out["effect_size"]["value"] == pytest.approx((a.mean() - b.mean()) / pooled)
+    assert out["p_value"] > 0.05 and out["ci"][0] < 0 < out["ci"][1]
+    shifted = comparison_statistics(
+        {"kind": "two_groups", "a": list(a + 1.0), "b": list(b)}, n_permutations=999
+    )
+    assert shifted["p_value"] <= 0.002 and shifted["ci"][0] > 0.5
+
+
+def test_one_sample_against_a_null_value():
+    out = comparison_statistics(
+        {"kind": "one_sample", "values": [0.5, 0.7, 0.9, 1.1], "null_value": 0.5},
+        n_bootstrap=300,
+    )
+    assert out["difference"] == pytest.approx(0.3)
+    assert out["effect_size"]["name"] == "hedges_g"
+    zeros = comparison_statistics({"kind": "one_sample", "values": [0.0] * 6})
+    assert zeros["p_value"] == 1.0 and zeros["difference"] == 0.0
+
+
+def test_bad_or_tiny_comparisons():
+    with pytest.raises(ValueError, match="kind must be one of paired, two_groups, one_sample"):
+        comparison_statistics({"kind": "unpaired", "a": [1], "b": [2]})
+    with pytest.raises(ValueError, match="equal lengths"):
+        comparison_statistics(paired([1, 2, 3], [1, 2]))
+    tiny = comparison_statistics({"kind": "two_groups", "a": [1.0, 0.0], "b": [1.0]})
+    assert tiny["p_value"] is None and "fewer than 2" in tiny["note"]
+
+
+def _write(root, experiment, seed, results):
+    folder = root / "experiments" / experiment
+    folder = folder / f"seed{seed}" if seed is not None else folder
+    atomic_write_json(folder / "results.json", results)
+    return folder / "results.json"
+
+
+def test_seeds_holm_and_the_order_of_the_plan(tmp_path):
+    def transfer(value, gain_items):
+        a = [1.0] * gain_items + [0.0] * 30
+        b = [0.0] * gain_items + [0.0] * 30
+        return {
+            "metric": "transfer_gain_points",
+            "value": value,
+            "ci": [value - 1, value + 1],
+            "n": len(a),
+            "success": value >= 2,
+            "comparison": paired(a, b, binary=True, scale=100.0),
+        }
+
+    files = [
+        _write(tmp_path, "activation_transfer", 42, transfer(3.0, 12)),
+        _write(tmp_path, "activation_transfer", 7, transfer(1.0, 1)),
+        _write(
+            tmp_path,
+            "patching_layers",
+            None,
+            {
+                "metric": "denoising_change_rate_at_strongest_cell",
+                "value": 0.8,
+                "ci": [0.6, 0.9],
+                "n": 8,
+                "success": None,
+                "comparison": {"kind": "one_sample", "values": [1.0, 0.9, 0.8, 1.2, 1.1, 0.7]},
+            },
+        ),
+        _write(
+            tmp_path,
+            "behavior_edit",
+            42,
+            {
+                "headlines": [
+                    {
+                        "label": "toxicity",
+                        "metric": "shift",
+                        "value": 0.2,
+                        "ci": [0.1, 0.3],
+                        "n": 4,
+                        "success": True,
+                        "comparison": paired([1, 2, 3, 4], [0, 1, 2, 2]),
+                    },
+                    {
+                        "label": "formality",
+                        "metric": "shift",
+                        "value": 0.0,
+                        "ci": [-0.1, 0.1],
+                        "n": 4,
+                        "success": False,
+                        "comparison": None,
+                    },
+                ]
+            },
+        ),  # fmt: skip
+    ]
+    out = experiment_statistics(files, primary_seed=42, n_bootstrap=300, n_permutations=999)
+    ids = [e["id"] for e in out["comparisons"]]
+    assert ids == [
+        "activation_transfer",
+        "patching_layers",
+        "behavior_edit:toxicity",
+        "behavior_edit:formality",
+    ]
+    transfer_entry = out["comparisons"][0]
+    assert transfer_entry["value"] == 3.0 and transfer_entry["seed"] == 42
+    assert transfer_entry["seeds"] == {"7": 1.0, "42": 3.0}
+    assert transfer_entry["seed_mean"] == 2.0
+    assert transfer_entry["seed_sd"] == pytest.approx(math.sqrt(2.0))
+    assert transfer_entry["p_value"] == pytest.approx(2 * 0.5**12)
+    tested = [e for e in out["comparisons"] if e["p_value"] is not None]
+    assert out["holm"]["n_comparisons"] == len(tested) == 3
+    raw = sorted(e["p_value"] for e in tested)
+    holm = sorted(e["p_holm"] for e in tested)
+    expected = np.maximum.accumulate([min(1, p * (3 - i)) for i, p in enumerate(raw)])
+    np.testing.assert_allclose(holm, expected)
+    formality = out["comparisons"][3]
+    assert formality["p_value"] is None and formality["p_holm"] is None
+
+
+def test_locate_and_build(tmp_path):
+    assert locate("results/experiments/abstention/seed123/results.json") == ("abstention", 123)
+    assert locate("r/experiments/patching_layers/results.json") == ("patching_layers", None)
+    with pytest.raises(ValueError, match="not an experiment results file"):
+        locate("results/experiments/nonsense/results.json")
+    decision = {
+        "branches": ["X"],
+        "forced": ["pm2"],
+        "premortems": {
+            "pm1": {"value": 0.1, "ci": [0.0, 0.2], "threshold": 0.3, "verdict": "FAIL",
+                    "measured_verdict": "FAIL", "forced": False},
+            "pm2": {"value": 0.7, "ci": [0.6, 0.8], "threshold": 0.55, "verdict": "FAIL",
+                    "measured_verdict": "PASS", "forced": True},
+        },
+    }  # fmt: skip
+    out = build_statistics(decision, [])
+    assert out["comparisons"] == [] and out["holm"]["n_comparisons"] == 0
+    assert out["premortems"]["pm2"]["forced"] and out["premortems"]["pm2"]["verdict"] == "FAIL"
+    assert out["premortems"]["pm2"]["measured_verdict"] == "PASS"
