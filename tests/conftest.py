@@ -37,3 +37,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
         return cache[family]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def default_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default study, run once per session with ``snakemake --cores 2`` in a fresh copy of
+    the workflow (slow: trains both organisms and runs the whole measured plan)."""
+    from workflow_helpers import copy_workflow, snakemake
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("study"))
+    snakemake(workdir, "--cores", "2")
+    return workdir

@@ -454,22 +454,13 @@ def test_the_scripts_write_their_folders_and_refuse_bad_input(gpt2, tmp_path, ti
 
 # ------------------------------------------------------------------------------- organisms (slow)
 @pytest.mark.slow
-def test_steering_toward_an_attribute_raises_its_score_on_an_organism(tmp_path):
-    """On a trained organism, the toxicity and formality vectors raise their lexicon scores."""
-    from actspace.organisms import train_organism, train_tokenizer
+def test_steering_toward_an_attribute_raises_its_score_on_an_organism(tmp_path, default_study):
+    """On the default study's GPT-2 organism, the toxicity and formality vectors raise their
+    lexicon scores."""
     from actspace.world import World
 
-    built = ROOT / "results" / "models" / "tiny_gpt2"
     world = World.generate(seed=42)
-    if (built / "training.json").is_file():
-        folder = built
-    else:
-        corpus = world.corpus()
-        train_tokenizer(
-            corpus.lines, tmp_path / "tok", vocab_size=1024, required_words=world.lexicon()
-        )
-        folder = tmp_path / "tiny_gpt2"
-        train_organism("gpt2", corpus.lines, tmp_path / "tok", folder, seed=1, threads=2)
+    folder = default_study / "results" / "models" / "tiny_gpt2"
     model, tokenizer = load_model(folder, device="cpu", dtype="float32")
     write_jsonl(tmp_path / "attributes.jsonl", world.attribute_sets(100))
     pairs = load_contrast_pairs(tmp_path / "attributes.jsonl")

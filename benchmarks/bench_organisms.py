@@ -1,0 +1,78 @@
+"""Benchmark the built-in organisms' training: wall time, CPU time and accuracy per organism.
+
+Runs by hand (not in CI)::
+
+    python benchmarks/bench_organisms.py               # both default organisms, 2 threads
+    python benchmarks/bench_organisms.py --threads 1 --families gpt2
+
+Trains each organism of the default study (config/config.yaml: world seed 42, families gpt2 and
+gpt_neox with seeds 1 and 2) into a temporary folder and prints its training time and its accuracy
+on each built-in task, with chance beside it. Goal: each organism trains in at most 3 minutes on
+2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import transformers
+
+from actspace.organisms import (
+    ORGANISM_FAMILIES,
+    _mc_accuracy,
+    prepare_world,
+    read_corpus,
+    train_organism,
+)
+from actspace.world import BUILTIN_TASKS, World
+
+GOAL_SECONDS = 180.0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", default=",".join(ORGANISM_FAMILIES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--world-seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    world = World.generate(args.world_seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        prepare_world(root / "world", world)
+        lines = read_corpus(root / "world" / "corpus.txt")
+        print(f"corpus: {len(lines)} lines; threads: {args.threads}; goal <= {GOAL_SECONDS:.0f} s")
+        for seed, family in enumerate(args.families.split(","), start=1):
+            start = time.perf_counter()
+            stats = train_organism(
+                family,
+                lines,
+                root / "world" / "tokenizer",
+                root / family,
+                seed=seed,
+                threads=args.threads,
+            )
+            wall = time.perf_counter() - start
+            model = transformers.AutoModelForCausalLM.from_pretrained(str(root / family)).eval()
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(root / family))
+            accuracy = {
+                task: _mc_accuracy(model, tokenizer, world.task_items(task))
+                for task in BUILTIN_TASKS
+            }
+            verdict = "within goal" if wall <= GOAL_SECONDS else "OVER GOAL"
+            print(
+                f"{family}: wall {wall:.1f} s ({verdict}), cpu {stats['cpu_seconds']:.1f} s, "
+                f"{stats['n_params']} parameters, final loss {stats['final_loss']:.3f}"
+            )
+            for task, result in accuracy.items():
+                buckets = ", ".join(f"{b} {v['acc']:.2f}" for b, v in result["by_bucket"].items())
+                print(
+                    f"  {task}: accuracy {result['acc']:.3f} (chance {result['chance']:.2f}); "
+                    f"{buckets}"
+                )
+
+
+if __name__ == "__main__":
+    main()
