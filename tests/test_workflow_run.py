@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from workflow_helpers import copy_workflow, dry_run, force_args, snakemake
+from workflow_helpers import dry_run, force_args
 
 from actspace.gate import branches_for
 
@@ -22,11 +22,9 @@ UPSTREAM = {"make_world", "train_organism", "prepare_task", "extract"}
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default study, run once with ``snakemake --cores 2`` in a fresh copy."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("study"))
-    snakemake(workdir, "--cores", "2")
-    return workdir
+def study(default_study: Path) -> Path:
+    """The default study (run once per session by conftest's ``default_study``)."""
+    return default_study
 
 
 def _read(path: Path) -> dict:
