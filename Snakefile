@@ -23,6 +23,8 @@ include: "workflow/rules/cross_model.smk"
 include: "workflow/rules/error_prediction.smk"
 include: "workflow/rules/patching.smk"
 include: "workflow/rules/abort.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/paper.smk"
 
 
 rule all:
@@ -30,4 +32,6 @@ rule all:
         "results/gate/decision.json",
         "results/gate/decision.md",
         branch_targets,
+        "results/summary.md",
+        paper_targets,
     default_target: True

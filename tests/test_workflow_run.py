@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from workflow_helpers import dry_run, force_args
+from workflow_helpers import dry_run, force_args, snakemake
 
 from actspace.gate import branches_for
 
@@ -86,3 +89,193 @@ def test_changing_the_force_reruns_neither_premortems_nor_the_checkpoint(study):
     assert not (
         set(jobs) & (UPSTREAM | {"pm1_cross_model", "pm2_error_prediction", "pm3_patching", "gate"})
     )
+
+
+# --- the forced paths: every branch experiment for real, then Phase 3 and 4 ---------------------
+EXPERIMENTS = {
+    "2A": ("cross_model_extended", "activation_transfer/seed42"),
+    "2B": (
+        "error_prediction_extended/seed42",
+        "unsupervised_error/seed42",
+        "abstention/seed42",
+    ),
+    "2C": ("patching_layers", "behavior_edit/seed42", "patching_vs_prompting/seed42"),
+}
+
+
+@pytest.fixture(scope="module")
+def all_pass(default_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the default study run again with every verdict forced to PASS: all eight
+    branch experiments run on the organisms, then statistics, figures, summary and paper."""
+    workdir = tmp_path_factory.mktemp("all_pass") / "study"
+    shutil.copytree(default_study, workdir, symlinks=True)
+    snakemake(workdir, "--cores", "2", *force_args("PASS", "PASS", "PASS"))
+    return workdir
+
+
+def _table_rows(table: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| ") and "---" not in line and not line.startswith("| Experiment"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def _check_analysis(workdir: Path, branches: list[str]) -> None:
+    """Phase 3 and 4 agree with the experiments that the branches ran, and only with those."""
+    results = workdir / "results"
+    decision = _read(results / "gate" / "decision.json")
+    assert decision["branches"] == branches
+    statistics = _read(results / "analysis" / "statistics.json")
+    ran = {e["experiment"] for e in statistics["comparisons"]}
+    expected = {folder.split("/")[0] for b in branches if b != "X" for folder in EXPERIMENTS[b]}
+    assert ran == expected
+    rows = _table_rows((results / "analysis" / "summary_table.md").read_text(encoding="utf-8"))
+    for entry in statistics["comparisons"]:
+        own = _read(Path(workdir) / entry["source"])
+        heads = own.get("headlines") or [own]
+        head = next(h for h in heads if h.get("label") == entry["label"])
+        assert entry["value"] == pytest.approx(head["value"])
+        row = next(r for name, r in rows.items() if entry["experiment"] in name and (
+            entry["label"] is None or entry["label"] in name))  # fmt: skip
+        if head["value"] is not None:
+            assert float(row[2]) == pytest.approx(head["value"], rel=1e-3, abs=1e-4)
+    for pm in PMS:
+        info = decision["premortems"][pm]
+        row = next(r for name, r in rows.items() if name.startswith(pm.upper()))
+        assert ("forced" in row[0]) == info["forced"]
+    manifest = _read(results / "analysis" / "figures" / "figures.json")
+    names = {figure["name"] for figure in manifest}
+    assert "premortem_verdicts" in names
+    for figure in manifest:
+        assert (results / "analysis" / "figures" / figure["png"]).stat().st_size > 0
+    summary = (results / "summary.md").read_text(encoding="utf-8")
+    assert all(b in summary for b in branches)
+    if branches == ["X"]:
+        assert "no paper is drafted" in summary
+        assert (results / "negative_results.md").is_file()
+    else:
+        assert "paper draft: `results/paper/draft.tex`" in summary
+
+
+def test_forcing_every_verdict_to_pass_runs_every_experiment(all_pass):
+    for folders in EXPERIMENTS.values():
+        for folder in folders:
+            path = all_pass / "results" / "experiments" / folder
+            for name in ("results.json", "config.json", "summary.md"):
+                assert (path / name).is_file(), f"{folder}: {name} missing"
+    _check_analysis(all_pass, ["2A", "2B", "2C"])
+
+
+def _experiment(workdir: Path, folder: str) -> dict:
+    return _read(workdir / "results" / "experiments" / folder / "results.json")
+
+
+def test_patching_finds_the_entity_moving_to_the_final_token(all_pass):
+    """The organisms read the entity (token 0 of each built-in pair) into the final position in
+    block 0: at the differing token only the embeddings carry it; at the final token every layer
+    from 1 on does, and the strongest cell lies there."""
+    results = _experiment(all_pass, "patching_layers")
+    n_blocks = results["n_blocks"]
+    assert results["n_usable"] >= 40
+    for direction in ("denoising", "noising"):
+        curves = results["directions"][direction]["by_layer"]
+        at_diff = [row["effect"]["mean"] for row in curves["diff"]]
+        at_final = [row["effect"]["mean"] for row in curves["final"]]
+        assert at_diff[0] == pytest.approx(1.0, abs=1e-4)
+        assert at_final[n_blocks] == pytest.approx(1.0, abs=1e-4)
+        assert max(at_diff[1:]) < 0.2 and min(at_final[1:]) > 0.8, (at_diff, at_final)
+    strongest = results["directions"]["denoising"]["strongest"]
+    assert strongest["offset"] == 0 and 1 <= strongest["layer"] < n_blocks
+    assert results["value"] > 0.9
+
+
+def test_steering_raises_each_attribute_on_held_out_prompts(all_pass):
+    edit = _experiment(all_pass, "behavior_edit/seed42")
+    for head in edit["headlines"]:
+        assert head["success"] and head["ci"][0] > 0, head
+    pvp = _experiment(all_pass, "patching_vs_prompting/seed42")
+    for attribute, result in pvp["attributes"].items():
+        methods = result["methods"]
+        assert methods["prompting"]["shift"] > 0, attribute
+        assert methods["steering"]["cost"]["forward_passes"] > 0
+
+
+def test_error_probes_beat_the_majority_class_where_errors_are_predictable(all_pass):
+    extended = _experiment(all_pass, "error_prediction_extended/seed42")
+    stores = extended["stores"]
+    assert len(stores) == 4
+    assert all(s["selected"]["auroc"] > 0.5 for s in stores)
+    beating = [s for s in stores if s["selected"]["ci"][0] > 0.5]
+    assert len(beating) >= 2, [(s["model"], s["task"], s["selected"]["ci"]) for s in stores]
+    abstention = _experiment(all_pass, "abstention/seed42")
+    assert any(s["probe"]["gain_verdict"] == "PASS" for s in abstention["stores"])
+    ccs = _experiment(all_pass, "unsupervised_error/seed42")
+    assert ccs["n_analysed"] == 4 and ccs["value"] is not None
+
+
+def test_transfer_reports_its_controls_and_why_it_failed(all_pass):
+    transfer = _experiment(all_pass, "activation_transfer/seed42")
+    accuracy = transfer["accuracy"]
+    for condition in ("source", "target", "target_with_transfer", "shuffled_control",
+                      "target_to_target_control"):  # fmt: skip
+        assert 0.0 <= accuracy[condition]["value"] <= 1.0
+    summary = (all_pass / "results/experiments/activation_transfer/seed42/summary.md").read_text()
+    if not transfer["success"]:
+        assert "Why it likely did not work" in summary
+    cross = _experiment(all_pass, "cross_model_extended")
+    pm1 = _read(all_pass / "results" / "pre_mortems" / "pm1_cross_model" / "results.json")
+    assert cross["value"] == pytest.approx(pm1["value"], abs=1e-6)
+
+
+def test_the_paper_is_filled_and_compiles(all_pass, tmp_path):
+    from actspace.paper import unfilled_slots
+
+    paper = all_pass / "results" / "paper"
+    abstract = (paper / "abstract.txt").read_text(encoding="utf-8")
+    draft = (paper / "draft.tex").read_text(encoding="utf-8")
+    assert not unfilled_slots(abstract) and not unfilled_slots(draft)
+    info = _read(paper / "paper.json")
+    assert info["venue"] in {"NeurIPS", "ACL", "ICLR"}
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed (Debian: texlive-latex-recommended)")
+    build = tmp_path / "paper"
+    shutil.copytree(paper, build)
+    for command in (["pdflatex"], ["bibtex"], ["pdflatex"], ["pdflatex"]):
+        argv = [*command, "draft"] if command == ["bibtex"] else [
+            *command, "-interaction=nonstopmode", "-halt-on-error", "draft.tex"]  # fmt: skip
+        done = subprocess.run(argv, cwd=build, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:]
+    assert (build / "draft.pdf").stat().st_size > 10_000
+
+
+def test_the_report_renders(all_pass):
+    snakemake(all_pass, "--report", "results/report.html", *force_args("PASS", "PASS", "PASS"))
+    html = (all_pass / "results" / "report.html").read_bytes()
+    assert len(html) > 50_000
+
+
+def test_redrawing_figures_reruns_no_experiment(all_pass):
+    jobs = dry_run(
+        all_pass,
+        "--config",
+        'gate={"force": {"pm1": "PASS", "pm2": "PASS", "pm3": "PASS"}}',
+        'analysis={"figures": {"dpi": 120}}',
+    )
+    assert "figures" in jobs
+    assert set(jobs) <= {"figures", "study_summary", "paper"}
+
+
+@pytest.mark.parametrize(
+    "combo", [c for c in itertools.product(("PASS", "FAIL"), repeat=3) if c != ("PASS",) * 3]
+)
+def test_every_forced_path_reports_what_ran(all_pass, combo):
+    """The other seven rows of the decision table, on the experiments already computed: only
+    the decision and Phase 3/4 re-run, and they report exactly the branches of the row."""
+    jobs = dry_run(all_pass, *force_args(*combo))
+    assert not set(jobs) & (UPSTREAM | {"pm1_cross_model", "pm2_error_prediction", "gate"})
+    assert ("paper" in jobs) == (combo != ("FAIL",) * 3)
+    assert ("abort_report" in jobs) == (combo == ("FAIL",) * 3)
+    snakemake(all_pass, "--cores", "2", *force_args(*combo))
+    _check_analysis(all_pass, branches_for(dict(zip(PMS, combo, strict=True))))

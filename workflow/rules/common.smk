@@ -73,8 +73,8 @@ def store_files(model, task):
     }
 
 
-def branch_targets(wildcards):
-    """The targets of the branches the gate schedules, with gate.force applied on top.
+def scheduled_branches():
+    """The branches the gate schedules, with gate.force applied on top (an input-function helper).
 
     When all three verdicts are forced, the checkpoint is not read at all, so even a fresh clone
     previews the whole forced path.
@@ -86,7 +86,31 @@ def branch_targets(wildcards):
         measured = {pm: info["verdict"] for pm, info in verdicts.items()}
         effective = effective_verdicts(measured, force)
         branches = branches_for({pm: info["verdict"] for pm, info in effective.items()})
-    return targets_for(branches, config)
+    return branches
+
+
+def branch_targets(wildcards):
+    """The targets of the branches the gate schedules."""
+    return targets_for(scheduled_branches(), config)
+
+
+def experiment_results(wildcards):
+    """The results.json of every branch experiment the gate schedules."""
+    return [
+        os.path.join(os.path.dirname(target), "results.json")
+        for target in branch_targets(wildcards)
+        if target.startswith(f"{R}/experiments")
+    ]
+
+
+def paper_targets(wildcards):
+    """The paper is drafted unless the plan aborted."""
+    return [] if scheduled_branches() == ["X"] else [f"{R}/paper/draft.tex"]
+
+
+def abort_targets(wildcards):
+    """The negative-results report when the plan aborted."""
+    return [f"{R}/negative_results.md"] if scheduled_branches() == ["X"] else []
 
 
 def force_arg():

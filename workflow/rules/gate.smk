@@ -30,7 +30,7 @@ rule decision:
         verdicts=rules.gate.output.verdicts,
     output:
         json=f"{R}/gate/decision.json",
-        md=f"{R}/gate/decision.md",
+        md=report(f"{R}/gate/decision.md", caption="../report/decision.rst", category="Decision"),
     params:
         force=force_arg(),
     conda:
