@@ -304,5 +304,15 @@ def test_script_writes_the_experiment_and_fails_cleanly(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["experiment"] == "error_prediction_extended" and results["seed"] == 1
     assert json.loads((out / "config.json").read_text())["models"] == ["m"]
+    # The ROC points integrate to the reported AUROC of the probe and of the confidence.
+    curve = json.loads((out / "figure_data.json").read_text())["curves"][0]
+    store = results["stores"][0]
+    for name, auroc in (
+        ("probe", store["selected"]["auroc"]),
+        ("confidence", store["baselines"]["confidence"]["auroc"]),
+    ):
+        fpr, tpr = curve["roc"][name]["fpr"], curve["roc"][name]["tpr"]
+        assert fpr[0] == tpr[0] == 0.0 and fpr[-1] == tpr[-1] == 1.0
+        assert np.trapezoid(tpr, fpr) == pytest.approx(auroc, abs=1e-9)
     assert_clean_exit(main, ["--stores", str(tmp_path / "none"), "--output-dir", str(out)], "none")
     assert_clean_exit(main, [*args, "--layers", "9", "--output-dir", str(out)], "out of range")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from sklearn.metrics import roc_curve
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from actspace.probes import (
@@ -474,6 +475,15 @@ def probe_vs_confidence(
     }
 
 
+def roc_points(y: np.ndarray, score: np.ndarray) -> dict[str, list[float]] | None:
+    """The ROC curve of ``score`` for ``y`` (held-out items), or None with one class only."""
+    y = np.asarray(y).astype(int)
+    if len(np.unique(y)) < 2:
+        return None
+    fpr, tpr, _ = roc_curve(y, np.asarray(score, dtype=float))
+    return {"fpr": [float(x) for x in fpr], "tpr": [float(x) for x in tpr]}
+
+
 def analyse_store(
     named: NamedStore,
     *,
@@ -597,6 +607,10 @@ def analyse_store(
             "auroc_ci": list(auc_diff_ci),
         },
         "by_group": group_record,
+        "roc": {
+            "probe": roc_points(y_test, selected.score),
+            "confidence": roc_points(y_test, conf["confidence"]),
+        },
         "comparison": probe_vs_confidence(
             y_test,
             selected.pred,
@@ -777,6 +791,9 @@ def figure_data(results: Mapping[str, Any]) -> dict[str, Any]:
                 ],
             }
         )
+        roc = r.get("roc")
+        if roc and roc["probe"] and roc["confidence"]:
+            curves[-1]["roc"] = roc
     return {"curves": curves, "transfer": results["transfer"]}
 
 
