@@ -1,0 +1,189 @@
+"""Bad input, end to end: each broken input is refused by the step that reads it, with one line
+naming the file (or key) and what is wrong, and nothing already computed is lost."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+from test_error_prediction import load_script
+from workflow_helpers import ROOT, copy_workflow, snakemake
+
+ITEMS = [
+    {
+        "id": f"q{i}",
+        "context": f"Question {i}: the answer is",
+        "choices": [" yes", " no", " maybe", " never"],
+        "label": i % 4,
+        "metadata": {},
+    }
+    for i in range(24)
+]
+
+
+def _write_task(path: Path, rows: list[dict] | list[str]) -> Path:
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _refused(main, argv: list[str], *words: str) -> str:
+    """Run a script's main; it must exit with one 'error: ...' line containing ``words``."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    message = str(exit_info.value.code)
+    assert message.startswith("error:") and "\n" not in message, message
+    for word in words:
+        assert word in message, (word, message)
+    return message
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def computed(tiny_model_dir, tmp_path_factory):
+    """A real store of a tiny GPT-2 and a PM2 result computed from it: what must not be lost."""
+    root = tmp_path_factory.mktemp("computed")
+    extract = load_script("extract").main
+    task = _write_task(root / "task.jsonl", ITEMS)
+    store = root / "store"
+    extract(["--model", str(tiny_model_dir("gpt2")), "--task", str(task), "--device", "cpu",
+             "--dtype", "float32", "--no-progress", "--output-dir", str(store)])  # fmt: skip
+    pm2 = root / "pm2"
+    load_script("pm2_error_prediction").main(
+        ["--store", str(store), "--n-bootstrap", "100", "--cv-folds", "2", "--layer", "1",
+         "--output-dir", str(pm2)]
+    )  # fmt: skip
+    return {"root": root, "store": store, "pm2": pm2, "model": tiny_model_dir("gpt2")}
+
+
+def _pm2_refuses(computed, store: Path, *words: str) -> None:
+    before = _digest(computed["pm2"])
+    _refused(
+        load_script("pm2_error_prediction").main,
+        ["--store", str(store), "--layer", "1", "--output-dir", str(computed["pm2"])],
+        *words,
+    )
+    assert _digest(computed["pm2"]) == before, "a refused run changed earlier results"
+
+
+def _broken_copy(computed, name: str) -> Path:
+    copy = computed["root"] / name
+    copy.mkdir()
+    for path in computed["store"].iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    return copy
+
+
+def test_a_truncated_activation_file_is_named(computed):
+    store = _broken_copy(computed, "truncated")
+    data = (store / "pooled.safetensors").read_bytes()
+    (store / "pooled.safetensors").write_bytes(data[: len(data) // 2])
+    _pm2_refuses(computed, store, "pooled.safetensors")
+
+
+def test_a_corrupted_activation_header_is_named(computed):
+    store = _broken_copy(computed, "corrupted")
+    data = bytearray((store / "pooled.safetensors").read_bytes())
+    data[8:24] = b"\x00" * 16
+    (store / "pooled.safetensors").write_bytes(bytes(data))
+    _pm2_refuses(computed, store, "pooled.safetensors")
+
+
+def test_nan_activations_are_refused_naming_file_and_tensor(computed):
+    store = _broken_copy(computed, "nan")
+    tensors = load_file(str(store / "pooled.safetensors"))
+    name = next(iter(tensors))
+    poisoned = {k: v.copy() for k, v in tensors.items()}
+    poisoned[name][0, 1, 0] = np.nan
+    save_file(poisoned, str(store / "pooled.safetensors"))
+    _pm2_refuses(computed, store, "pooled.safetensors", "NaN")
+
+
+@pytest.mark.parametrize(
+    ("rows", "words"),
+    [
+        ([json.dumps(ITEMS[0]), "{not json"], ["task.jsonl", "line 2", "not valid JSON"]),
+        ([{**ITEMS[0], "label": 7}], ["row 1", "label", "7"]),
+        ([""], ["no items"]),
+    ],
+    ids=["malformed line", "label out of range", "empty task"],
+)
+def test_a_bad_task_file_is_refused_before_the_model_runs(computed, tmp_path, rows, words):
+    task = _write_task(tmp_path / "task.jsonl", rows)
+    store = computed["store"]
+    before = _digest(store)
+    _refused(
+        load_script("extract").main,
+        ["--model", str(computed["model"]), "--task", str(task), "--device", "cpu",
+         "--output-dir", str(store)],
+        *words,
+    )  # fmt: skip
+    assert _digest(store) == before
+
+
+def test_a_model_folder_without_weights_is_named(computed, tmp_path):
+    folder = tmp_path / "no_weights"
+    folder.mkdir()
+    for path in Path(computed["model"]).iterdir():
+        if not path.name.endswith((".safetensors", ".bin")):
+            (folder / path.name).write_bytes(path.read_bytes())
+    task = _write_task(tmp_path / "task.jsonl", ITEMS)
+    _refused(
+        load_script("extract").main,
+        ["--model", str(folder), "--task", str(task), "--device", "cpu",
+         "--output-dir", str(tmp_path / "store")],
+        str(folder),
+    )  # fmt: skip
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_hub_id_offline_says_what_to_set(tmp_path):
+    """The step as Snakemake runs it (a fresh process) with the hub off and an empty cache."""
+    task = _write_task(tmp_path / "task.jsonl", ITEMS)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "extract.py"), "--model",
+         "someone/not-cached-model", "--task", str(task), "--device", "cpu",
+         "--output-dir", str(tmp_path / "store")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    message = result.stderr.strip()
+    assert message.startswith("error: could not load model 'someone/not-cached-model'"), message
+    for fix in ("HF_HOME", "HF_HUB_OFFLINE"):
+        assert fix in message
+    assert "Traceback" not in result.stderr and len(message.splitlines()) == 1
+    assert not (tmp_path / "store").exists()
+
+
+def test_layers_that_do_not_fit_the_model_stop_the_workflow_before_any_job(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    result = snakemake(
+        workdir,
+        "-n",
+        "--cores",
+        "1",
+        "--config",
+        'premortems={"pm2": {"layer": 9}}',
+        check=False,
+    )
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "premortems.pm2.layer: layer 9 is beyond model 'tiny_gpt2'" in text
+    assert "Traceback" not in text and not (workdir / "results").exists()
+    assert os.listdir(workdir)  # the workflow files themselves are untouched
