@@ -34,4 +34,5 @@ rule all:
         branch_targets,
         "results/summary.md",
         paper_targets,
+        tracking_targets,
     default_target: True

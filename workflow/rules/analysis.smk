@@ -4,6 +4,7 @@
 #   statistics     effect sizes, CIs, p-values (Holm) -> statistics.json, summary_table.md
 #   figures        every figure whose data exist; a style change redraws only these
 #   study_summary  results/summary.md: what ran and why, headline numbers, where outputs are
+#   track          (only with tracking.wandb) every experiment logged to Weights & Biases
 
 ANALYSIS = config["analysis"]
 A_DIR = f"{R}/analysis"
@@ -120,4 +121,33 @@ rule study_summary:
     shell:
         "python {input.script} --statistics {input.statistics} "
         "--figures-manifest {input.figures}/figures.json --outputs-json {params.outputs:q} "
+        "--output {output} > {log} 2>&1"
+
+
+rule track:
+    """Log every pre-mortem and experiment (configuration, metrics, figures) to W&B."""
+    input:
+        script="scripts/track.py",
+        statistics=rules.statistics.output.statistics,
+        figures=rules.figures.output[0],
+        config=rules.study_config.output[0],
+    output:
+        f"{A_DIR}/tracking.json",
+    params:
+        wandb=config["tracking"]["wandb"] or {},
+        group=lambda wc: (config["tracking"]["wandb"] or {}).get("group")
+        or f"seed{config['seed']}",
+        entity=lambda wc: (config["tracking"]["wandb"] or {}).get("entity") or "",
+        run_dir=folder_of("output.0"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/track.log",
+    benchmark:
+        f"{R}/benchmarks/track.tsv"
+    shell:
+        "python {input.script} --statistics {input.statistics} --figures-dir {input.figures} "
+        "--config-json {input.config} --project {params.wandb[project]:q} "
+        "--group {params.group:q} --mode {params.wandb[mode]} --run-dir {params.run_dir} "
+        "$([ -n '{params.entity}' ] && echo --entity {params.entity:q}) "
         "--output {output} > {log} 2>&1"

@@ -108,6 +108,11 @@ def paper_targets(wildcards):
     return [] if scheduled_branches() == ["X"] else [f"{R}/paper/draft.tex"]
 
 
+def tracking_targets(wildcards):
+    """The W&B log, only when tracking.wandb is configured."""
+    return [f"{R}/analysis/tracking.json"] if config["tracking"]["wandb"] else []
+
+
 def abort_targets(wildcards):
     """The negative-results report when the plan aborted."""
     return [f"{R}/negative_results.md"] if scheduled_branches() == ["X"] else []
