@@ -279,3 +279,61 @@ def test_every_forced_path_reports_what_ran(all_pass, combo):
     assert ("abort_report" in jobs) == (combo == ("FAIL",) * 3)
     snakemake(all_pass, "--cores", "2", *force_args(*combo))
     _check_analysis(all_pass, branches_for(dict(zip(PMS, combo, strict=True))))
+
+
+# --- crashes ----------------------------------------------------------------------------------
+def _store_contents(store: Path) -> dict[str, object]:
+    from safetensors.numpy import load_file
+
+    out: dict[str, object] = {"scores": (store / "scores.jsonl").read_text(encoding="utf-8")}
+    for name in ("pooled.safetensors", "choice_end.safetensors"):
+        out[name] = load_file(str(store / name))
+    return out
+
+
+def test_a_killed_extraction_resumes_to_identical_results(default_study, tmp_path):
+    """SIGKILL snakemake and its job mid-extraction; after ``--unlock`` (a killed Snakemake
+    leaves its lock behind), ``--rerun-incomplete`` finishes from the saved shards and the store
+    equals an uninterrupted run's."""
+    import os
+    import signal
+    import time
+
+    import numpy as np
+
+    config = ["--config", 'extract={"batch_size": 1, "shard_size": 2}']
+    target = "results/activations/tiny_gpt2/facts/meta.json"
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    for copy in (clean, killed):
+        shutil.copytree(default_study, copy, symlinks=True)
+    snakemake(clean, "--cores", "2", target, *config)
+
+    process = subprocess.Popen(
+        ["snakemake", "--cores", "2", target, *config],
+        cwd=killed,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    shards = killed / "results" / "activations" / "tiny_gpt2" / "facts" / ".shards"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if shards.is_dir() and len(list(shards.iterdir())) >= 6:
+            break
+        time.sleep(0.01)
+    if process.poll() is not None:
+        pytest.fail("the extraction ended before it could be killed mid-way")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    store = killed / "results" / "activations" / "tiny_gpt2" / "facts"
+    assert not (store / "meta.json").exists(), "a killed extraction left a finished-looking store"
+
+    snakemake(killed, "--unlock", *config)
+    snakemake(killed, "--cores", "2", "--rerun-incomplete", target, *config)
+    expected = _store_contents(clean / "results" / "activations" / "tiny_gpt2" / "facts")
+    resumed = _store_contents(store)
+    assert resumed["scores"] == expected["scores"]
+    for name in ("pooled.safetensors", "choice_end.safetensors"):
+        assert resumed[name].keys() == expected[name].keys()
+        for key, value in expected[name].items():
+            np.testing.assert_array_equal(resumed[name][key], value, err_msg=f"{name}:{key}")
