@@ -103,3 +103,17 @@ def test_bad_experiment_setting_stops_before_any_job(fresh, config, words):
     text = result.stdout + result.stderr
     assert result.returncode != 0 and words in text
     assert "Job stats" not in text
+
+
+def test_seeds_fan_out_every_seeded_experiment(fresh):
+    """One job per configured seed for every seeded experiment; the rest run once."""
+    force = 'gate={"force": {"pm1": "PASS", "pm2": "PASS", "pm3": "PASS"}}'
+    jobs = dry_run(fresh, "--config", force, "seeds=[1, 2, 3]")
+    seeded = {
+        "activation_transfer", "error_prediction_extended", "unsupervised_error", "abstention",
+        "behavior_edit", "patching_vs_prompting",
+    }  # fmt: skip
+    for rule in seeded:
+        assert jobs[rule] == 3, (rule, jobs[rule])
+    for rule in ("cross_model_extended", "patching_layers", "statistics", "figures", "paper"):
+        assert jobs[rule] == 1, (rule, jobs[rule])
