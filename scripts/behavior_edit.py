@@ -21,6 +21,7 @@ from actspace.attribute_scorers import make_scorer
 from actspace.attributes import ATTRIBUTES
 from actspace.io import write_experiment, write_jsonl
 from actspace.models import ModelLoadError, load_model, num_layers
+from actspace.progress import optional_progress
 from actspace.steering import (
     MODEL_SOURCES,
     POOLINGS,
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir", type=Path, default=Path("results/experiments/behavior_edit")
     )
+    parser.add_argument(
+        "--progress-file", help="keep a progress file here (results/progress/...; for status.py)"
+    )
     return parser
 
 
@@ -143,29 +147,32 @@ def run(args: argparse.Namespace) -> None:
         a: make_scorer(a, scorer_specs.get(a), model_source=source, device=args.device)
         for a in attributes
     }
-    model, tokenizer = load_model(
-        args.model, dtype=args.dtype, device=args.device, revision=args.revision
-    )
-    n_blocks = num_layers(model)
-    layers = check_layers(parse_ints(args.layers, "--layers") or default_layers(n_blocks), n_blocks)
-
-    results, generations, vectors = run_behavior_edit(
-        model,
-        tokenizer,
-        pairs=pairs,
-        prompts=prompts,
-        scorers=scorers,
-        layers=layers,
-        coefficients=coefficients,
-        side=SideEffectData(texts=texts, items=items),
-        vector_pairs={a: split[a][0] for a in attributes},
-        settings=settings,
-        pooling=args.pooling,
-        seed=args.seed,
-        selection_fraction=args.selection_fraction,
-        max_perplexity_ratio=args.max_perplexity_ratio,
-        n_bootstrap=args.n_bootstrap,
-    )
+    with optional_progress(args.progress_file, step=f"behavior_edit seed{args.seed}") as progress:
+        model, tokenizer = load_model(
+            args.model, dtype=args.dtype, device=args.device, revision=args.revision
+        )
+        n_blocks = num_layers(model)
+        layers = check_layers(
+            parse_ints(args.layers, "--layers") or default_layers(n_blocks), n_blocks
+        )
+        results, generations, vectors = run_behavior_edit(
+            model,
+            tokenizer,
+            pairs=pairs,
+            prompts=prompts,
+            scorers=scorers,
+            layers=layers,
+            coefficients=coefficients,
+            side=SideEffectData(texts=texts, items=items),
+            vector_pairs={a: split[a][0] for a in attributes},
+            settings=settings,
+            pooling=args.pooling,
+            seed=args.seed,
+            selection_fraction=args.selection_fraction,
+            max_perplexity_ratio=args.max_perplexity_ratio,
+            n_bootstrap=args.n_bootstrap,
+            progress=progress,
+        )
     toxicity_held_out = split["toxicity"][1][: len(texts)]
     results = {
         "experiment": "behavior_edit",

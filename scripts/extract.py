@@ -19,6 +19,7 @@ from pathlib import Path
 from actspace.activations import POOLINGS, STORAGE_DTYPES, extract_store
 from actspace.io import read_jsonl
 from actspace.models import DEVICES, DTYPES, ModelLoadError, load_model
+from actspace.progress import optional_progress
 from actspace.scoring import aggregate
 from actspace.store import ActivationStore
 from actspace.tasks import rows_to_items
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-length", type=int, help="longest input (default: the model's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--progress-file", help="keep a progress file here (results/progress/...; for status.py)"
+    )
     parser.add_argument("--output-dir", required=True, help="the store folder")
     return parser.parse_args(argv)
 
@@ -66,23 +70,29 @@ def main(argv: list[str] | None = None) -> int:
         items = rows_to_items(read_jsonl(task), source=str(task))
         if args.n_samples is not None:
             items = items[: args.n_samples]
-        model, tokenizer = load_model(
-            args.model, dtype=args.dtype, device=args.device, revision=args.revision
-        )
-        meta = extract_store(
-            model,
-            tokenizer,
-            items,
-            args.output_dir,
-            poolings=poolings,
-            batch_size=args.batch_size,
-            storage_dtype=args.storage_dtype,
-            shard_size=args.shard_size,
-            model_name=args.model_name or args.model,
-            task_name=args.task_name or task.name.removesuffix(".jsonl"),
-            progress=not args.no_progress,
-            max_length=args.max_length,
-        )
+        model_name = args.model_name or args.model
+        task_name = args.task_name or task.name.removesuffix(".jsonl")
+        with optional_progress(
+            args.progress_file, len(items), step=f"extract {model_name}/{task_name}"
+        ) as progress_file:
+            model, tokenizer = load_model(
+                args.model, dtype=args.dtype, device=args.device, revision=args.revision
+            )
+            meta = extract_store(
+                model,
+                tokenizer,
+                items,
+                args.output_dir,
+                poolings=poolings,
+                batch_size=args.batch_size,
+                storage_dtype=args.storage_dtype,
+                shard_size=args.shard_size,
+                model_name=model_name,
+                task_name=task_name,
+                progress=not args.no_progress,
+                max_length=args.max_length,
+                progress_file=progress_file,
+            )
         metrics = aggregate(ActivationStore(args.output_dir).scores())
     except (ValueError, ModelLoadError) as error:
         sys.exit(f"error: {error}")

@@ -15,6 +15,7 @@ from actspace.io import atomic_write_json, write_experiment, write_jsonl
 from actspace.models import ModelLoadError, load_model
 from actspace.patching import load_prompt_pairs
 from actspace.patching_layers import figure_data, run_patching_layers_sweep, summary_markdown
+from actspace.progress import optional_progress
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output-dir", required=True, type=Path)
+    parser.add_argument(
+        "--progress-file", help="keep a progress file here (results/progress/...; for status.py)"
+    )
     return parser.parse_args(argv)
 
 
@@ -41,18 +45,20 @@ def main(argv: list[str] | None = None) -> None:
         if args.max_batch < 1:
             raise ValueError(f"--max-batch must be positive, got {args.max_batch}")
         pairs = load_prompt_pairs(args.pairs)[:n_samples]
-        model, tokenizer = load_model(
-            args.model, dtype=args.dtype, device=args.device, revision=args.revision
-        )
-        results, per_pair = run_patching_layers_sweep(
-            model,
-            tokenizer,
-            pairs,
-            layers=layers,
-            max_batch=args.max_batch,
-            n_bootstrap=args.n_bootstrap,
-            seed=args.seed,
-        )
+        with optional_progress(args.progress_file, step="patching_layers") as progress:
+            model, tokenizer = load_model(
+                args.model, dtype=args.dtype, device=args.device, revision=args.revision
+            )
+            results, per_pair = run_patching_layers_sweep(
+                model,
+                tokenizer,
+                pairs,
+                layers=layers,
+                max_batch=args.max_batch,
+                n_bootstrap=args.n_bootstrap,
+                seed=args.seed,
+                progress=progress,
+            )
     except (ValueError, ModelLoadError) as error:
         sys.exit(f"error: {error}")
     results["model"] = args.model

@@ -14,6 +14,7 @@ from pathlib import Path
 from actspace.io import write_experiment, write_jsonl
 from actspace.models import ModelLoadError, load_model
 from actspace.patching import POSITIONS, load_prompt_pairs, run_pm3, summary_markdown
+from actspace.progress import optional_progress
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output-dir", default="results/pre_mortems/pm3_patching", type=Path)
+    parser.add_argument(
+        "--progress-file", help="keep a progress file here (results/progress/...; for status.py)"
+    )
     return parser
 
 
@@ -54,19 +58,21 @@ def run(args: argparse.Namespace) -> None:
     pairs = load_prompt_pairs(args.pairs)
     if args.n_samples is not None:
         pairs = pairs[: args.n_samples]
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
-    results = run_pm3(
-        model,
-        tokenizer,
-        pairs,
-        position=args.position,
-        layers=layers,
-        n_bootstrap=args.n_bootstrap,
-        seed=args.seed,
-        threshold=args.threshold,
-        selection_fraction=args.selection_fraction,
-        max_batch=args.max_batch,
-    )
+    with optional_progress(args.progress_file, step="pm3_patching") as progress:
+        model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+        results = run_pm3(
+            model,
+            tokenizer,
+            pairs,
+            position=args.position,
+            layers=layers,
+            n_bootstrap=args.n_bootstrap,
+            seed=args.seed,
+            threshold=args.threshold,
+            selection_fraction=args.selection_fraction,
+            max_batch=args.max_batch,
+            progress=progress,
+        )
     per_pair = results.pop("per_pair")
     results["model"] = args.model
     results["duration_s"] = round(time.perf_counter() - start, 3)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from actspace.organisms import ORGANISM_FAMILIES, ORGANISM_SIZES, read_corpus, train_organism
+from actspace.progress import optional_progress
 
 
 def _steps(text: str) -> int | None:
@@ -28,21 +30,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus", required=True, help="corpus.txt written by make_world")
     parser.add_argument("--tokenizer", required=True, help="the tokenizer folder")
     parser.add_argument("--output-dir", required=True, help="the model folder to write")
+    parser.add_argument(
+        "--progress-file", help="keep a progress file here (results/progress/...; for status.py)"
+    )
     args = parser.parse_args(argv)
     try:
-        lines = read_corpus(args.corpus)
-        stats = train_organism(
-            args.family,
-            lines,
-            args.tokenizer,
-            args.output_dir,
-            seed=args.seed,
-            size=args.size,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            threads=args.threads,
-        )
+        step = f"train_organism {Path(args.output_dir).name}"
+        with optional_progress(args.progress_file, step=step) as progress:
+            lines = read_corpus(args.corpus)
+            stats = train_organism(
+                args.family,
+                lines,
+                args.tokenizer,
+                args.output_dir,
+                seed=args.seed,
+                size=args.size,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                threads=args.threads,
+                progress=progress,
+            )
     except (OSError, ValueError) as error:
         sys.exit(f"error: {error}")
     print(

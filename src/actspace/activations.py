@@ -51,6 +51,7 @@ from actspace.io import (
     write_jsonl,
 )
 from actspace.models import hidden_size, residual_blocks
+from actspace.progress import Progress
 from actspace.scoring import encode_item, item_metrics, needs_bos
 from actspace.scoring import max_length as model_max_length
 from actspace.store import STORE_FILES, concat_safetensors, read_header
@@ -481,6 +482,7 @@ def extract_store(
     progress: bool = True,
     max_length: int | None = None,
     on_shard_done: Callable[[int], None] | None = None,
+    progress_file: Progress | None = None,
 ) -> dict[str, Any]:
     """Score ``items`` with ``model`` and write the activation store to ``out_dir``; returns meta.
 
@@ -488,7 +490,8 @@ def extract_store(
     ``out_dir/.shards``; a re-run after a crash skips complete shards and produces the same store.
     ``add_bos=None`` asks :func:`actspace.scoring.needs_bos`; ``max_length=None`` uses the model's
     position limit. ``on_shard_done(shard)`` is called after each shard is written (tests use it to
-    simulate a crash).
+    simulate a crash). ``progress`` switches the terminal bar; ``progress_file`` (a
+    :class:`~actspace.progress.Progress`) counts items per batch, for ``scripts/status.py``.
     """
     wall_start = time.perf_counter()
     poolings = list(poolings)
@@ -568,6 +571,10 @@ def extract_store(
         n_shards=n_shards,
         device=device,
     )
+    if progress_file is not None:
+        if resumed:
+            progress_file.last_checkpoint = f"resumed with {resumed}/{n_shards} shards done"
+        progress_file.set_total(len(items), initial=items_done)
     backoff = _Backoff(batch_size)
     bar = tqdm(
         total=len(items),
@@ -592,7 +599,7 @@ def extract_store(
                 out_dtype=out_dtype,
                 max_choices=max_choices,
                 blocks=blocks,
-                bar=bar,
+                bar=_Ticks(bar, progress_file),
             )
             tensors_path, stats_path, rows_path = _shard_paths(shards_dir, shard)
             with atomic_path(tensors_path) as tmp:
@@ -616,6 +623,8 @@ def extract_store(
                 n_shards=n_shards,
                 device=device,
             )
+            if progress_file is not None:
+                progress_file.update(0, checkpoint=f"shard {shard + 1}/{n_shards}")
             if on_shard_done is not None:
                 on_shard_done(shard)
     finally:
@@ -655,6 +664,19 @@ def extract_store(
         device=device,
     )
     return meta
+
+
+class _Ticks:
+    """Advances the terminal bar and the progress file together, once per batch."""
+
+    def __init__(self, bar: Any, progress_file: Progress | None) -> None:
+        self.bar = bar
+        self.progress_file = progress_file
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        if self.progress_file is not None:
+            self.progress_file.update(n)
 
 
 def _extract_shard(

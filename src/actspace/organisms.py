@@ -30,6 +30,7 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from actspace.io import atomic_write_json, atomic_write_text, provenance, write_jsonl
+from actspace.progress import Progress
 from actspace.world import BUILTIN_TASKS, World
 
 #: The model families the built-in organisms come in.
@@ -238,6 +239,7 @@ def train_organism(
     lr: float | None = None,
     seq_len: int | None = None,
     threads: int | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train an organism of ``family`` on ``corpus_lines``; save model and tokenizer in ``out_dir``.
 
@@ -245,6 +247,7 @@ def train_organism(
     threads for the run (restored afterwards). The folder is written beside ``out_dir`` and moved
     into place when complete; it holds the ``save_pretrained`` files of model and tokenizer and a
     ``training.json`` with the statistics returned here (final loss, parameters, seconds, ...).
+    ``progress`` (a :class:`~actspace.progress.Progress`) counts optimizer steps.
     """
     _check_family_size(family, size)
     knobs = dict(TRAINING_DEFAULTS[size])
@@ -269,6 +272,8 @@ def train_organism(
         raise ValueError("the corpus has no non-empty line")
     lengths = np.array([len(r) for r in encoded])
     batches = _batches(lengths, knobs["batch_size"], knobs["steps"], np.random.default_rng(seed))
+    if progress is not None:
+        progress.set_total(len(batches))
 
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -302,6 +307,8 @@ def train_organism(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             losses.append(float(loss.detach()))
+            if progress is not None:
+                progress.update()
         model.eval()
         seconds = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu_started
@@ -336,6 +343,8 @@ def train_organism(
         atomic_write_json(tmp / "training.json", {**stats, "provenance": provenance()})
 
     _save_atomically(out_dir, write)
+    if progress is not None:
+        progress.update(0, checkpoint=f"saved to {out_dir}")
     return stats
 
 

@@ -32,6 +32,7 @@ from scipy import stats as _scipy_stats
 
 from actspace.hooks import capture_residual, patch_residual
 from actspace.models import residual_blocks
+from actspace.progress import Progress
 from actspace.stats import bootstrap_ci, verdict
 
 Position = Literal["diff", "final"]
@@ -374,12 +375,14 @@ def run_patching_layers(
     layers: Sequence[int] | None = None,
     position: Position = "diff",
     max_batch: int | None = None,
+    progress: Progress | None = None,
 ) -> LayerPatching:
     """Denoise each pair at every layer in ``layers`` (default all, 0..L) at one position.
 
     ``position="diff"`` patches the token where the prompts differ, ``"final"`` the last token.
     Per pair: one clean forward (captured) and one batched corrupted forward whose first row is
-    unpatched (the corrupted baseline) and whose other rows patch one layer each.
+    unpatched (the corrupted baseline) and whose other rows patch one layer each. ``progress``
+    (a :class:`~actspace.progress.Progress`) counts pairs.
     """
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {', '.join(POSITIONS)}, got {position!r}")
@@ -399,6 +402,8 @@ def run_patching_layers(
     clean_argmax = np.empty(n, dtype=bool)
     corrupted_argmax = np.empty(n, dtype=bool)
     patched_positions = np.empty(n, dtype=int)
+    if progress is not None:
+        progress.set_total(n)
     for i, pair in enumerate(encoded):
         where = pair.diff_position if position == "diff" else len(pair.clean_ids) - 1
         patched_positions[i] = where
@@ -419,6 +424,8 @@ def run_patching_layers(
         flipped_argmax[i] = (top[1:] == good).numpy()
         corrupted_argmax[i] = bool(top[0] == bad_token)
         clean_argmax[i] = bool(candidate_index[result.source[candidate_index].argmax()] == good)
+        if progress is not None:
+            progress.update()
     return LayerPatching(
         ids=[e.pair.id for e in encoded],
         layers=layer_list,
@@ -669,6 +676,7 @@ def run_pm3(
     threshold: float = 0.5,
     selection_fraction: float = 0.5,
     max_batch: int | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Pre-mortem PM3: patch every layer, choose one on half the pairs, test it on the rest.
 
@@ -677,7 +685,13 @@ def run_pm3(
     """
     start = time.perf_counter()
     run = run_patching_layers(
-        model, tokenizer, pairs, layers=layers, position=position, max_batch=max_batch
+        model,
+        tokenizer,
+        pairs,
+        layers=layers,
+        position=position,
+        max_batch=max_batch,
+        progress=progress,
     )
     results = pm3_from_patching(
         run,

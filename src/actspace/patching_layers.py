@@ -37,6 +37,7 @@ from actspace.patching import (
     patched_logits,
     selectable_layers,
 )
+from actspace.progress import Progress
 from actspace.stats import mean_ci
 
 Direction = Literal["denoising", "noising"]
@@ -100,12 +101,14 @@ def sweep_pairs(
     *,
     layers: Sequence[int] | None = None,
     max_batch: int | None = 256,
+    progress: Progress | None = None,
 ) -> tuple[list[PairSweep], list[int], dict[str, int]]:
     """Denoise and noise every pair at every ``(layer, position)``; layers default to 0..L.
 
     Per pair and direction: the source prompt runs once with every layer captured and the target
     prompt runs as batches of up to ``max_batch`` patched rows (one row per cell, plus one
-    unpatched row for the target's own logit difference).
+    unpatched row for the target's own logit difference). ``progress`` (a
+    :class:`~actspace.progress.Progress`) counts pairs.
     """
     n_blocks = len(residual_blocks(model))
     layer_list = list(range(n_blocks + 1)) if layers is None else sorted({int(k) for k in layers})
@@ -114,6 +117,8 @@ def sweep_pairs(
         raise ValueError(f"layers must lie in 0..{n_blocks} (0 = embeddings), got {layer_list}")
     encoded, skipped = encode_pairs(tokenizer, pairs)
     sweeps: list[PairSweep] = []
+    if progress is not None:
+        progress.set_total(len(encoded))
     for pair in encoded:
         n_tokens = len(pair.clean_ids)
         row_layers, row_positions = _cells(n_tokens, layer_list)
@@ -148,6 +153,8 @@ def sweep_pairs(
                 noised=noised[1:].reshape(shape),
             )
         )
+        if progress is not None:
+            progress.update()
     return sweeps, layer_list, skipped
 
 
@@ -325,11 +332,12 @@ def run_patching_layers_sweep(
     max_batch: int | None = 256,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The experiment: sweeps, aggregates, and per-pair rows (for ``per_pair.jsonl``)."""
     start = time.perf_counter()
     sweeps, layer_list, skipped = sweep_pairs(
-        model, tokenizer, pairs, layers=layers, max_batch=max_batch
+        model, tokenizer, pairs, layers=layers, max_batch=max_batch, progress=progress
     )
     n_blocks = len(residual_blocks(model))
     results = summarise_sweeps(

@@ -40,6 +40,7 @@ from actspace.attributes import ATTRIBUTES
 from actspace.hooks import add_to_residual, capture_residual
 from actspace.io import read_jsonl
 from actspace.models import hidden_size, residual_blocks
+from actspace.progress import Progress
 from actspace.scoring import item_metrics, needs_bos
 from actspace.stats import bootstrap_ci
 from actspace.tasks import Item, rows_to_items
@@ -705,12 +706,15 @@ def run_behavior_edit(
     selection_fraction: float = 0.5,
     max_perplexity_ratio: float | None = None,
     n_bootstrap: int = 1000,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[int, torch.Tensor]]]:
     """Sweep steering layer x coefficient per attribute; returns (results, generations, vectors).
 
     The best setting of an attribute is the largest mean shift on the *selection* prompts among
     settings whose neutral perplexity ratio stays within ``max_perplexity_ratio`` (all settings
-    when none does, flagged); every reported number is on the *report* prompts.
+    when none does, flagged); every reported number is on the *report* prompts. ``progress`` (a
+    :class:`~actspace.progress.Progress`) counts generation settings: the unsteered baseline and
+    each attribute x layer x coefficient.
     """
     n_blocks = len(residual_blocks(model))
     layers = check_layers(layers, n_blocks)
@@ -721,10 +725,14 @@ def run_behavior_edit(
     prompt_texts = [p["prompt"] for p in prompts]
     split_of = {i: "selection" for i in selection} | {i: "report" for i in report}
     boot = {"n_boot": n_bootstrap, "seed": seed}
+    if progress is not None:
+        progress.set_total(1 + len(scorers) * len(layers) * len(coefficients))
 
     base_ppl = text_nll(model, tokenizer, side.texts)
     base_correct = task_correct(model, tokenizer, side.items) if side.items else None
     base_gen = generate(model, tokenizer, prompt_texts, seed=seed, settings=settings)
+    if progress is not None:
+        progress.update(checkpoint="unsteered baseline")
     generation_rows: list[dict[str, Any]] = []
     vectors: dict[str, dict[int, torch.Tensor]] = {}
     results: dict[str, Any] = {}
@@ -777,6 +785,8 @@ def run_behavior_edit(
                     steered = task_correct(model, tokenizer, side.items, steering=steer)
                     entry["accuracy"] = accuracy_change(base_correct, steered, **boot)
                 grid.append(entry)
+                if progress is not None:
+                    progress.update(checkpoint=f"{attribute} layer {layer} x {coefficient:g}")
         best = choose_best(grid, max_perplexity_ratio)
         best["comparison"] = {
             "description": (

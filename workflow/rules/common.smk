@@ -103,6 +103,12 @@ def experiment_results(wildcards):
     ]
 
 
+def progress_arg(name):
+    """The ``--progress-file`` argument of a long step (read by scripts/status.py); ``name`` may
+    hold ``{wildcards.x}`` fields, filled in when the shell command is formatted."""
+    return f"--progress-file {R}/progress/{name}.json "
+
+
 def paper_targets(wildcards):
     """The paper is drafted unless the plan aborted."""
     return [] if scheduled_branches() == ["X"] else [f"{R}/paper/draft.tex"]

@@ -39,4 +39,5 @@ rule extract:
         "--poolings {params.poolings} --batch-size {params.batch_size} "
         "--shard-size {params.shard_size} --dtype {params.dtype} --device {params.device} "
         "--storage-dtype {params.storage_dtype} --output-dir {params.outdir} "
-        "> {log} 2>&1"
+        + progress_arg("extract/{wildcards.model}/{wildcards.task}")
+        + "> {log} 2>&1"

@@ -100,7 +100,9 @@ rule patching_layers:
         "--max-batch {params.pl[max_batch]} --n-bootstrap {params.pl[n_bootstrap]} "
         "--dtype {params.dtype} --device {params.device} --seed {params.seed} "
         "$([ -n '{params.revision}' ] && echo --revision {params.revision}) "
-        "--output-dir {params.outdir} > {log} 2>&1"
+        "--output-dir {params.outdir} "
+        + progress_arg("patching_layers")
+        + "> {log} 2>&1"
 
 
 BRANCH_2C_TARGETS.append(f"{PL_DIR}/summary.md")
@@ -162,7 +164,9 @@ rule behavior_edit:
         "$([ -n '{params.n_vector_pairs}' ] && echo --n-vector-pairs {params.n_vector_pairs}) "
         "$([ -n '{params.n_prompts}' ] && echo --n-samples {params.n_prompts}) "
         "$([ -n '{params.max_ratio}' ] && echo --max-perplexity-ratio {params.max_ratio}) "
-        "--seed {wildcards.seed} --output-dir {params.outdir} > {log} 2>&1"
+        "--seed {wildcards.seed} --output-dir {params.outdir} "
+        + progress_arg("behavior_edit/seed{wildcards.seed}")
+        + "> {log} 2>&1"
 
 
 rule patching_vs_prompting:

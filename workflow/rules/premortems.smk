@@ -93,4 +93,6 @@ rule pm3_patching:
         "--n-bootstrap {params.pm[n_bootstrap]} --threshold {params.pm[threshold]} "
         "--dtype {params.dtype} --device {params.device} --seed {params.seed} "
         "$([ -n '{params.layers}' ] && echo --layers {params.layers}) "
-        "--output-dir {params.outdir} > {log} 2>&1"
+        "--output-dir {params.outdir} "
+        + progress_arg("pm3_patching")
+        + "> {log} 2>&1"

@@ -57,7 +57,9 @@ rule train_organism:
         "OMP_NUM_THREADS={threads} python {input.script} --family {params.family} "
         "--size {params.size} --seed {params.seed} --steps {params.steps} "
         "--corpus {input.corpus} --tokenizer {params.tokenizer} --threads {threads} "
-        "--output-dir {output} > {log} 2>&1"
+        "--output-dir {output} "
+        + progress_arg("train_organism/{wildcards.model}")
+        + "> {log} 2>&1"
 
 
 rule prepare_task:
