@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from actspace.similarity import DEFAULT_ALPHAS, depth_to_layer, rowwise_pearson
+from actspace.similarity import DEFAULT_ALPHAS, RidgeSVD, depth_to_layer, rowwise_pearson
 from actspace.stats import mean_ci, permutation_p_value
 
 EXPERIMENT = "cross_model_extended"
@@ -112,89 +112,6 @@ def remove_dimensions(x: np.ndarray, dims: np.ndarray | Sequence[int]) -> np.nda
 
 # ---------------------------------------------------------------------------------------------
 # ridge projection, one SVD per source layer
-
-
-class RidgeSVD:
-    """Ridge regression from one fixed design matrix to many targets, by one thin SVD.
-
-    ``x_train`` must be column-centred (standardised); targets are centred here. The fit equals
-    scikit-learn's ``Ridge(alpha, fit_intercept=True)``. With a grid of penalties the choice is
-    made by generalised cross-validation exactly as :mod:`actspace.similarity` makes it for PM1
-    (``n·RSS / (n - 1 - df)²``, one penalty shared by all targets), so cells at PM1's layers
-    reproduce PM1's numbers.
-    """
-
-    def __init__(self, x_train: np.ndarray) -> None:
-        x = np.asarray(x_train, dtype=np.float64)
-        if x.ndim != 2 or x.shape[0] < 2:
-            raise ValueError(f"the design matrix must be [items >= 2, dims], got {x.shape}")
-        self.n = x.shape[0]
-        # The thin SVD through the eigendecomposition of the smaller Gram matrix (faster than a
-        # direct SVD); directions with a negligible singular value carry no fit and are dropped.
-        wide = x.shape[1] > x.shape[0]
-        eigenvalues, vectors = np.linalg.eigh(x @ x.T if wide else x.T @ x)
-        keep = eigenvalues > max(float(eigenvalues.max()), 0.0) * 1e-12
-        s = np.sqrt(eigenvalues[keep])
-        if wide:
-            u = vectors[:, keep]
-            v = (x.T @ u) / s
-        else:
-            v = vectors[:, keep]
-            u = (x @ v) / s
-        self.u, self.s, self.v = u, s, v
-
-    def gcv_alpha(self, uty: np.ndarray, total: float, alphas: Sequence[float]) -> float:
-        """The penalty with the smallest GCV score, from ``Uᵀy`` and ``‖y‖²`` of centred targets.
-
-        ``RSS = ‖y‖² - ‖Uᵀy‖² + ‖(1 - d) ⊙ Uᵀy‖²`` with ``d = s² / (s² + α)`` and ``df = Σ d``;
-        the 1 in ``n - 1 - df`` is the intercept's degree of freedom. First best on ties.
-        """
-        s2 = self.s**2
-        energy = np.sum(uty**2, axis=1)
-        outside = max(total - float(energy.sum()), 0.0)
-        best, best_score = float(alphas[0]), np.inf
-        for alpha in alphas:
-            d = s2 / (s2 + alpha)
-            room = self.n - 1.0 - float(d.sum())
-            if room <= 1e-9:
-                continue
-            score = self.n * (outside + float(np.sum((1.0 - d) ** 2 * energy))) / room**2
-            if score < best_score:
-                best, best_score = float(alpha), score
-        return best
-
-    def select_alpha(self, y_train: np.ndarray, alphas: Sequence[float]) -> float:
-        """The penalty of ``alphas`` that generalised cross-validation prefers for ``y_train``."""
-        y = np.asarray(y_train, dtype=np.float64)
-        y = y - y.mean(axis=0)
-        return self.gcv_alpha(self.u.T @ y, float(np.sum(y * y)), [float(a) for a in alphas])
-
-    def coef(self, y_train: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(weights [d_x, d_y], intercept [d_y])`` of the ridge fit with penalty ``alpha``."""
-        y = np.asarray(y_train, dtype=np.float64)
-        mean = y.mean(axis=0)
-        weights = self.v @ ((self.s / (self.s**2 + alpha))[:, None] * (self.u.T @ (y - mean)))
-        return weights, mean
-
-    def predict(self, y_train: np.ndarray, x_test: np.ndarray, alpha: float) -> np.ndarray:
-        """Predictions for ``x_test`` (centred like ``x_train``) of the fit to ``y_train``."""
-        weights, intercept = self.coef(y_train, alpha)
-        return np.asarray(x_test, dtype=np.float64) @ weights + intercept
-
-    def fit_predict_centred(
-        self, y_train: np.ndarray, x_test_v: np.ndarray, alpha: float | Sequence[float]
-    ) -> tuple[np.ndarray, float]:
-        """Predictions and penalty for centred ``y_train``; ``x_test_v`` is ``x_test @ self.v``.
-
-        A grid is searched by GCV on these targets, so a permuted null searches it again, as
-        PM1's null does.
-        """
-        uty = self.u.T @ y_train
-        if np.ndim(alpha) == 0:
-            used = float(alpha)
-        else:
-            used = self.gcv_alpha(uty, float(np.sum(y_train * y_train)), list(alpha))
-        return (x_test_v * (self.s / (self.s**2 + used))) @ uty, used
 
 
 def resolve_alpha(ridge: RidgeSVD, y_train: np.ndarray, alpha: float | Sequence[float]) -> float:

@@ -100,66 +100,98 @@ def columnwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return rowwise_pearson(a.T, b.T, undefined=float("nan"))
 
 
-class _RidgeSVD:
-    """Ridge regression on centred data through one thin SVD of the training features."""
+class RidgeSVD:
+    """Ridge regression from one fixed design matrix to many targets, by one thin SVD.
+
+    ``x_train`` must be column-centred (standardised); targets are centred here. The fit equals
+    scikit-learn's ``Ridge(alpha, fit_intercept=True)``. With a grid of penalties the choice is
+    made by generalised cross-validation
+    (``n·RSS / (n - 1 - df)²``, one penalty shared by all targets). PM1 and experiment 2A's
+    ``cross_model_extended`` share it, so cells at PM1's layers reproduce PM1's numbers.
+    """
 
     def __init__(self, x_train: np.ndarray) -> None:
-        # The thin SVD through the eigendecomposition of the smaller Gram matrix: several times
-        # faster than LAPACK's SVD here, and directions with (numerically) zero variance, which
-        # the ridge solution would barely use, are dropped.
-        n, p = x_train.shape
-        gram = x_train.T @ x_train if n >= p else x_train @ x_train.T
-        eigval, eigvec = np.linalg.eigh(gram)
-        keep = eigval > max(float(eigval[-1]), 0.0) * 1e-12
-        s = np.sqrt(eigval[keep])
-        if n >= p:
-            v = eigvec[:, keep]
-            u = (x_train @ v) / s
+        x = np.asarray(x_train, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ValueError(f"the design matrix must be [items >= 2, dims], got {x.shape}")
+        self.n = x.shape[0]
+        # The thin SVD through the eigendecomposition of the smaller Gram matrix (faster than a
+        # direct SVD); directions with a negligible singular value carry no fit and are dropped.
+        wide = x.shape[1] > x.shape[0]
+        eigenvalues, vectors = np.linalg.eigh(x @ x.T if wide else x.T @ x)
+        keep = eigenvalues > max(float(eigenvalues.max()), 0.0) * 1e-12
+        s = np.sqrt(eigenvalues[keep])
+        if wide:
+            u = vectors[:, keep]
+            v = (x.T @ u) / s
         else:
-            u = eigvec[:, keep]
-            v = (x_train.T @ u) / s
-        self.u, self.s, self.vt = u, s, v.T
-        self.n = n
+            v = vectors[:, keep]
+            u = (x @ v) / s
+        self.u, self.s, self.v = u, s, v
 
-    def choose_alpha(self, uty: np.ndarray, total: float, alphas: Sequence[float]) -> float:
-        """The penalty of ``alphas`` with the smallest GCV score ``n·RSS / (n - 1 - df)²``.
+    def gcv_alpha(self, uty: np.ndarray, total: float, alphas: Sequence[float]) -> float:
+        """The penalty with the smallest GCV score, from ``Uᵀy`` and ``‖y‖²`` of centred targets.
 
-        ``RSS = ‖Y‖² - ‖UᵀY‖² + ‖(1 - d) ⊙ UᵀY‖²`` with shrinkage ``d = s² / (s² + α)`` and
-        ``df = Σ d``, so no prediction matrix is formed. The 1 is the intercept's degree of
-        freedom (the data were centred): without it GCV would favour interpolation whenever
-        there are more features than items.
+        ``RSS = ‖y‖² - ‖Uᵀy‖² + ‖(1 - d) ⊙ Uᵀy‖²`` with ``d = s² / (s² + α)`` and ``df = Σ d``;
+        the 1 in ``n - 1 - df`` is the intercept's degree of freedom. First best on ties.
         """
         s2 = self.s**2
-        row_energy = np.sum(uty**2, axis=1)
-        outside = max(total - row_energy.sum(), 0.0)
+        energy = np.sum(uty**2, axis=1)
+        outside = max(total - float(energy.sum()), 0.0)
         best, best_score = float(alphas[0]), np.inf
         for alpha in alphas:
             d = s2 / (s2 + alpha)
-            room = self.n - 1.0 - d.sum()
+            room = self.n - 1.0 - float(d.sum())
             if room <= 1e-9:
                 continue
-            rss = outside + np.sum((1.0 - d) ** 2 * row_energy)
-            score = self.n * rss / room**2
+            score = self.n * (outside + float(np.sum((1.0 - d) ** 2 * energy))) / room**2
             if score < best_score:
                 best, best_score = float(alpha), score
         return best
 
-    def fit_predict(
-        self, y_train: np.ndarray, x_test: np.ndarray, alpha: float | Sequence[float]
+    def select_alpha(self, y_train: np.ndarray, alphas: Sequence[float]) -> float:
+        """The penalty of ``alphas`` that generalised cross-validation prefers for ``y_train``."""
+        y = np.asarray(y_train, dtype=np.float64)
+        y = y - y.mean(axis=0)
+        return self.gcv_alpha(self.u.T @ y, float(np.sum(y * y)), [float(a) for a in alphas])
+
+    def coef(self, y_train: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(weights [d_x, d_y], intercept [d_y])`` of the ridge fit with penalty ``alpha``."""
+        y = np.asarray(y_train, dtype=np.float64)
+        mean = y.mean(axis=0)
+        weights = self.v @ ((self.s / (self.s**2 + alpha))[:, None] * (self.u.T @ (y - mean)))
+        return weights, mean
+
+    def predict(self, y_train: np.ndarray, x_test: np.ndarray, alpha: float) -> np.ndarray:
+        """Predictions for ``x_test`` (centred like ``x_train``) of the fit to ``y_train``."""
+        weights, intercept = self.coef(y_train, alpha)
+        return np.asarray(x_test, dtype=np.float64) @ weights + intercept
+
+    def fit_predict_centred(
+        self, y_train: np.ndarray, x_test_v: np.ndarray, alpha: float | Sequence[float]
     ) -> tuple[np.ndarray, float]:
-        """Predictions for ``x_test`` and the penalty used (chosen by GCV when given a grid)."""
+        """Predictions and penalty for centred ``y_train``; ``x_test_v`` is ``x_test @ self.v``.
+
+        A grid is searched by GCV on these targets, so a permuted null searches it again, as
+        PM1's null does.
+        """
         uty = self.u.T @ y_train
         if np.ndim(alpha) == 0:
             used = float(alpha)
         else:
-            grid = [float(a) for a in np.ravel(alpha)]
-            if not grid or min(grid) <= 0:
-                raise ValueError(f"ridge penalties must be positive, got {grid}")
-            used = self.choose_alpha(uty, float(np.sum(y_train**2)), grid)
-        if used <= 0:
-            raise ValueError(f"ridge penalty must be positive, got {used}")
-        coef = self.vt.T @ ((self.s / (self.s**2 + used))[:, None] * uty)
-        return x_test @ coef, used
+            used = self.gcv_alpha(uty, float(np.sum(y_train * y_train)), list(alpha))
+        return (x_test_v * (self.s / (self.s**2 + used))) @ uty, used
+
+    def fit_predict(
+        self, y_train: np.ndarray, x_test: np.ndarray, alpha: float | Sequence[float]
+    ) -> tuple[np.ndarray, float]:
+        """Predictions for ``x_test`` (standardised like ``x_train``) from centred ``y_train``,
+        and the penalty used (chosen by GCV when given a grid)."""
+        grid = [float(a) for a in np.ravel(alpha)]
+        if not grid or min(grid) <= 0:
+            raise ValueError(f"ridge penalties must be positive, got {grid}")
+        x_test_v = np.asarray(x_test, dtype=np.float64) @ self.v
+        return self.fit_predict_centred(y_train, x_test_v, alpha)
 
 
 def _split(
@@ -197,7 +229,7 @@ def projection_with_null(
     train, test = _split(x.shape[0], train_idx, test_idx)
     x_train, x_test = _standardise(x[train], x[test])
     y_train, y_test = _standardise(y[train], y[test])
-    solver = _RidgeSVD(x_train)
+    solver = RidgeSVD(x_train)
     pred, used = solver.fit_predict(y_train, x_test, alpha)
     observed = ProjectionResult(
         per_item=rowwise_pearson(pred, y_test),
