@@ -159,6 +159,12 @@ def _check_analysis(workdir: Path, branches: list[str]) -> None:
         assert "paper draft: `results/paper/draft.tex`" in summary
 
 
+def test_the_measured_study_reports_what_ran(study):
+    """The default study's own path: Phase 3/4 cover exactly the branches its verdicts chose."""
+    decision = _read(study / "results" / "gate" / "decision.json")
+    _check_analysis(study, decision["branches"])
+
+
 def test_forcing_every_verdict_to_pass_runs_every_experiment(all_pass):
     for folders in EXPERIMENTS.values():
         for folder in folders:
