@@ -488,9 +488,17 @@ def test_error_prediction_curves_with_bands_and_baselines(inputs):
         s: inputs[f"experiments/error_prediction_extended/seed{s}/results.json"] for s in (0, 1)
     }
     drawn = error_prediction_roc(data, Style(), results=results)
-    assert len(drawn.figure.get_axes()) == 2  # no ROC points in the data: no ROC panel
+    assert len(drawn.figure.get_axes()) == 3  # ROC, AUROC by layer, balanced accuracy by layer
     curve = data[1]["curves"][0]
     tag = f"{curve['model']}/{curve['task']}:seed1"
+    roc = line(drawn, f"roc_probe:{tag}")
+    assert list(roc.get_xdata()) == pytest.approx(curve["roc"]["probe"]["fpr"])
+    assert list(roc.get_ydata()) == pytest.approx(curve["roc"]["probe"]["tpr"])
+    without_roc = {
+        s: {**d, "curves": [{k: v for k, v in c.items() if k != "roc"} for c in d["curves"]]}
+        for s, d in data.items()
+    }
+    assert len(error_prediction_roc(without_roc, Style()).figure.get_axes()) == 2
     assert list(line(drawn, f"auroc:{tag}").get_ydata()) == pytest.approx(curve["auroc"])
     ba = line(drawn, f"balanced_accuracy:{tag}").get_ydata()
     assert list(ba) == pytest.approx([100 * v for v in curve["balanced_accuracy"]])
@@ -498,7 +506,7 @@ def test_error_prediction_curves_with_bands_and_baselines(inputs):
     assert conf[0] == pytest.approx(curve["confidence_auroc"])
     band = collection(drawn, f"balanced_accuracy_ci:{tag}").get_paths()[0].vertices[:, 1]
     assert band.min() == pytest.approx(100 * min(ci[0] for ci in curve["ci"]))
-    assert "2 model/task store(s)" in drawn.caption and "ROC at" not in drawn.caption
+    assert "2 model/task store(s)" in drawn.caption and "ROC at the selected layer" in drawn.caption
 
     # with ROC points (the field error_prediction would need to write), the ROC panel is drawn
     with_roc = json.loads(json.dumps(data[0]))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_organisms import SMALL_WORLD
 
 from actspace.progress import Progress, optional_progress, peak_rss_mb
 
@@ -254,16 +255,7 @@ def test_training_counts_steps(tmp_path):
     from actspace.organisms import prepare_world, read_corpus, train_organism
     from actspace.world import World
 
-    world = World.generate(
-        3,
-        n_entities=16,
-        n_cities=6,
-        fact_max_count=30,
-        frequent_min=3,
-        arith_max_count=8,
-        max_operand=5,
-        corpus_lines=400,
-    )
+    world = World.generate(3, **SMALL_WORLD)
     prepare_world(tmp_path / "w", world, vocab_size=1024, n_pairs=20, n_attribute=10, n_prompts=5)
     with _tracker(tmp_path, "train") as tracker:
         train_organism(

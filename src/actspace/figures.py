@@ -1255,15 +1255,9 @@ def _collect(results_dir: Path, style: Style) -> dict[str, _Inputs]:
         found["premortem_verdicts"] = _Inputs(
             lambda: premortem_verdicts(load(decision), style), [decision]
         )
-    cm = xp / "cross_model_extended"
-    if (cm / "figure_data.json").is_file():
-        cm_res = _optional(cm / "results.json")
-        found["cross_model_heatmap"] = _Inputs(
-            lambda: cross_model_heatmap(
-                load(cm / "figure_data.json"), style, results=cm_res and load(cm_res)
-            ),
-            [cm / "figure_data.json", *([cm_res] if cm_res else [])],
-        )
+    single = _single_folder_inputs(xp / "cross_model_extended", cross_model_heatmap, style)
+    if single:
+        found["cross_model_heatmap"] = single
     at = seed_folders(xp / "activation_transfer", "results.json")
     if at:
         files = [p / "results.json" for p in at.values()]
@@ -1286,15 +1280,9 @@ def _collect(results_dir: Path, style: Style) -> dict[str, _Inputs]:
                     if (p / f).is_file()
                 ],
             )
-    pl = xp / "patching_layers"
-    if (pl / "figure_data.json").is_file():
-        pl_res = _optional(pl / "results.json")
-        found["patching_effect_by_layer"] = _Inputs(
-            lambda: patching_effect_by_layer(
-                load(pl / "figure_data.json"), style, results=pl_res and load(pl_res)
-            ),
-            [pl / "figure_data.json", *([pl_res] if pl_res else [])],
-        )
+    single = _single_folder_inputs(xp / "patching_layers", patching_effect_by_layer, style)
+    if single:
+        found["patching_effect_by_layer"] = single
     be = seed_folders(xp / "behavior_edit", "results.json")
     if be:
         pvp = {
@@ -1328,6 +1316,19 @@ def _seeded_call(
         return function(data, style, results=results)
 
     return call
+
+
+def _single_folder_inputs(folder: Path, function: Callable[..., Drawn], style: Style) -> Any:
+    """The inputs of a figure drawn from one unseeded experiment folder (figure_data.json and,
+    when present, results.json), or None when the experiment did not run."""
+    data = folder / "figure_data.json"
+    if not data.is_file():
+        return None
+    results = _optional(folder / "results.json")
+    return _Inputs(
+        lambda: function(load_json(data), style, results=results and load_json(results)),
+        [data, *([results] if results else [])],
+    )
 
 
 def draw_all(
