@@ -21,8 +21,13 @@ PRE_BRANCH = {
     "pm3_patching": 1,
     "gate": 1,
     "decision": 1,
+    "statistics": 1,
+    "figures": 1,
+    "study_summary": 1,
     "all": 1,
 }
+#: Phase 4, drafted unless the plan aborts.
+PAPER_RULES = {"study_config", "paper"}
 #: The rules each branch schedules; a branch issue adds its rules here with its targets.
 BRANCH_RULES: dict[str, set[str]] = {
     "2A": {"cross_model_extended", "activation_transfer"},
@@ -48,6 +53,8 @@ def test_each_forced_combination_schedules_exactly_its_branches(fresh, combo):
     jobs = dry_run(fresh, *force_args(*combo))
     branches = branches_for(dict(zip(("pm1", "pm2", "pm3"), combo, strict=True)))
     expected_rules = set(PRE_BRANCH).union(*(BRANCH_RULES[b] for b in branches))
+    if branches != ["X"]:
+        expected_rules |= PAPER_RULES
     assert set(jobs) == expected_rules
     assert ("abort_report" in jobs) == (combo == ("FAIL", "FAIL", "FAIL"))
 
