@@ -640,3 +640,16 @@ def test_script_draws_prints_and_refuses_unknown_style_keys(inputs, tmp_path, ca
     (results / "gate" / "decision.json").write_text("{}")
     with pytest.raises(SystemExit, match="^error: .*decision.json: missing key 'premortems'"):
         script.main(["--results-dir", str(results), "--output-dir", str(out)])
+
+
+def test_an_experiment_with_nothing_to_draw_gets_no_figure(tmp_path):
+    from actspace.figures import draw_all
+    from actspace.io import atomic_write_json
+    from actspace.patching_layers import PairSweep, figure_data, summarise_sweeps
+
+    wrong = PairSweep("c", 2, 0, -1.0, 1.0, np.zeros((3, 2)), np.zeros((3, 2)))
+    empty = summarise_sweeps([wrong], [0, 1, 2], n_blocks=2)
+    folder = tmp_path / "results" / "experiments" / "patching_layers"
+    atomic_write_json(folder / "figure_data.json", figure_data(empty))
+    atomic_write_json(folder / "results.json", empty)
+    assert draw_all(tmp_path / "results", tmp_path / "figures") == []

@@ -139,6 +139,8 @@ def test_no_usable_pair_is_reported_not_invented():
     wrong = _sweep("c", 2, 0, [[9, 9]] * 3, [[9, 9]] * 3, clean=-1.0, corrupted=1.0)
     out = summarise_sweeps([wrong], [0, 1, 2], n_blocks=2)
     assert out["n_usable"] == 0 and out["directions"] == {} and "no pair" in out["note"]
+    # The headline still exists (with no value), so the statistics step reports it as such.
+    assert out["metric"] and out["value"] is None and out["comparison"] is None
 
 
 def test_strongest_cell_ignores_layers_that_change_answers_by_construction():

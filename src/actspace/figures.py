@@ -1322,8 +1322,8 @@ def _single_folder_inputs(folder: Path, function: Callable[..., Drawn], style: S
     """The inputs of a figure drawn from one unseeded experiment folder (figure_data.json and,
     when present, results.json), or None when the experiment did not run."""
     data = folder / "figure_data.json"
-    if not data.is_file():
-        return None
+    if not data.is_file() or load_json(data).get("curves") == {}:
+        return None  # did not run, or ran and had nothing to draw (its summary says why)
     results = _optional(folder / "results.json")
     return _Inputs(
         lambda: function(load_json(data), style, results=results and load_json(results)),

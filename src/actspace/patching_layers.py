@@ -244,9 +244,20 @@ def summarise_sweeps(
         "directions": {},
     }
     if not used:
-        out["note"] = (
-            "no pair where the model prefers the clean answer on the clean prompt and the "
-            "corrupted answer on the corrupted prompt; nothing to aggregate"
+        out.update(
+            {
+                "metric": "denoising_change_rate_at_strongest_cell",
+                "value": None,
+                "ci": [None, None],
+                "n": 0,
+                "success": None,
+                "strongest_layer": None,
+                "comparison": None,
+                "note": (
+                    "no pair where the model prefers the clean answer on the clean prompt and "
+                    "the corrupted answer on the corrupted prompt; nothing to aggregate"
+                ),
+            }
         )
         return out
     for direction in DIRECTIONS:
