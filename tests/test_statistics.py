@@ -189,3 +189,12 @@ def test_locate_and_build(tmp_path):
     assert out["comparisons"] == [] and out["holm"]["n_comparisons"] == 0
     assert out["premortems"]["pm2"]["forced"] and out["premortems"]["pm2"]["verdict"] == "FAIL"
     assert out["premortems"]["pm2"]["measured_verdict"] == "PASS"
+
+
+def test_a_results_file_without_a_headline_is_named():
+    from actspace.statistics import headlines
+
+    with pytest.raises(ValueError, match="x/results.json: the headline lacks 'metric'"):
+        headlines({"value": 1.0, "ci": [0.0, 2.0]}, "x/results.json")
+    empty = headlines({"metric": "m", "value": None, "ci": [None, None]}, "x")
+    assert empty[0]["value"] is None and empty[0]["comparison"] is None

@@ -216,9 +216,10 @@ def headlines(results: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
         heads[0]["verdict"] = results.get("verdict")
         heads[0]["success_rule"] = results.get("metric_description")
     for head in heads:
-        for key in ("metric", "value", "ci"):
-            if key not in head or head[key] is None and key == "metric":
-                raise ValueError(f"{where}: the headline lacks {key!r}")
+        # value and ci may be None (an experiment with nothing to measure); the metric may not
+        missing = [key for key in ("metric", "value", "ci") if key not in head]
+        if missing or head["metric"] is None:
+            raise ValueError(f"{where}: the headline lacks {(missing or ['metric'])[0]!r}")
     return list(heads)
 
 
