@@ -394,9 +394,10 @@ def test_abstract_has_no_unfilled_slot_and_states_the_numbers(branch, success):
         assert "meets the success criterion" in text
     elif success is False:
         assert "falls short of the success criterion" in text
-        assert "None of the two comparisons met its success criterion" in text
+        assert "None of the two comparisons met a success criterion." in text
     else:
         assert "No success criterion was set" in text
+        assert "None of the two comparisons met a success criterion (one fell short and one" in text
 
 
 def test_abstracts_differ_by_line_of_work():
