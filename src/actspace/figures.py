@@ -677,6 +677,31 @@ def transfer_gain(
 # error_prediction_roc
 
 
+def _seeded_stores(
+    figure_data: Mapping[int, Mapping[str, Any]],
+    results: Mapping[int, Mapping[str, Any]] | None,
+    experiment: str,
+) -> tuple[dict, dict, list[tuple[str, str]]]:
+    """A per-store experiment's figure data and results by seed (checked), and its
+    ``(model, task)`` stores in first-seen order."""
+    data = _seeded(figure_data, f"{experiment}/seed{{N}}/figure_data.json")
+    res = (
+        _seeded(
+            {s: results[s] for s in data if s in results},
+            f"{experiment}/seed{{N}}/results.json",
+        )
+        if results
+        else {}
+    )
+    keys: list[tuple[str, str]] = []
+    for fd in data.values():
+        for curve in fd["curves"]:
+            key = (str(curve["model"]), str(curve["task"]))
+            if key not in keys:
+                keys.append(key)
+    return data, res, keys
+
+
 def error_prediction_roc(
     figure_data: Mapping[int, Mapping[str, Any]],
     style: Style,
@@ -693,22 +718,8 @@ def error_prediction_roc(
     yet), then AUROC and balanced accuracy by layer with 95% CI bands, the output-confidence
     baseline dashed and chance dotted. Each store has one colour; each seed one line.
     """
-    data = _seeded(figure_data, "error_prediction_extended/seed{N}/figure_data.json")
-    res = (
-        _seeded(
-            {s: results[s] for s in data if s in results},
-            "error_prediction_extended/seed{N}/results.json",
-        )
-        if results
-        else {}
-    )
+    data, res, keys = _seeded_stores(figure_data, results, "error_prediction_extended")
     seeds = list(data)
-    keys: list[tuple[str, str]] = []
-    for fd in data.values():
-        for curve in fd["curves"]:
-            key = (str(curve["model"]), str(curve["task"]))
-            if key not in keys:
-                keys.append(key)
     colours = dict(zip(keys, _colours(len(keys)), strict=True))
     has_roc = any("roc" in c for fd in data.values() for c in fd["curves"])
     panels = (["roc"] if has_roc else []) + ["auroc", "balanced_accuracy"]
@@ -872,19 +883,8 @@ def risk_coverage(
     which is marked. Lines: the probe, the output-confidence baseline, the random abstainer and
     the oracle; one line per seed.
     """
-    data = _seeded(figure_data, "abstention/seed{N}/figure_data.json")
-    res = (
-        _seeded({s: results[s] for s in data if s in results}, "abstention/seed{N}/results.json")
-        if results
-        else {}
-    )
+    data, res, keys = _seeded_stores(figure_data, results, "abstention")
     seeds = list(data)
-    keys: list[tuple[str, str]] = []
-    for fd in data.values():
-        for curve in fd["curves"]:
-            key = (str(curve["model"]), str(curve["task"]))
-            if key not in keys:
-                keys.append(key)
     colours = dict(zip([k for k, _, _ in RISK_LINES], _colours(len(RISK_LINES)), strict=True))
     rows, _ = _grid_shape(max(len(keys), 1), 3)
     n_tests: list[Any] = []
