@@ -16,7 +16,12 @@ import logging
 import sys
 from pathlib import Path
 
-from actspace.activations import POOLINGS, STORAGE_DTYPES, extract_store
+from actspace.activations import (
+    POOLINGS,
+    STORAGE_DTYPES,
+    ExtractionOutOfMemory,
+    extract_store,
+)
 from actspace.io import read_jsonl
 from actspace.models import DEVICES, DTYPES, ModelLoadError, load_model
 from actspace.progress import optional_progress
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress_file=progress_file,
             )
         metrics = aggregate(ActivationStore(args.output_dir).scores())
-    except (ValueError, ModelLoadError) as error:
+    except (ValueError, ModelLoadError, ExtractionOutOfMemory) as error:
         sys.exit(f"error: {error}")
     timings = meta["timings"]
     print(

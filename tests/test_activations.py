@@ -16,6 +16,7 @@ from tiny import make_tokenizer, tiny_config
 
 from actspace.activations import (
     BatchResult,
+    ExtractionOutOfMemory,
     encode_items,
     extract_store,
     is_out_of_memory,
@@ -274,8 +275,9 @@ def test_out_of_memory_at_batch_size_one_fails_clearly(tiny_model_dir, tmp_path,
         raise RuntimeError("CUDA error: out of memory")
 
     monkeypatch.setattr(model, "forward", oom)
-    with pytest.raises(RuntimeError, match="out of memory with batch size 1"):
+    with pytest.raises(ExtractionOutOfMemory, match="out of memory with batch size 1"):
         extract_store(model, tokenizer, ITEMS, tmp_path, batch_size=2, progress=False)
+    assert not (tmp_path / "meta.json").exists()
 
 
 def test_other_errors_are_not_retried(tiny_model_dir, tmp_path, monkeypatch):

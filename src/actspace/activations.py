@@ -340,6 +340,10 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+class ExtractionOutOfMemory(RuntimeError):
+    """Out of memory even with one item per batch: the step cannot go on as configured."""
+
+
 class _Backoff:
     """Holds the current batch size; halves it on out-of-memory errors (never grows back)."""
 
@@ -363,7 +367,7 @@ class _Backoff:
                 if not is_out_of_memory(error):
                     raise
                 if self.batch_size == 1:
-                    raise RuntimeError(
+                    raise ExtractionOutOfMemory(
                         f"out of memory with batch size 1 (item {batch[0].index}, "
                         f"{batch[0].n_tokens} tokens); use a smaller --dtype, --max-length or a "
                         f"larger device"
