@@ -40,6 +40,7 @@ from actspace.error_prediction import (
     positive_probability,
 )
 from actspace.probes import max_choice_probability
+from actspace.statistics import binary_comparison
 from actspace.stats import bootstrap_ci, paired_difference_ci, verdict
 
 EXPERIMENT = "abstention"
@@ -130,17 +131,14 @@ def answered_vs_abstained(
         description += "; no item is abstained, so b is empty"
     elif not answered.any():
         description += "; no item is answered, so a is empty"
-    return {
-        "description": description,
-        "kind": "two_groups",
-        "unit": "item",
-        "a": [float(v) for v in y[answered]],
-        "b": [float(v) for v in y[~answered]],
-        "label_a": "answered",
-        "label_b": "abstained",
-        "binary": True,
-        "scale": 100.0,
-    }
+    return binary_comparison(
+        y[answered],
+        y[~answered],
+        description=description,
+        label_a="answered",
+        label_b="abstained",
+        kind="two_groups",
+    )
 
 
 def selective(

@@ -54,6 +54,7 @@ from actspace.probes import (
     majority_baseline,
     max_choice_probability,
 )
+from actspace.statistics import binary_comparison
 from actspace.stats import bootstrap_ci, verdict
 
 EXPERIMENT = "unsupervised_error"
@@ -446,20 +447,16 @@ def ccs_vs_supervised(
 ) -> dict[str, Any]:
     """The main comparison, per held-out item: CCS right (a) vs supervised probe right (b)."""
     y = np.asarray(y_test).astype(bool)
-    return {
-        "description": (
+    return binary_comparison(
+        np.asarray(ccs_pred).astype(bool) == y,
+        np.asarray(supervised_pred).astype(bool) == y,
+        description=(
             f"whether CCS (unsupervised, {where}) predicts the model's correctness right, against "
             "the supervised probe on the same contrast features, per held-out item"
         ),
-        "kind": "paired",
-        "unit": "item",
-        "a": [float(v) for v in np.asarray(ccs_pred).astype(bool) == y],
-        "b": [float(v) for v in np.asarray(supervised_pred).astype(bool) == y],
-        "label_a": "CCS",
-        "label_b": "supervised probe",
-        "binary": True,
-        "scale": 100.0,
-    }
+        label_a="CCS",
+        label_b="supervised probe",
+    )
 
 
 def _verdict_or_unknown(ci: Sequence[float | None], threshold: float) -> str:

@@ -43,6 +43,7 @@ from actspace.probes import (
     majority_baseline,
     max_choice_probability,
 )
+from actspace.statistics import binary_comparison
 from actspace.stats import bootstrap_ci, paired_difference_ci
 from actspace.store import ActivationStore
 
@@ -458,21 +459,17 @@ def probe_vs_confidence(
 ) -> dict[str, Any]:
     """The main comparison, per held-out item: probe right (a) vs output confidence right (b)."""
     y = np.asarray(y_test).astype(bool)
-    return {
-        "description": (
+    return binary_comparison(
+        np.asarray(probe_pred).astype(bool) == y,
+        np.asarray(confidence_pred).astype(bool) == y,
+        description=(
             f"whether the correctness probe ({where}, layer {layer}) predicts the model's "
             "correctness right, against the output-confidence baseline (maximum choice "
             "probability, thresholded on the training items), per held-out item"
         ),
-        "kind": "paired",
-        "unit": "item",
-        "a": [float(v) for v in np.asarray(probe_pred).astype(bool) == y],
-        "b": [float(v) for v in np.asarray(confidence_pred).astype(bool) == y],
-        "label_a": "probe",
-        "label_b": "output confidence",
-        "binary": True,
-        "scale": 100.0,
-    }
+        label_a="probe",
+        label_b="output confidence",
+    )
 
 
 def roc_points(y: np.ndarray, score: np.ndarray) -> dict[str, list[float]] | None:

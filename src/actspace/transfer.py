@@ -35,6 +35,7 @@ from actspace.hooks import capture_residual, patch_residual
 from actspace.models import hidden_size, residual_blocks
 from actspace.scoring import encode_item, item_metrics, max_length, model_input, needs_bos
 from actspace.similarity import DEFAULT_ALPHAS, depth_to_layer, rowwise_pearson
+from actspace.statistics import binary_comparison
 from actspace.stats import mean_ci, paired_difference_ci
 from actspace.tasks import Item
 
@@ -328,20 +329,16 @@ def paired_gain(
 
 def transfer_comparison(moved: np.ndarray, base: np.ndarray, metric: str) -> dict[str, Any]:
     """The main comparison, per held-out item: right with the transfer (a) vs without (b)."""
-    return {
-        "description": (
+    return binary_comparison(
+        moved,
+        base,
+        description=(
             f"target {metric} with the transferred activation against the target alone, per "
             "held-out item"
         ),
-        "kind": "paired",
-        "unit": "item",
-        "a": [float(v) for v in np.asarray(moved, dtype=bool)],
-        "b": [float(v) for v in np.asarray(base, dtype=bool)],
-        "label_a": "transfer",
-        "label_b": "target alone",
-        "binary": True,
-        "scale": 100.0,
-    }
+        label_a="transfer",
+        label_b="target alone",
+    )
 
 
 def _item_variation(acts: np.ndarray) -> float:
