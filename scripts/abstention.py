@@ -8,27 +8,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from actspace.abstention import run_abstention, summary_markdown
-from actspace.error_prediction import open_stores, optional_int
-from actspace.io import atomic_write_json, write_experiment
+from actspace.error_prediction import (
+    add_store_arguments,
+    open_stores,
+    optional_int,
+    write_store_experiment,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--stores", required=True, help="comma-separated store folders")
+    add_store_arguments(parser)
     parser.add_argument("--threshold", type=float, default=0.3, help="abstain below P(correct)")
     parser.add_argument("--layer", default="auto", help="probe layer, or auto")
-    parser.add_argument("--pooling", default="last", help="pooled activations to probe")
-    parser.add_argument("--n-samples", default="all", help="items per store (default all)")
-    parser.add_argument("--test-fraction", type=float, default=0.3)
-    parser.add_argument("--cv-folds", type=int, default=5)
-    parser.add_argument("--Cs", type=int, default=10, help="penalties on the inner-CV grid")
-    parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--n-random", type=int, default=200, help="random abstainers drawn")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", required=True, type=Path)
     return parser.parse_args(argv)
 
 
@@ -53,16 +48,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as error:
         sys.exit(f"error: {error}")
-    config = {
-        "experiment": results["experiment"],
-        "stores": [str(s.store.path) for s in stores],
-        "models": sorted({s.model for s in stores}),
-        "tasks": sorted({s.task for s in stores}),
-        **results["settings"],
-        "seed": args.seed,
-    }
-    atomic_write_json(args.output_dir / "figure_data.json", figures)
-    write_experiment(args.output_dir, results, config, summary_markdown(results))
+    write_store_experiment(
+        args.output_dir,
+        results,
+        stores,
+        seed=args.seed,
+        figures=figures,
+        summary=summary_markdown(results),
+    )
     for r in results["stores"]:
         if "skipped" in r:
             print(f"{r['model']}/{r['task']}: skipped ({r['skipped']})")

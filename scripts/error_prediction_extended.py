@@ -9,33 +9,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from actspace.error_prediction import (
+    add_store_arguments,
     figure_data,
     open_stores,
     optional_int,
     optional_layers,
     run_error_prediction_extended,
     summary_markdown,
+    write_store_experiment,
 )
-from actspace.io import atomic_write_json, write_experiment
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--stores", required=True, help="comma-separated store folders")
+    add_store_arguments(parser)
     parser.add_argument("--layers", default="all", help="comma-separated layers, or all")
-    parser.add_argument("--pooling", default="last", help="pooled activations to probe")
-    parser.add_argument("--n-samples", default="all", help="items per store (default all)")
-    parser.add_argument("--test-fraction", type=float, default=0.3)
-    parser.add_argument("--cv-folds", type=int, default=5)
-    parser.add_argument("--Cs", type=int, default=10, help="penalties on the inner-CV grid")
-    parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--n-bins", type=int, default=10, help="reliability-diagram bins")
     parser.add_argument("--group-key", default="bucket", help="metadata key to group items by")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", required=True, type=Path)
     return parser.parse_args(argv)
 
 
@@ -60,16 +52,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as error:
         sys.exit(f"error: {error}")
-    config = {
-        "experiment": results["experiment"],
-        "stores": [str(s.store.path) for s in stores],
-        "models": sorted({s.model for s in stores}),
-        "tasks": sorted({s.task for s in stores}),
-        **results["settings"],
-        "seed": args.seed,
-    }
-    atomic_write_json(args.output_dir / "figure_data.json", figure_data(results))
-    write_experiment(args.output_dir, results, config, summary_markdown(results))
+    write_store_experiment(
+        args.output_dir,
+        results,
+        stores,
+        seed=args.seed,
+        figures=figure_data(results),
+        summary=summary_markdown(results),
+    )
     for r in results["stores"]:
         if "skipped" in r:
             print(f"{r['model']}/{r['task']}: skipped ({r['skipped']})")

@@ -22,6 +22,7 @@ task's held-out items at the source task's selected layer.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import inspect
 import time
@@ -34,6 +35,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from actspace.io import atomic_write_json, write_experiment
 from actspace.probes import (
     LinearProbe,
     accuracy,
@@ -923,6 +925,42 @@ def open_stores(paths: str | Sequence[str]) -> list[NamedStore]:
         path = Path(item.strip())
         out.append(NamedStore(model=path.parent.name, task=path.name, store=ActivationStore(path)))
     return out
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every 2B script that reads activation stores shares (its own come after)."""
+    parser.add_argument("--stores", required=True, help="comma-separated store folders")
+    parser.add_argument("--pooling", default="last", help="pooled activations of the probe")
+    parser.add_argument("--n-samples", default="all", help="items per store (default all)")
+    parser.add_argument("--test-fraction", type=float, default=0.3)
+    parser.add_argument("--cv-folds", type=int, default=5)
+    parser.add_argument("--Cs", type=int, default=10, help="penalties on the inner-CV grid")
+    parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", required=True, type=Path)
+
+
+def write_store_experiment(
+    output_dir: Path,
+    results: Mapping[str, Any],
+    stores: Sequence[NamedStore],
+    *,
+    seed: int,
+    figures: Mapping[str, Any],
+    summary: str,
+) -> None:
+    """results.json, config.json (stores, models, tasks, settings, seed), summary.md and
+    figure_data.json of a store-reading 2B experiment."""
+    config = {
+        "experiment": results["experiment"],
+        "stores": [str(s.store.path) for s in stores],
+        "models": sorted({s.model for s in stores}),
+        "tasks": sorted({s.task for s in stores}),
+        **results["settings"],
+        "seed": seed,
+    }
+    atomic_write_json(output_dir / "figure_data.json", figures)
+    write_experiment(output_dir, results, config, summary)
 
 
 def optional_int(text: str) -> int | None:
