@@ -13,7 +13,7 @@ from pathlib import Path
 from actspace.alignment import run_cross_model_extended, summary_markdown
 from actspace.io import atomic_write_json, write_experiment
 from actspace.similarity import DEFAULT_ALPHAS
-from actspace.store import ActivationStore
+from actspace.store import open_named_stores
 
 
 def _alpha(text: str) -> float | tuple[float, ...]:
@@ -59,24 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    paths = [part for part in args.stores.split(",") if part]
     try:
-        stores = [ActivationStore(path) for path in paths]
-        if args.model_names:
-            names = [part for part in args.model_names.split(",") if part]
-            if len(names) != len(stores):
-                raise ValueError(f"--model-names has {len(names)} names for {len(stores)} stores")
-        else:
-            names = [
-                str(store.meta.get("model") or Path(path).parent.name)
-                for store, path in zip(stores, paths, strict=True)
-            ]
-        if len(set(names)) != len(names):
-            raise ValueError(f"model names must be distinct, got {names}")
+        named = open_named_stores(args.stores, args.model_names)
         if not 0.0 <= args.layer_depth <= 1.0:
             raise ValueError(f"--layer-depth must lie in [0, 1], got {args.layer_depth}")
         results, figure_data = run_cross_model_extended(
-            dict(zip(names, stores, strict=True)),
+            named,
             pooling=args.pooling,
             n_samples=args.n_samples,
             test_fraction=args.test_fraction,
@@ -93,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}")
     config = {
         "experiment": "cross_model_extended",
-        "stores": dict(zip(names, paths, strict=True)),
+        "stores": {name: str(store.path) for name, store in named.items()},
         **{key: value for key, value in vars(args).items() if key not in ("stores", "output_dir")},
     }
     atomic_write_json(args.output_dir / "figure_data.json", figure_data)

@@ -13,7 +13,7 @@ from pathlib import Path
 from actspace.io import write_experiment
 from actspace.premortems import run_pm1, summary_markdown
 from actspace.similarity import DEFAULT_ALPHAS
-from actspace.store import ActivationStore
+from actspace.store import open_named_stores
 
 
 def _alpha(text: str) -> float | tuple[float, ...]:
@@ -52,22 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    paths = [part for part in args.stores.split(",") if part]
     try:
-        stores = [ActivationStore(path) for path in paths]
-        if args.model_names:
-            names = [part for part in args.model_names.split(",") if part]
-            if len(names) != len(stores):
-                raise ValueError(f"--model-names has {len(names)} names for {len(stores)} stores")
-        else:
-            names = [
-                str(store.meta.get("model") or Path(path).parent.name)
-                for store, path in zip(stores, paths, strict=True)
-            ]
-        if len(set(names)) != len(names):
-            raise ValueError(f"model names must be distinct, got {names}")
+        named = open_named_stores(args.stores, args.model_names)
         results = run_pm1(
-            dict(zip(names, stores, strict=True)),
+            named,
             layer_depth=args.layer_depth,
             pooling=args.pooling,
             test_fraction=args.test_fraction,
@@ -82,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}")
     config = {
         "premortem": "pm1",
-        "stores": dict(zip(names, paths, strict=True)),
+        "stores": {name: str(store.path) for name, store in named.items()},
         "layer_depth": args.layer_depth,
         "pooling": args.pooling,
         "n_samples": args.n_samples,

@@ -316,3 +316,22 @@ class ActivationStore:
                     tensor = handle.get_tensor(name)
                     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                         raise ValueError(f"{file}: tensor {name!r} has NaN or infinite values")
+
+
+def open_named_stores(stores: str, model_names: str | None = None) -> dict[str, ActivationStore]:
+    """Stores by model name from comma-separated ``--stores`` (and optional ``--model-names``;
+    default: each store's meta.json model, else its parent folder's name), in the given order."""
+    paths = [part for part in stores.split(",") if part]
+    opened = [ActivationStore(path) for path in paths]
+    if model_names:
+        names = [part for part in model_names.split(",") if part]
+        if len(names) != len(opened):
+            raise ValueError(f"--model-names has {len(names)} names for {len(opened)} stores")
+    else:
+        names = [
+            str(store.meta.get("model") or Path(path).parent.name)
+            for store, path in zip(opened, paths, strict=True)
+        ]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be distinct, got {names}")
+    return dict(zip(names, opened, strict=True))
