@@ -6,13 +6,13 @@ Runs by hand (not in CI)::
     python benchmarks/bench_extract.py --organism results/models/organism_a --n-items 64
 
 Models: (a) a built-in organism folder (``--organism``), or, without one, a random-initialised model
-of the organism's shape (``actspace.organisms.organism_config("gpt2")``); (b) a random-initialised
+of the organism's shape (``actspace.world.organisms.organism_config("gpt2")``); (b) a random-initialised
 ``GPT2Config()`` model (124M parameters). Items are HellaSwag-shaped token sequences (a context of
 about 80 tokens, four endings of about 20), drawn with a fixed seed.
 
 Modes, each over the same length-sorted batches:
 
-- ``capture``: :func:`actspace.activations.score_batch` as extraction runs it (context once through
+- ``capture``: :func:`actspace.lm.extraction.score_batch` as extraction runs it (context once through
   the KV cache, all choices batched, residual stream pooled and copied to the CPU);
 - ``no-capture``: the same two forward calls without hooks or pooling;
 - ``naive``: one sequence per (context, choice), batched, logits only over the choice tokens.
@@ -34,8 +34,8 @@ import psutil
 import torch
 import transformers
 
-from actspace.activations import EncodedItem, score_batch
-from actspace.models import ModelLoadError, load_model, resolve_device, resolve_dtype
+from actspace.lm.extraction import EncodedItem, score_batch
+from actspace.lm.models import ModelLoadError, load_model, resolve_device, resolve_dtype
 
 MODES = ("capture", "no-capture", "naive")
 CAPTURE_GOAL = 0.05
@@ -233,7 +233,7 @@ def build_models(
             organism, _ = load_model(args.organism, dtype=args.dtype, device=str(device))
             build = lambda: organism  # noqa: E731 (small: loaded now, so a bad path fails early)
         else:
-            from actspace.organisms import organism_config
+            from actspace.world.organisms import organism_config
 
             name = "organism-shaped gpt2 (random)"
             config = organism_config("gpt2", "default", vocab_size=2048)

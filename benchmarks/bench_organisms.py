@@ -20,14 +20,14 @@ from pathlib import Path
 
 import transformers
 
-from actspace.organisms import (
+from actspace.world.organisms import (
     ORGANISM_FAMILIES,
     _mc_accuracy,
     prepare_world,
     read_corpus,
     train_organism,
 )
-from actspace.world import BUILTIN_TASKS, World
+from actspace.world.synthetic import BUILTIN_TASKS, World
 
 GOAL_SECONDS = 180.0
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from actspace.abort import negative_results_markdown
-from actspace.io import atomic_write_text, read_json
+from actspace.core.io import atomic_write_text, read_json
+from actspace.gate.abort import negative_results_markdown
 
 
 def main(argv: list[str] | None = None) -> None:

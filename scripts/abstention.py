@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from actspace.abstention import run_abstention, summary_markdown
-from actspace.error_prediction import (
+from actspace.branches.error_prediction.abstention import run_abstention, summary_markdown
+from actspace.branches.error_prediction.error_prediction_extended import (
     add_store_arguments,
     open_stores,
     optional_int,

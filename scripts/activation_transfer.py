@@ -10,12 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from actspace.io import read_jsonl, write_experiment
-from actspace.models import ModelLoadError, load_model
-from actspace.similarity import DEFAULT_ALPHAS
-from actspace.store import ActivationStore
-from actspace.tasks import rows_to_items
-from actspace.transfer import run_activation_transfer, summary_markdown
+from actspace.branches.cross_model.activation_transfer import (
+    run_activation_transfer,
+    summary_markdown,
+)
+from actspace.core.io import read_jsonl, write_experiment
+from actspace.core.store import ActivationStore
+from actspace.lm.models import ModelLoadError, load_model
+from actspace.lm.tasks import rows_to_items
+from actspace.methods.similarity import DEFAULT_ALPHAS
 
 
 def _alpha(text: str) -> float | tuple[float, ...]:

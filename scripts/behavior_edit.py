@@ -17,12 +17,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from actspace.attribute_scorers import make_scorer
-from actspace.attributes import ATTRIBUTES
-from actspace.io import write_experiment, write_jsonl
-from actspace.models import ModelLoadError, load_model, num_layers
-from actspace.progress import optional_progress
-from actspace.steering import (
+from actspace.branches.patching.behavior_edit import (
     MODEL_SOURCES,
     POOLINGS,
     SamplingSettings,
@@ -37,6 +32,11 @@ from actspace.steering import (
     run_behavior_edit,
     vector_split,
 )
+from actspace.core.io import write_experiment, write_jsonl
+from actspace.core.progress import optional_progress
+from actspace.lm.models import ModelLoadError, load_model, num_layers
+from actspace.methods.scorers import make_scorer
+from actspace.world.attributes import ATTRIBUTES
 
 
 def parse_ints(text: str | None, flag: str) -> list[int] | None:

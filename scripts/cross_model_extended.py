@@ -10,10 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from actspace.alignment import run_cross_model_extended, summary_markdown
-from actspace.io import atomic_write_json, write_experiment
-from actspace.similarity import DEFAULT_ALPHAS
-from actspace.store import open_named_stores
+from actspace.branches.cross_model.cross_model_extended import (
+    run_cross_model_extended,
+    summary_markdown,
+)
+from actspace.core.io import atomic_write_json, write_experiment
+from actspace.core.store import open_named_stores
+from actspace.methods.similarity import DEFAULT_ALPHAS
 
 
 def _alpha(text: str) -> float | tuple[float, ...]:

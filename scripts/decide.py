@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from actspace.gate import decide, decision_markdown
-from actspace.io import atomic_write_json, atomic_write_text, read_json
+from actspace.core.io import atomic_write_json, atomic_write_text, read_json
+from actspace.gate.decision import decide, decision_markdown
 
 
 def parse_force(text: str) -> dict[str, str | None]:

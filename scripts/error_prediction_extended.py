@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from actspace.error_prediction import (
+from actspace.branches.error_prediction.error_prediction_extended import (
     add_store_arguments,
     figure_data,
     open_stores,

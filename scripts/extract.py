@@ -16,18 +16,18 @@ import logging
 import sys
 from pathlib import Path
 
-from actspace.activations import (
+from actspace.core.io import read_jsonl
+from actspace.core.progress import optional_progress
+from actspace.core.store import ActivationStore
+from actspace.lm.extraction import (
     POOLINGS,
     STORAGE_DTYPES,
     ExtractionOutOfMemory,
     extract_store,
 )
-from actspace.io import read_jsonl
-from actspace.models import DEVICES, DTYPES, ModelLoadError, load_model
-from actspace.progress import optional_progress
-from actspace.scoring import aggregate
-from actspace.store import ActivationStore
-from actspace.tasks import rows_to_items
+from actspace.lm.models import DEVICES, DTYPES, ModelLoadError, load_model
+from actspace.lm.scoring import aggregate
+from actspace.lm.tasks import rows_to_items
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from actspace.gate import measured_verdicts
-from actspace.io import atomic_write_json, read_json
+from actspace.core.io import atomic_write_json, read_json
+from actspace.gate.decision import measured_verdicts
 
 
 def main(argv: list[str] | None = None) -> None:

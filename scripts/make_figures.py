@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from actspace.figures import Style, draw_all
+from actspace.analysis.figures import Style, draw_all
 
 
 def parse_style(text: str | None) -> Style:

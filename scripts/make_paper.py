@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from actspace.paper import write_paper
+from actspace.analysis.paper import write_paper
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

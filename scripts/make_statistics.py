@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from actspace.io import atomic_write_json, atomic_write_text, read_json
-from actspace.statistics import build_statistics
-from actspace.summary import summary_table
+from actspace.analysis.statistics import build_statistics
+from actspace.analysis.summary import summary_table
+from actspace.core.io import atomic_write_json, atomic_write_text, read_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

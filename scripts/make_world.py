@@ -2,7 +2,7 @@
 
 Writes under --output-dir (results/world): world.json, corpus.txt, corpus_marks.jsonl, tokenizer/,
 tasks/{facts,arithmetic}.jsonl, prompt_pairs.jsonl, attributes.jsonl, neutral_prompts.jsonl.
-Schemas: see the docstring of actspace.world.
+Schemas: see the docstring of actspace.world.synthetic.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import argparse
 import json
 import sys
 
-from actspace.organisms import prepare_world
-from actspace.world import World
+from actspace.world.organisms import prepare_world
+from actspace.world.synthetic import World
 
 #: Keys of --world-json that are not world parameters, with the prepare_world argument they set.
 _OUTPUT_KEYS = {
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         "--world-json",
         default="{}",
         help="world settings as JSON: seed, vocab_size, n_prompt_pairs, "
-        "n_attribute_texts, n_neutral_prompts and any actspace.world.WorldParams field",
+        "n_attribute_texts, n_neutral_prompts and any actspace.world.synthetic.WorldParams field",
     )
     parser.add_argument("--n-entities", type=int, default=None)
     parser.add_argument("--corpus-lines", type=int, default=None)

@@ -10,12 +10,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from actspace.error_prediction import optional_int, optional_layers
-from actspace.io import atomic_write_json, write_experiment, write_jsonl
-from actspace.models import ModelLoadError, load_model
-from actspace.patching import load_prompt_pairs
-from actspace.patching_layers import figure_data, run_patching_layers_sweep, summary_markdown
-from actspace.progress import optional_progress
+from actspace.branches.error_prediction.error_prediction_extended import (
+    optional_int,
+    optional_layers,
+)
+from actspace.branches.patching.patching_layers import (
+    figure_data,
+    run_patching_layers_sweep,
+    summary_markdown,
+)
+from actspace.core.io import atomic_write_json, write_experiment, write_jsonl
+from actspace.core.progress import optional_progress
+from actspace.lm.models import ModelLoadError, load_model
+from actspace.methods.patching import load_prompt_pairs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,10 +18,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from actspace.attribute_scorers import make_scorer
-from actspace.io import read_json, write_experiment, write_jsonl
-from actspace.models import ModelLoadError, load_model
-from actspace.steering import (
+from actspace.branches.patching.behavior_edit import (
     MODEL_SOURCES,
     SamplingSettings,
     SideEffectData,
@@ -33,6 +30,9 @@ from actspace.steering import (
     load_neutral_prompts,
     load_task_items,
 )
+from actspace.core.io import read_json, write_experiment, write_jsonl
+from actspace.lm.models import ModelLoadError, load_model
+from actspace.methods.scorers import make_scorer
 
 
 def parse_json_object(text: str, flag: str) -> dict:

@@ -10,10 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from actspace.io import write_experiment
-from actspace.premortems import run_pm1, summary_markdown
-from actspace.similarity import DEFAULT_ALPHAS
-from actspace.store import open_named_stores
+from actspace.core.io import write_experiment
+from actspace.core.store import open_named_stores
+from actspace.methods.similarity import DEFAULT_ALPHAS
+from actspace.premortems.pm12 import run_pm1, summary_markdown
 
 
 def _alpha(text: str) -> float | tuple[float, ...]:

@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from actspace.io import write_experiment
-from actspace.premortems import run_pm2, summary_markdown
-from actspace.store import ActivationStore
+from actspace.core.io import write_experiment
+from actspace.core.store import ActivationStore
+from actspace.premortems.pm12 import run_pm2, summary_markdown
 
 
 def _layer(text: str) -> int | None:

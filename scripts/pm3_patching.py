@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from actspace.io import write_experiment, write_jsonl
-from actspace.models import ModelLoadError, load_model
-from actspace.patching import POSITIONS, load_prompt_pairs, run_pm3, summary_markdown
-from actspace.progress import optional_progress
+from actspace.core.io import write_experiment, write_jsonl
+from actspace.core.progress import optional_progress
+from actspace.lm.models import ModelLoadError, load_model
+from actspace.methods.patching import POSITIONS, load_prompt_pairs, run_pm3, summary_markdown
 
 
 def parse_layers(text: str | None) -> list[int] | None:

@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from actspace.io import write_jsonl
-from actspace.tasks import TASK_TYPES, items_to_rows, load_task
+from actspace.core.io import write_jsonl
+from actspace.lm.tasks import TASK_TYPES, items_to_rows, load_task
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

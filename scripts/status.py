@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from actspace.status import StatusError, study_status, watch
+from actspace.monitor.status import StatusError, study_status, watch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from actspace.io import atomic_write_text, read_json
-from actspace.summary import study_summary
+from actspace.analysis.summary import study_summary
+from actspace.core.io import atomic_write_text, read_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from actspace.io import atomic_write_json, read_json
-from actspace.tracking import track_study
+from actspace.analysis.tracking import track_study
+from actspace.core.io import atomic_write_json, read_json
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from actspace.organisms import ORGANISM_FAMILIES, ORGANISM_SIZES, read_corpus, train_organism
-from actspace.progress import optional_progress
+from actspace.core.progress import optional_progress
+from actspace.world.organisms import ORGANISM_FAMILIES, ORGANISM_SIZES, read_corpus, train_organism
 
 
 def _steps(text: str) -> int | None:

@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from actspace.ccs import figure_data, run_unsupervised_error, summary_markdown
-from actspace.error_prediction import (
+from actspace.branches.error_prediction.error_prediction_extended import (
     add_store_arguments,
     open_stores,
     optional_int,
     optional_layers,
     write_store_experiment,
+)
+from actspace.branches.error_prediction.unsupervised_error import (
+    figure_data,
+    run_unsupervised_error,
+    summary_markdown,
 )
 
 

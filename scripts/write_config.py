@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from actspace.io import atomic_write_json
+from actspace.core.io import atomic_write_json
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_error_prediction import assert_clean_exit, load_script, synthetic_store
 
-from actspace.abstention import (
+from actspace.branches.error_prediction.abstention import (
     accuracy_gain,
     answered_vs_abstained,
     at_coverage,
@@ -22,7 +22,7 @@ from actspace.abstention import (
     selective,
     summary_markdown,
 )
-from actspace.error_prediction import open_stores
+from actspace.branches.error_prediction.error_prediction_extended import open_stores
 
 FAST = {"n_bootstrap": 200, "cv_folds": 3, "Cs": 5, "n_random": 100}
 

@@ -14,7 +14,9 @@ import transformers
 from safetensors import safe_open
 from tiny import make_tokenizer, tiny_config
 
-from actspace.activations import (
+from actspace.core.io import write_jsonl
+from actspace.core.store import ActivationStore
+from actspace.lm.extraction import (
     BatchResult,
     ExtractionOutOfMemory,
     encode_items,
@@ -23,11 +25,9 @@ from actspace.activations import (
     resolve_storage_dtype,
     score_batch,
 )
-from actspace.io import write_jsonl
-from actspace.models import last_hidden_state_is_normed, load_model, residual_blocks
-from actspace.scoring import needs_bos, score_reference
-from actspace.store import ActivationStore
-from actspace.tasks import Item, items_to_rows
+from actspace.lm.models import last_hidden_state_is_normed, load_model, residual_blocks
+from actspace.lm.scoring import needs_bos, score_reference
+from actspace.lm.tasks import Item, items_to_rows
 
 LONG = (
     "The quick brown fox jumps over the lazy dog. A man is sitting on a roof. He starts pulling "

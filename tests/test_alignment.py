@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from actspace.alignment import (
+from actspace.branches.cross_model.cross_model_extended import (
     RidgeSVD,
     cka_from_grams,
     depth_aligned_pairs,
@@ -23,13 +23,13 @@ from actspace.alignment import (
     summary_markdown,
     u_centred_gram,
 )
-from actspace.premortems import run_pm1
-from actspace.similarity import (
+from actspace.methods.similarity import (
     DEFAULT_ALPHAS,
     linear_cka_debiased,
     ridge_projection_correlation,
     rowwise_pearson,
 )
+from actspace.premortems.pm12 import run_pm1
 
 
 class FakeStore:

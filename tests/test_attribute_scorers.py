@@ -11,14 +11,14 @@ import torch
 import transformers
 from tiny import make_tokenizer
 
-from actspace.attribute_scorers import (
+from actspace.lm.models import ModelLoadError
+from actspace.methods.scorers import (
     ClassifierScorer,
     LexiconScorer,
     ScorerLoadError,
     make_scorer,
     resolve_kind,
 )
-from actspace.models import ModelLoadError
 
 
 @pytest.fixture(autouse=True)

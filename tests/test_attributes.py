@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actspace.attributes import (
+from actspace.world.attributes import (
     ATTRIBUTES,
     FORMAL_MARKERS,
     INFORMAL_MARKERS,

@@ -10,7 +10,11 @@ import pytest
 import torch
 from test_error_prediction import assert_clean_exit, load_script, synthetic_store
 
-from actspace.ccs import (
+from actspace.branches.error_prediction.error_prediction_extended import (
+    correctness_split,
+    open_stores,
+)
+from actspace.branches.error_prediction.unsupervised_error import (
     CCS,
     ContrastPairs,
     ccs_loss,
@@ -20,9 +24,8 @@ from actspace.ccs import (
     run_unsupervised_error,
     summary_markdown,
 )
-from actspace.error_prediction import correctness_split, open_stores
-from actspace.probes import balanced_accuracy
-from actspace.store import ActivationStore
+from actspace.core.store import ActivationStore
+from actspace.methods.probes import balanced_accuracy
 
 FAST = {
     "n_restarts": 4,

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from actspace.error_prediction import (
+from actspace.branches.error_prediction.error_prediction_extended import (
     NamedStore,
     OneSidedAnswers,
     brier_score,
@@ -33,8 +33,8 @@ from actspace.error_prediction import (
     run_error_prediction_extended,
     summary_markdown,
 )
-from actspace.probes import balanced_accuracy
-from actspace.store import ActivationStore
+from actspace.core.store import ActivationStore
+from actspace.methods.probes import balanced_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 P_CORRECT = {"frequent": 0.95, "rare": 0.5, "unseen": 0.08}
@@ -249,8 +249,8 @@ def test_calibration_known_values() -> None:
 
 
 def test_defined_ci_leaves_out_undefined_resamples() -> None:
-    from actspace.error_prediction import defined_ci
-    from actspace.probes import auroc
+    from actspace.branches.error_prediction.error_prediction_extended import defined_ci
+    from actspace.methods.probes import auroc
 
     assert defined_ci(np.mean, np.full(10, 0.3)) == pytest.approx([0.3, 0.3])
     # One positive among 12: a third of resamples lack it and have no AUROC; the rest are kept.

@@ -18,11 +18,7 @@ import numpy as np
 import pytest
 from test_error_prediction import synthetic_store
 
-from actspace.abstention import run_abstention
-from actspace.alignment import run_cross_model_extended
-from actspace.error_prediction import figure_data as error_figure_data
-from actspace.error_prediction import open_stores, run_error_prediction_extended
-from actspace.figures import (
+from actspace.analysis.figures import (
     FIGURES,
     Drawn,
     MissingKey,
@@ -36,13 +32,22 @@ from actspace.figures import (
     steering_effect,
     transfer_gain,
 )
-from actspace.gate import decide, measured_verdicts
-from actspace.io import atomic_write_json, to_json
-from actspace.patching_layers import PairSweep, summarise_sweeps
-from actspace.patching_layers import figure_data as patching_figure_data
-from actspace.stats import mean_ci
-from actspace.steering import choose_best, mean_with_ci, shift_summary
-from actspace.transfer import paired_gain
+from actspace.branches.cross_model.activation_transfer import paired_gain
+from actspace.branches.cross_model.cross_model_extended import run_cross_model_extended
+from actspace.branches.error_prediction.abstention import run_abstention
+from actspace.branches.error_prediction.error_prediction_extended import (
+    figure_data as error_figure_data,
+)
+from actspace.branches.error_prediction.error_prediction_extended import (
+    open_stores,
+    run_error_prediction_extended,
+)
+from actspace.branches.patching.behavior_edit import choose_best, mean_with_ci, shift_summary
+from actspace.branches.patching.patching_layers import PairSweep, summarise_sweeps
+from actspace.branches.patching.patching_layers import figure_data as patching_figure_data
+from actspace.core.io import atomic_write_json, to_json
+from actspace.core.resampling import mean_ci
+from actspace.gate.decision import decide, measured_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOT = {"n_boot": 100, "seed": 0}
@@ -643,9 +648,9 @@ def test_script_draws_prints_and_refuses_unknown_style_keys(inputs, tmp_path, ca
 
 
 def test_an_experiment_with_nothing_to_draw_gets_no_figure(tmp_path):
-    from actspace.figures import draw_all
-    from actspace.io import atomic_write_json
-    from actspace.patching_layers import PairSweep, figure_data, summarise_sweeps
+    from actspace.analysis.figures import draw_all
+    from actspace.branches.patching.patching_layers import PairSweep, figure_data, summarise_sweeps
+    from actspace.core.io import atomic_write_json
 
     wrong = PairSweep("c", 2, 0, -1.0, 1.0, np.zeros((3, 2)), np.zeros((3, 2)))
     empty = summarise_sweeps([wrong], [0, 1, 2], n_blocks=2)

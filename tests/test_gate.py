@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from actspace.abort import negative_results_markdown
-from actspace.gate import (
+from actspace.gate.abort import negative_results_markdown
+from actspace.gate.decision import (
     BRANCH_TARGETS,
     branches_for,
     decide,

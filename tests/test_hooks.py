@@ -6,11 +6,11 @@ import pytest
 import torch
 from tiny import FAMILIES
 
-from actspace.hooks import add_to_residual, capture_residual, patch_residual
-from actspace.models import (
+from actspace.lm.hooks import add_to_residual, capture_residual, patch_residual
+from actspace.lm.models import (
     FAMILIES as FAMILY_TABLE,
 )
-from actspace.models import (
+from actspace.lm.models import (
     last_hidden_state_is_normed,
     load_model,
     residual_blocks,

@@ -15,8 +15,8 @@ import pytest
 import torch
 from tiny import FAMILIES, make_tokenizer
 
-from actspace import models
-from actspace.models import (
+from actspace.lm import models
+from actspace.lm.models import (
     ModelLoadError,
     hidden_size,
     last_hidden_state_is_normed,
@@ -189,7 +189,7 @@ def test_load_model_offline_uncached_id_is_one_clear_message(tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        from actspace.models import ModelLoadError, load_model
+        from actspace.lm.models import ModelLoadError, load_model
         try:
             load_model("gpt2", device="cpu")
         except ModelLoadError as exc:

@@ -13,8 +13,8 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from actspace.io import read_jsonl
-from actspace.organisms import (
+from actspace.core.io import read_jsonl
+from actspace.world.organisms import (
     ORGANISM_FAMILIES,
     _batches,
     _choice_logliks,
@@ -26,7 +26,7 @@ from actspace.organisms import (
     train_organism,
     train_tokenizer,
 )
-from actspace.world import BUILTIN_TASKS, World
+from actspace.world.synthetic import BUILTIN_TASKS, World
 
 #: A world small enough that its tokenizer and organisms build in seconds.
 SMALL_WORLD = dict(

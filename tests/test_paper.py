@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from actspace import paper
+from actspace.analysis import paper
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "paper" / "templates"

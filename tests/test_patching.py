@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from actspace.hooks import patch_residual
-from actspace.models import load_model, residual_blocks
-from actspace.patching import (
+from actspace.lm.hooks import patch_residual
+from actspace.lm.models import load_model, residual_blocks
+from actspace.methods.patching import (
     LayerPatching,
     PromptPair,
     encode_pairs,

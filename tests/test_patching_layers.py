@@ -10,10 +10,7 @@ import pytest
 import torch
 from test_patching import ROOT, _answered_pairs
 
-from actspace.hooks import patch_residual
-from actspace.models import load_model, residual_blocks
-from actspace.patching import encode_pairs
-from actspace.patching_layers import (
+from actspace.branches.patching.patching_layers import (
     PairSweep,
     figure_data,
     run_patching_layers_sweep,
@@ -22,6 +19,9 @@ from actspace.patching_layers import (
     summary_markdown,
     sweep_pairs,
 )
+from actspace.lm.hooks import patch_residual
+from actspace.lm.models import load_model, residual_blocks
+from actspace.methods.patching import encode_pairs
 
 
 @pytest.fixture(scope="module", params=("gpt2", "llama"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actspace.premortems import run_pm1, run_pm2, summary_markdown
+from actspace.premortems.pm12 import run_pm1, run_pm2, summary_markdown
 
 TOP_LEVEL = {
     "premortem",
@@ -176,7 +176,7 @@ def _write_store(folder: Path, layers: list[np.ndarray], correct: np.ndarray, mo
     import torch
     from safetensors.torch import save_file
 
-    from actspace.io import atomic_write_json, write_jsonl
+    from actspace.core.io import atomic_write_json, write_jsonl
 
     folder.mkdir(parents=True)
     pooled = torch.tensor(np.stack(layers, axis=1), dtype=torch.float32)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from actspace.probes import (
+from actspace.core.resampling import bootstrap_ci
+from actspace.methods.probes import (
     LinearProbe,
     accuracy,
     auroc,
@@ -16,7 +17,6 @@ from actspace.probes import (
     majority_baseline,
     max_choice_probability,
 )
-from actspace.stats import bootstrap_ci
 
 
 def test_metrics_match_sklearn() -> None:

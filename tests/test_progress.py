@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_organisms import SMALL_WORLD
 
-from actspace.progress import Progress, optional_progress, peak_rss_mb
+from actspace.core.progress import Progress, optional_progress, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_rate_and_eta_on_a_fake_clock(tmp_path):
 
 def test_writes_at_most_once_per_interval_plus_the_final_write(tmp_path, monkeypatch):
     written: list[dict] = []
-    monkeypatch.setattr("actspace.progress.atomic_write_json", lambda p, r: written.append(r))
+    monkeypatch.setattr("actspace.core.progress.atomic_write_json", lambda p, r: written.append(r))
     clock = FakeClock()
     with _progress(tmp_path / "p.json", clock, total=1000, every_s=10.0) as progress:
         for _ in range(1000):  # one item per 0.1 s: 100 s in all
@@ -161,13 +161,13 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def gpt2(tiny_model_dir):
-    from actspace.models import load_model
+    from actspace.lm.models import load_model
 
     return load_model(tiny_model_dir("gpt2"), dtype="float32", device="cpu")
 
 
 def _pairs(tokenizer, n: int = 3):
-    from actspace.patching import PromptPair, encode_pairs
+    from actspace.methods.patching import PromptPair, encode_pairs
 
     template = "The cat sat on{w} mat and looked at"
     candidates = [
@@ -180,8 +180,8 @@ def _pairs(tokenizer, n: int = 3):
 
 
 def test_extraction_counts_items_and_shards(gpt2, tmp_path):
-    from actspace.activations import extract_store
-    from actspace.tasks import Item
+    from actspace.lm.extraction import extract_store
+    from actspace.lm.tasks import Item
 
     model, tokenizer = gpt2
     items = [
@@ -206,8 +206,8 @@ def test_extraction_counts_items_and_shards(gpt2, tmp_path):
 
 
 def test_patching_sweeps_count_pairs(gpt2, tmp_path):
-    from actspace.patching import run_pm3
-    from actspace.patching_layers import run_patching_layers_sweep
+    from actspace.branches.patching.patching_layers import run_patching_layers_sweep
+    from actspace.methods.patching import run_pm3
 
     model, tokenizer = gpt2
     pairs = _pairs(tokenizer)
@@ -221,8 +221,13 @@ def test_patching_sweeps_count_pairs(gpt2, tmp_path):
 
 
 def test_behavior_edit_counts_generation_settings(gpt2, tmp_path):
-    from actspace.attribute_scorers import LexiconScorer
-    from actspace.steering import ContrastPair, SamplingSettings, SideEffectData, run_behavior_edit
+    from actspace.branches.patching.behavior_edit import (
+        ContrastPair,
+        SamplingSettings,
+        SideEffectData,
+        run_behavior_edit,
+    )
+    from actspace.methods.scorers import LexiconScorer
 
     model, tokenizer = gpt2
     texts = ["The cat sat on the mat.", "A man is on a roof.", "The dog", "The quick fox"]
@@ -252,8 +257,8 @@ def test_behavior_edit_counts_generation_settings(gpt2, tmp_path):
 
 
 def test_training_counts_steps(tmp_path):
-    from actspace.organisms import prepare_world, read_corpus, train_organism
-    from actspace.world import World
+    from actspace.world.organisms import prepare_world, read_corpus, train_organism
+    from actspace.world.synthetic import World
 
     world = World.generate(3, **SMALL_WORLD)
     prepare_world(tmp_path / "w", world, vocab_size=1024, n_pairs=20, n_attribute=10, n_prompts=5)
@@ -280,8 +285,8 @@ def _script(name: str):
 
 
 def test_extract_script_keeps_the_progress_file_and_records_a_failure(tiny_model_dir, tmp_path):
-    from actspace.io import write_jsonl
-    from actspace.tasks import Item, items_to_rows
+    from actspace.core.io import write_jsonl
+    from actspace.lm.tasks import Item, items_to_rows
 
     task = tmp_path / "demo.jsonl"
     items = [Item(f"i{k}", f"The cat sat {k}", ["mat", "roof"], 0, {}) for k in range(3)]

@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from actspace.scoring import (
+from actspace.lm.scoring import (
     aggregate,
     encode_item,
     encode_pair,
@@ -19,7 +19,7 @@ from actspace.scoring import (
     needs_bos,
     score_reference,
 )
-from actspace.tasks import Item, load_task
+from actspace.lm.tasks import Item, load_task
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge, RidgeCV
 
-from actspace.similarity import (
+from actspace.methods.similarity import (
     DEFAULT_ALPHAS,
     aligned_layers,
     columnwise_pearson,

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from actspace.io import atomic_write_json
-from actspace.statistics import (
+from actspace.analysis.statistics import (
     build_statistics,
     comparison_statistics,
     experiment_statistics,
     locate,
 )
+from actspace.core.io import atomic_write_json
 
 
 def paired(a, b, **extra):
@@ -192,7 +192,7 @@ def test_locate_and_build(tmp_path):
 
 
 def test_a_results_file_without_a_headline_is_named():
-    from actspace.statistics import headlines
+    from actspace.analysis.statistics import headlines
 
     with pytest.raises(ValueError, match="x/results.json: the headline lacks 'metric'"):
         headlines({"value": 1.0, "ci": [0.0, 2.0]}, "x/results.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actspace.stats import (
+from actspace.core.resampling import (
     bootstrap_ci,
     mean_ci,
     paired_difference_ci,

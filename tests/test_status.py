@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from actspace.status import (
+from actspace.monitor.status import (
     classify,
     eta_text,
     format_duration,
@@ -339,7 +339,7 @@ def test_a_progress_file_whose_process_died_is_failed(study):
 
 
 def test_render_has_a_header_the_table_and_the_gate_note(study, monkeypatch):
-    monkeypatch.setattr("actspace.status.snakemake_process_running", lambda workdir: True)
+    monkeypatch.setattr("actspace.monitor.status.snakemake_process_running", lambda workdir: True)
     text = render(parse_summary(SUMMARY), parse_dry_run(DRY_RUN), DRY_RUN, study, NOW)
     first = text.splitlines()[0]
     assert first.endswith("2 done, 1 running, 1 failed, 1 outdated, 2 pending")
@@ -398,7 +398,7 @@ def test_script_passes_config_and_refuses_bad_flags(tmp_path, monkeypatch, capsy
     (tmp_path / "Snakefile").write_text("")
     calls = []
     monkeypatch.setattr(script, "study_status", lambda d, extra: calls.append(extra) or "TABLE")
-    monkeypatch.setattr("actspace.status.time.sleep", lambda s: None)
+    monkeypatch.setattr("actspace.monitor.status.time.sleep", lambda s: None)
     args = ["-d", str(tmp_path), "--config", "seed=1", "--configfile", "c.yaml"]
     assert script.main(args) == 0
     assert calls == [["--configfile", "c.yaml", "--config", "seed=1"]]

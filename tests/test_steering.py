@@ -15,11 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from actspace.attribute_scorers import LexiconScorer
-from actspace.hooks import capture_residual
-from actspace.io import read_json, read_jsonl, write_jsonl
-from actspace.models import load_model, residual_blocks
-from actspace.steering import (
+from actspace.branches.patching.behavior_edit import (
     ContrastPair,
     Perplexity,
     SamplingSettings,
@@ -47,7 +43,11 @@ from actspace.steering import (
     text_nll,
     vector_split,
 )
-from actspace.tasks import Item
+from actspace.core.io import read_json, read_jsonl, write_jsonl
+from actspace.lm.hooks import capture_residual
+from actspace.lm.models import load_model, residual_blocks
+from actspace.lm.tasks import Item
+from actspace.methods.scorers import LexiconScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = SamplingSettings(max_new_tokens=6, samples_per_prompt=2, batch_size=8)
@@ -314,7 +314,7 @@ def test_choose_best_prefers_the_largest_selection_shift_within_the_budget():
 
 # ------------------------------------------------------------------------------ experiment level
 def synthetic_world(tmp_path: Path) -> tuple[Path, Path, Path]:
-    from actspace.world import World
+    from actspace.world.synthetic import World
 
     world = World.generate(seed=3)
     write_jsonl(tmp_path / "attributes.jsonl", world.attribute_sets(12))
@@ -457,7 +457,7 @@ def test_the_scripts_write_their_folders_and_refuse_bad_input(gpt2, tmp_path, ti
 def test_steering_toward_an_attribute_raises_its_score_on_an_organism(tmp_path, default_study):
     """On the default study's GPT-2 organism, the toxicity and formality vectors raise their
     lexicon scores."""
-    from actspace.world import World
+    from actspace.world.synthetic import World
 
     world = World.generate(seed=42)
     folder = default_study / "results" / "models" / "tiny_gpt2"

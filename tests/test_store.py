@@ -11,8 +11,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from actspace.io import atomic_write_json, write_jsonl
-from actspace.store import ActivationStore, concat_safetensors, read_header
+from actspace.core.io import atomic_write_json, write_jsonl
+from actspace.core.store import ActivationStore, concat_safetensors, read_header
 
 N, LAYERS, D, CHOICES = 5, 3, 4, 3
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from actspace.summary import number, study_summary, summary_table
+from actspace.analysis.summary import number, study_summary, summary_table
 
 STATISTICS = {
     "decision": {"branches": ["2A", "2C"], "forced": ["pm3"]},

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from actspace.io import read_jsonl
-from actspace.tasks import (
+from actspace.core.io import read_jsonl
+from actspace.lm.tasks import (
     TRUTHFULQA_PREFIX,
     Item,
     items_to_rows,

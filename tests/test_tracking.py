@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from workflow_helpers import copy_workflow, dry_run
 
-from actspace.io import atomic_write_json
-from actspace.tracking import entry_metrics
+from actspace.analysis.tracking import entry_metrics
+from actspace.core.io import atomic_write_json
 
 STATISTICS = {
     "premortems": {
@@ -43,7 +43,7 @@ def test_runs_are_logged_offline_with_metrics_and_figures(tmp_path, monkeypatch)
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from actspace.tracking import track_study
+    from actspace.analysis.tracking import track_study
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -6,12 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from actspace.activations import extract_store
-from actspace.hooks import patch_residual
-from actspace.models import load_model, residual_blocks
-from actspace.store import ActivationStore
-from actspace.tasks import Item
-from actspace.transfer import (
+from actspace.branches.cross_model.activation_transfer import (
     AffineMap,
     derangement,
     encode_items,
@@ -23,6 +18,11 @@ from actspace.transfer import (
     summary_markdown,
     transfer_comparison,
 )
+from actspace.core.store import ActivationStore
+from actspace.lm.extraction import extract_store
+from actspace.lm.hooks import patch_residual
+from actspace.lm.models import load_model, residual_blocks
+from actspace.lm.tasks import Item
 
 WORDS = [
     "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "cat", "sat", "on", "mat",
@@ -136,7 +136,7 @@ def test_paired_gain_known_answers():
 
 
 def test_item_variation_known_values():
-    from actspace.transfer import _item_variation
+    from actspace.branches.cross_model.activation_transfer import _item_variation
 
     assert _item_variation(np.tile([3.0, 4.0], (5, 1))) == 0.0
     assert _item_variation(np.array([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(1.0)

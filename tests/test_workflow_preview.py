@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from workflow_helpers import copy_workflow, dry_run, force_args, snakemake
 
-from actspace.gate import branches_for
+from actspace.gate.decision import branches_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE_BRANCH = {

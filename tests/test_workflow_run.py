@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from workflow_helpers import dry_run, force_args, snakemake
 
-from actspace.gate import branches_for
+from actspace.gate.decision import branches_for
 
 pytestmark = pytest.mark.slow
 
@@ -236,7 +236,7 @@ def test_transfer_reports_its_controls_and_why_it_failed(all_pass):
 
 
 def test_the_paper_is_filled_and_compiles(all_pass, tmp_path):
-    from actspace.paper import unfilled_slots
+    from actspace.analysis.paper import unfilled_slots
 
     paper = all_pass / "results" / "paper"
     abstract = (paper / "abstract.txt").read_text(encoding="utf-8")

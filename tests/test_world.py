@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from actspace.attributes import INFORMAL_MARKERS, attribute_score, register_balance, words
-from actspace.world import BUCKETS, BUILTIN_TASKS, World, bucket_of, zipf_counts
+from actspace.world.attributes import INFORMAL_MARKERS, attribute_score, register_balance, words
+from actspace.world.synthetic import BUCKETS, BUILTIN_TASKS, World, bucket_of, zipf_counts
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
-#: Blocks of the built-in organisms, per size (see ``actspace.organisms.organism_config``).
+#: Blocks of the built-in organisms, per size (see ``actspace.world.organisms.organism_config``).
 PREMORTEMS = ("pm1", "pm2", "pm3")
 
 
@@ -195,7 +195,7 @@ def _check_task_sources(tasks: Mapping[str, Any]) -> None:
 def model_depth(spec: Mapping[str, Any]) -> int | None:
     """Number of blocks of a configured model, when it is known without loading it."""
     if spec["source"] == "organism":
-        from actspace.organisms import organism_depth
+        from actspace.world.organisms import organism_depth
 
         return organism_depth(spec["family"], spec["size"])
     if spec["source"] == "local":

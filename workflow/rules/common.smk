@@ -7,14 +7,14 @@ import re
 from snakemake.exceptions import WorkflowError
 
 from actspace.config import ConfigError, resolve_config
-from actspace.gate import (
+from actspace.gate.decision import (
     branches_for,
     effective_verdicts,
     forced_branches,
     register_branch,
     targets_for,
 )
-from actspace.io import read_json
+from actspace.core.io import read_json
 
 try:
     _resolved = resolve_config(config)

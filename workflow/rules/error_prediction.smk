@@ -2,7 +2,7 @@
 # every layer with calibration and task transfer, Contrast-Consistent Search without labels, and
 # abstention. All three read activation stores only; one job per experiment and seed.
 
-from actspace.error_prediction import experiment_pairs
+from actspace.branches.error_prediction.error_prediction_extended import experiment_pairs
 
 EP_EXPERIMENTS = ("error_prediction_extended", "unsupervised_error", "abstention")
 EP = {name: config["experiments"][name] for name in EP_EXPERIMENTS}

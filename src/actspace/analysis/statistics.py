@@ -1,0 +1,390 @@
+"""Phase 3 statistics: effect sizes, CIs and p-values of every experiment's main comparison.
+
+Each experiment's ``results.json`` carries its headline (``metric``, ``value``, ``ci``, ``n``,
+``success``) and a ``comparison`` block with the per-unit data behind it (or a list of such
+headlines under ``headlines``, one per attribute). The comparison block is:
+
+``kind``      ``paired`` (``a`` and ``b`` on the same units), ``two_groups`` (``a`` and ``b``
+              independent groups) or ``one_sample`` (``values`` against ``null_value``);
+``binary``    whether the values are 0/1 outcomes; ``scale`` multiplies reported differences
+              (100 for accuracy points).
+
+From it this module computes the difference, a seeded percentile bootstrap 95% CI of it, an effect
+size and a p-value:
+
+- paired: d_z = mean(a - b) / sd(a - b); McNemar's test for binary outcomes (exact binomial when
+  fewer than 25 discordant pairs), else a sign-flip permutation test;
+- two groups: Cohen's d with the pooled standard deviation; a permutation test of group labels;
+- one sample: d = (mean - null) / sd; a sign-flip permutation test of ``values - null``.
+
+With fewer than 50 units the small-sample correction J = 1 - 3 / (4 df - 1) is applied and the
+effect is reported as Hedges' g (g_z when paired). The p-values of the family (one per headline,
+primary seed) are Holm-corrected with statsmodels. Where several seeds ran, each headline also
+gets its per-seed values, mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as _scipy_stats
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+
+from actspace.core.io import read_json
+from actspace.core.resampling import bootstrap_ci
+
+#: Experiments of each branch, in the order the plan lists them.
+BRANCH_EXPERIMENTS: dict[str, tuple[str, ...]] = {
+    "2A": ("cross_model_extended", "activation_transfer"),
+    "2B": ("error_prediction_extended", "unsupervised_error", "abstention"),
+    "2C": ("patching_layers", "behavior_edit", "patching_vs_prompting"),
+}
+EXPERIMENT_BRANCH = {e: b for b, names in BRANCH_EXPERIMENTS.items() for e in names}
+PREMORTEM_NAMES = {
+    "pm1": "cross-model similarity",
+    "pm2": "error prediction",
+    "pm3": "activation patching",
+}
+SMALL_SAMPLE = 50
+COMPARISON_KINDS = ("paired", "two_groups", "one_sample")
+_PATH = re.compile(r"experiments/(?P<experiment>[a-z_]+)/(?:seed(?P<seed>\d+)/)?results\.json$")
+
+
+def binary_comparison(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    description: str,
+    label_a: str,
+    label_b: str,
+    kind: str = "paired",
+) -> dict[str, Any]:
+    """A ``comparison`` block of 0/1 outcomes per item (right/wrong), reported in points."""
+    return {
+        "description": description,
+        "kind": kind,
+        "unit": "item",
+        "a": [float(v) for v in np.asarray(a, dtype=bool)],
+        "b": [float(v) for v in np.asarray(b, dtype=bool)],
+        "label_a": label_a,
+        "label_b": label_b,
+        "binary": True,
+        "scale": 100.0,
+    }
+
+
+def _floats(values: Any, where: str) -> np.ndarray:
+    array = np.asarray(values if values is not None else [], dtype=float)
+    if array.ndim != 1:
+        raise ValueError(f"{where} must be a flat list of numbers")
+    return array
+
+
+def _small_sample_correction(df: int) -> float:
+    return 1.0 - 3.0 / (4.0 * df - 1.0) if df > 1 else math.nan
+
+
+def _standardised(mean: float, sd: float, n: int, df: int, paired: bool) -> dict[str, Any]:
+    d = mean / sd if sd > 0 else math.nan
+    small = n < SMALL_SAMPLE
+    value = d * _small_sample_correction(df) if small else d
+    if paired:
+        name = "hedges_g_z" if small else "cohens_d_z"
+    else:
+        name = "hedges_g" if small else "cohens_d"
+    return {"name": name, "value": float(value), "uncorrected_d": float(d)}
+
+
+def _permutation_p(data: tuple[np.ndarray, ...], kind: str, n_resamples: int, seed: int) -> float:
+    def mean_difference(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
+        if len(arrays) == 1:
+            return np.mean(arrays[0], axis=axis)
+        return np.mean(arrays[0], axis=axis) - np.mean(arrays[1], axis=axis)
+
+    result = _scipy_stats.permutation_test(
+        data,
+        mean_difference,
+        permutation_type="independent" if kind == "two_groups" else "samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.pvalue)
+
+
+def _mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[str, float]:
+    a, b = a.astype(bool), b.astype(bool)
+    table = [[int(np.sum(a & b)), int(np.sum(a & ~b))], [int(np.sum(~a & b)), int(np.sum(~a & ~b))]]
+    discordant = table[0][1] + table[1][0]
+    if discordant == 0:
+        return "McNemar (no discordant pairs)", 1.0
+    exact = discordant < 25
+    p = float(mcnemar(table, exact=exact, correction=True).pvalue)
+    return ("McNemar exact" if exact else "McNemar chi-square"), p
+
+
+def comparison_statistics(
+    comparison: Mapping[str, Any],
+    *,
+    n_bootstrap: int = 2000,
+    n_permutations: int = 9999,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Difference, bootstrap CI, effect size and p-value of one comparison block."""
+    kind = comparison.get("kind")
+    if kind not in COMPARISON_KINDS:
+        raise ValueError(
+            f"comparison kind must be one of {', '.join(COMPARISON_KINDS)}, got {kind!r}"
+        )
+    scale = float(comparison.get("scale", 1.0))
+    binary = bool(comparison.get("binary", False))
+    if kind == "one_sample":
+        values = _floats(comparison.get("values"), "comparison.values")
+        null = float(comparison.get("null_value", 0.0))
+        data: tuple[np.ndarray, ...] = (values - null,)
+        n = int(values.size)
+    else:
+        a = _floats(comparison.get("a"), "comparison.a")
+        b = _floats(comparison.get("b"), "comparison.b")
+        if kind == "paired" and a.size != b.size:
+            raise ValueError(f"paired comparison needs equal lengths, got {a.size} and {b.size}")
+        data = (a - b,) if kind == "paired" else (a, b)
+        n = int(a.size) if kind == "paired" else int(a.size + b.size)
+    out: dict[str, Any] = {
+        "kind": kind,
+        "n": n,
+        "difference": math.nan,
+        "ci": [math.nan, math.nan],
+        "effect_size": {"name": None, "value": math.nan},
+        "test": None,
+        "p_value": None,
+    }
+    if any(array.size < 2 for array in data):
+        out["note"] = "fewer than 2 units on a side: no interval, effect size or test"
+        if all(array.size for array in data):
+            out["difference"] = scale * float(_difference(data))
+        return out
+
+    out["difference"] = scale * float(_difference(data))
+    low, high = bootstrap_ci(
+        _difference_axis,
+        *data,
+        n_resamples=n_bootstrap,
+        seed=seed,
+        paired=len(data) == 1,
+    )
+    out["ci"] = [scale * low, scale * high]
+    if len(data) == 1:
+        diff = data[0]
+        out["effect_size"] = _standardised(
+            float(diff.mean()), float(diff.std(ddof=1)), n, n - 1, paired=kind == "paired"
+        )
+    else:
+        a, b = data
+        pooled = math.sqrt(
+            ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)
+        )
+        out["effect_size"] = _standardised(
+            float(a.mean() - b.mean()), pooled, n, a.size + b.size - 2, paired=False
+        )
+    if kind == "paired" and binary:
+        out["test"], out["p_value"] = _mcnemar(
+            _floats(comparison["a"], "a"), _floats(comparison["b"], "b")
+        )
+    elif float(np.ptp(np.concatenate(data))) == 0.0 and len(data) == 1 and data[0][0] == 0:
+        out["test"], out["p_value"] = "sign-flip permutation (all differences zero)", 1.0
+    else:
+        out["test"] = (
+            "permutation of group labels" if kind == "two_groups" else "sign-flip permutation"
+        )
+        out["p_value"] = _permutation_p(data, kind, n_permutations, seed)
+    return out
+
+
+def _difference(data: tuple[np.ndarray, ...]) -> float:
+    return float(data[0].mean() if len(data) == 1 else data[0].mean() - data[1].mean())
+
+
+def _difference_axis(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
+    if len(arrays) == 1:
+        return np.mean(arrays[0], axis=axis)
+    return np.mean(arrays[0], axis=axis) - np.mean(arrays[1], axis=axis)
+
+
+def locate(path: str | Path) -> tuple[str, int | None]:
+    """``(experiment, seed)`` of a ``.../experiments/{experiment}[/seed{N}]/results.json`` path."""
+    match = _PATH.search(Path(path).as_posix())
+    if not match or match["experiment"] not in EXPERIMENT_BRANCH:
+        raise ValueError(
+            f"{path}: not an experiment results file (expected experiments/<name>[/seed<N>]/"
+            f"results.json with name one of {', '.join(EXPERIMENT_BRANCH)})"
+        )
+    return match["experiment"], int(match["seed"]) if match["seed"] else None
+
+
+def headlines(results: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    """The headline(s) of one results dict, each with metric, value, ci, n, success, comparison."""
+    heads = results.get("headlines")
+    if heads is None:
+        heads = [{key: results.get(key) for key in ("metric", "value", "ci", "n", "success")}]
+        heads[0]["comparison"] = results.get("comparison")
+        heads[0]["label"] = None
+        heads[0]["verdict"] = results.get("verdict")
+        heads[0]["success_rule"] = results.get("metric_description")
+    for head in heads:
+        # value and ci may be None (an experiment with nothing to measure); the metric may not
+        missing = [key for key in ("metric", "value", "ci") if key not in head]
+        if missing or head["metric"] is None:
+            raise ValueError(f"{where}: the headline lacks {(missing or ['metric'])[0]!r}")
+    return list(heads)
+
+
+def _seed_summary(values: Sequence[float | None]) -> dict[str, Any]:
+    finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    return {
+        "seed_mean": float(finite.mean()) if finite.size else None,
+        "seed_sd": float(finite.std(ddof=1)) if finite.size >= 2 else None,
+    }
+
+
+def experiment_statistics(
+    result_files: Sequence[str | Path],
+    *,
+    primary_seed: int | None = None,
+    n_bootstrap: int = 2000,
+    n_permutations: int = 9999,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """One entry per experiment headline, across seeds, with Holm-corrected p-values."""
+    runs: dict[str, dict[int | None, dict[str, Any]]] = {}
+    for path in result_files:
+        experiment, run_seed = locate(path)
+        runs.setdefault(experiment, {})[run_seed] = {"path": Path(path), "data": read_json(path)}
+    order = [e for names in BRANCH_EXPERIMENTS.values() for e in names if e in runs]
+    entries: list[dict[str, Any]] = []
+    for experiment in order:
+        by_seed = runs[experiment]
+        seeds = sorted(by_seed, key=lambda s: -1 if s is None else s)
+        main = primary_seed if primary_seed in by_seed else seeds[0]
+        primary = by_seed[main]
+        per_seed_heads = {s: headlines(by_seed[s]["data"], str(by_seed[s]["path"])) for s in seeds}
+        for index, head in enumerate(per_seed_heads[main]):
+            label = head.get("label")
+            entry: dict[str, Any] = {
+                "id": experiment if label is None else f"{experiment}:{label}",
+                "experiment": experiment,
+                "label": label,
+                "branch": EXPERIMENT_BRANCH[experiment],
+                "metric": head["metric"],
+                "value": head["value"],
+                "ci": head["ci"],
+                "n": head.get("n"),
+                "success": head.get("success"),
+                "success_rule": head.get("success_rule"),
+                "verdict": head.get("verdict"),
+                "seed": main,
+                "source": primary["path"].as_posix(),
+            }
+            comparison = head.get("comparison")
+            if comparison:
+                stats = comparison_statistics(
+                    comparison, n_bootstrap=n_bootstrap, n_permutations=n_permutations, seed=seed
+                )
+                entry["comparison"] = {
+                    "description": comparison.get("description"),
+                    "label_a": comparison.get("label_a"),
+                    "label_b": comparison.get("label_b"),
+                    "unit": comparison.get("unit"),
+                    **stats,
+                }
+                entry["effect_size"] = stats["effect_size"]
+                entry["test"] = stats["test"]
+                entry["p_value"] = stats["p_value"]
+            else:
+                entry["comparison"] = None
+                entry["effect_size"] = {"name": None, "value": None}
+                entry["test"] = None
+                entry["p_value"] = None
+            if len(seeds) > 1:
+                values = {
+                    str(s): per_seed_heads[s][index]["value"]
+                    if index < len(per_seed_heads[s])
+                    else None
+                    for s in seeds
+                }
+                entry["seeds"] = values
+                entry.update(_seed_summary(list(values.values())))
+            else:
+                entry["seeds"] = None
+                entry["seed_mean"] = entry["seed_sd"] = None
+            entries.append(entry)
+    _holm(entries, alpha)
+    return {
+        "comparisons": entries,
+        "holm": {
+            "method": "holm",
+            "alpha": alpha,
+            "n_comparisons": sum(e["p_value"] is not None for e in entries),
+        },
+        "settings": {
+            "n_bootstrap": n_bootstrap,
+            "n_permutations": n_permutations,
+            "seed": seed,
+            "primary_seed": primary_seed,
+            "small_sample": SMALL_SAMPLE,
+        },
+    }
+
+
+def _holm(entries: list[dict[str, Any]], alpha: float) -> None:
+    tested = [e for e in entries if e["p_value"] is not None and math.isfinite(e["p_value"])]
+    for entry in entries:
+        entry["p_holm"] = None
+        entry["reject_holm"] = None
+    if not tested:
+        return
+    reject, corrected, _, _ = multipletests([e["p_value"] for e in tested], alpha, "holm")
+    for entry, p, r in zip(tested, corrected, reject, strict=True):
+        entry["p_holm"] = float(p)
+        entry["reject_holm"] = bool(r)
+
+
+def premortem_table(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """The pre-mortems as the decision records them, forced verdicts marked."""
+    out = {}
+    for pm, info in decision["premortems"].items():
+        out[pm] = {
+            "name": PREMORTEM_NAMES.get(pm, pm),
+            "metric": info.get("metric"),
+            "value": info.get("value"),
+            "ci": info.get("ci"),
+            "threshold": info.get("threshold"),
+            "verdict": info.get("verdict"),
+            "measured_verdict": info.get("measured_verdict", info.get("verdict")),
+            "forced": bool(info.get("forced")),
+            "n": info.get("n"),
+        }
+    return out
+
+
+def build_statistics(
+    decision: Mapping[str, Any], result_files: Sequence[str | Path], **options: Any
+) -> dict[str, Any]:
+    """The whole ``statistics.json``: the decision, the pre-mortems and the comparisons."""
+    stats = experiment_statistics(result_files, **options)
+    return {
+        "decision": {
+            "branches": list(decision["branches"]),
+            "forced": list(decision.get("forced", [])),
+        },
+        "premortems": premortem_table(decision),
+        **stats,
+    }

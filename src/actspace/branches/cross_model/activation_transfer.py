@@ -1,0 +1,763 @@
+"""Activation transfer: inject a source model's mapped activation into a target model.
+
+Experiment 2A ``activation_transfer``. An affine map from the source's residual stream at one layer
+to the target's at one layer is fitted on training items (ridge on standardised features, the
+penalty by generalised cross-validation as in PM1). On held-out items, the mapped source
+activation of the item is written into the target's residual stream at the **last context
+token**, either replacing the target's own vector or blended with it, ``h <- (1 - c) h + c m``;
+``c`` is chosen on a validation split. The target then scores the choices as usual: every
+(context + choice) sequence runs with the patch at the context's last position, so every
+continuation token attends to the patched residual and the first choice token is predicted
+from it.
+
+Reported on the test items: the source's, the target's and the target-with-transfer accuracy,
+the gain in points with a paired bootstrap interval and McNemar's test, and two controls: the
+mapped activation of a different item (a derangement of the test items), and the target's own
+activation passed through the target-to-target map (the cost of the map and of the injection
+alone). Success, as the plan defines it: a gain of at least 2 points whose interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from statsmodels.stats.contingency_tables import mcnemar
+
+from actspace.analysis.statistics import binary_comparison
+from actspace.branches.cross_model.cross_model_extended import RidgeSVD, resolve_alpha
+from actspace.core.resampling import mean_ci, paired_difference_ci
+from actspace.lm.hooks import capture_residual, patch_residual
+from actspace.lm.models import hidden_size, residual_blocks
+from actspace.lm.scoring import encode_item, item_metrics, max_length, model_input, needs_bos
+from actspace.lm.tasks import Item
+from actspace.methods.similarity import DEFAULT_ALPHAS, depth_to_layer, rowwise_pearson
+
+EXPERIMENT = "activation_transfer"
+METRIC_COLUMNS = {"acc": "correct", "acc_norm": "correct_norm"}
+#: The plan's bar: at least this gain, in accuracy points, with a CI that excludes 0.
+MIN_GAIN_POINTS = 2.0
+
+
+class StoreLike(Protocol):
+    """The part of :class:`actspace.core.store.ActivationStore` this module reads."""
+
+    meta: dict
+    n_items: int
+    n_layers: int
+    hidden_size: int
+
+    def layer(self, k: int, pooling: str = "last") -> np.ndarray: ...
+
+    def scores(self) -> list[dict]: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# the affine map
+
+
+class AffineMap:
+    """Ridge map between two activation spaces, in the scikit-learn estimator style.
+
+    Inputs and targets are standardised with the training items' statistics; the penalty is
+    fixed or chosen from a grid by generalised cross-validation on standardised targets (so every
+    target dimension counts equally); predictions are returned in the target's own units, ready
+    to be written into its residual stream.
+    """
+
+    def __init__(self, alpha: float | Sequence[float] = DEFAULT_ALPHAS) -> None:
+        self.alpha = alpha
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> AffineMap:
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"need [items, d] arrays over the same items, got {x.shape}, {y.shape}"
+            )
+        if x.shape[0] < 4:
+            raise ValueError(f"an affine map needs at least 4 training items, got {x.shape[0]}")
+        self.x_mean_, self.x_std_ = _stats(x)
+        self.y_mean_, self.y_std_ = _stats(y)
+        xs = (x - self.x_mean_) / self.x_std_
+        ys = (y - self.y_mean_) / self.y_std_
+        ridge = RidgeSVD(xs)
+        self.alpha_ = resolve_alpha(ridge, ys, self.alpha)
+        self.coef_, self.intercept_ = ridge.coef(ys, self.alpha_)
+        return self
+
+    def predict_standardised(self, x: np.ndarray) -> np.ndarray:
+        """Predictions in the target's standardised units."""
+        xs = (np.asarray(x, dtype=np.float64) - self.x_mean_) / self.x_std_
+        return xs @ self.coef_ + self.intercept_
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predictions in the target's units."""
+        return self.predict_standardised(x) * self.y_std_ + self.y_mean_
+
+    def score(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Held-out agreement: mean per-item correlation (PM1's unit) and R² (standardised)."""
+        pred = self.predict_standardised(x)
+        truth = (np.asarray(y, dtype=np.float64) - self.y_mean_) / self.y_std_
+        residual = np.sum((truth - pred) ** 2)
+        total = np.sum((truth - truth.mean(axis=0)) ** 2)
+        return {
+            "correlation": float(rowwise_pearson(pred, truth).mean()),
+            "r2": float(1.0 - residual / total) if total > 0 else float("nan"),
+        }
+
+
+def _stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = a.mean(axis=0), a.std(axis=0)
+    std[std < 1e-12] = 1.0
+    return mean, std
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring with an injected residual
+
+
+@dataclass(frozen=True)
+class EncodedItem:
+    """One item's model inputs: per choice, the input ids, the continuation and the patch spot."""
+
+    inputs: list[list[int]]
+    continuations: list[list[int]]
+    positions: list[int]  # index of the context's last token in each input
+
+
+def encode_items(model: Any, tokenizer: Any, items: Sequence[Item]) -> list[EncodedItem]:
+    """Harness encoding (:func:`actspace.lm.scoring.encode_item`), truncated as the harness does."""
+    add_bos = needs_bos(model)
+    limit = max_length(model, tokenizer)
+    encoded = []
+    for item in items:
+        context, continuations = encode_item(tokenizer, item, add_bos=add_bos)
+        inputs = [model_input(context, cont, limit) for cont in continuations]
+        positions = [len(inp) - len(cont) for inp, cont in zip(inputs, continuations, strict=True)]
+        if min(positions) < 0:
+            raise ValueError(f"item {item.id}: a choice is longer than the model's context")
+        encoded.append(EncodedItem(inputs, [list(c) for c in continuations], positions))
+    return encoded
+
+
+def _block_for_layer(model: Any, layer: int) -> torch.nn.Module:
+    blocks = residual_blocks(model)
+    if not 1 <= layer <= len(blocks):
+        raise ValueError(
+            f"injection layer {layer} out of range 1..{len(blocks)} (layer k is the output of "
+            "block k; the embeddings, layer 0, cannot be patched)"
+        )
+    return blocks[layer - 1]
+
+
+@torch.no_grad()
+def score_items(
+    model: Any,
+    encoded: Sequence[EncodedItem],
+    *,
+    layer: int | None = None,
+    vectors: np.ndarray | torch.Tensor | None = None,
+    coefficient: float = 1.0,
+    capture_layer: int | None = None,
+    batch_size: int = 8,
+    pad_token_id: int = 0,
+) -> tuple[list[list[float]], np.ndarray | None]:
+    """Choice log-likelihoods, optionally with ``vectors[i]`` injected for item ``i``.
+
+    With ``vectors`` the output of block ``layer`` (store layer index) at each item's last context
+    token becomes ``(1 - coefficient) h + coefficient vectors[i]``. With ``capture_layer`` the
+    unpatched-or-patched residual at that layer and position is returned too ([items, d], taken
+    from each item's first choice row).
+    """
+    if (vectors is None) != (layer is None):
+        raise ValueError("give both layer and vectors, or neither")
+    if vectors is not None and len(vectors) != len(encoded):
+        raise ValueError(f"{len(vectors)} vectors for {len(encoded)} items")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = next(model.parameters()).device
+    blocks = residual_blocks(model)
+    block = _block_for_layer(model, layer) if layer is not None else None
+    if capture_layer is not None and not 0 <= capture_layer <= len(blocks):
+        raise ValueError(f"capture layer {capture_layer} out of range 0..{len(blocks)}")
+    vec = None if vectors is None else torch.as_tensor(np.asarray(vectors), dtype=torch.float32)
+    logliks: list[list[float]] = []
+    captured: list[torch.Tensor] = []
+    for start in range(0, len(encoded), batch_size):
+        batch = encoded[start : start + batch_size]
+        owners = [i for i, item in enumerate(batch) for _ in item.inputs]
+        inputs = [inp for item in batch for inp in item.inputs]
+        conts = [cont for item in batch for cont in item.continuations]
+        positions = [pos for item in batch for pos in item.positions]
+        width = max(len(inp) for inp in inputs)
+        ids = torch.full((len(inputs), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(inputs), width), dtype=torch.long)
+        for row, inp in enumerate(inputs):
+            ids[row, : len(inp)] = torch.tensor(inp)
+            mask[row, : len(inp)] = 1
+        rows = torch.arange(len(inputs), device=device)
+        pos = torch.tensor(positions, device=device)
+        with _maybe_patch(block, vec, start, owners, rows, pos, coefficient, device):
+            with _maybe_capture(blocks, capture_layer) as states:
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            if capture_layer is not None:
+                firsts = [owners.index(i) for i in range(len(batch))]
+                hidden = states[capture_layer if capture_layer == 0 else 1]
+                captured.append(hidden[firsts, pos[firsts]].float().cpu())
+        slot = 0
+        for item in batch:
+            scores = []
+            for _ in item.inputs:
+                cont, p = conts[slot], positions[slot]
+                window = logits[slot, p : p + len(cont)].float()
+                logprobs = torch.log_softmax(window, dim=-1)
+                target = torch.tensor(cont, device=device)[:, None]
+                scores.append(float(logprobs.gather(1, target).sum()))
+                slot += 1
+            logliks.append(scores)
+        del logits
+    out = torch.cat(captured).numpy() if captured else None
+    return logliks, out
+
+
+def _maybe_capture(blocks: list[torch.nn.Module], layer: int | None) -> Any:
+    """Capture one layer: layer 0 is the input of the first block, layer k the output of block k."""
+    if layer is None:
+        return contextlib.nullcontext([])
+    return capture_residual(blocks[:1] if layer == 0 else blocks[layer - 1 : layer])
+
+
+def _maybe_patch(
+    block: torch.nn.Module | None,
+    vectors: torch.Tensor | None,
+    start: int,
+    owners: list[int],
+    rows: torch.Tensor,
+    positions: torch.Tensor,
+    coefficient: float,
+    device: torch.device,
+) -> Any:
+    if block is None or vectors is None:
+        return contextlib.nullcontext([])
+    batch_vectors = vectors[[start + owner for owner in owners]].to(device)
+
+    def inject(hidden: torch.Tensor) -> torch.Tensor:
+        patched = hidden.clone()
+        own = patched[rows, positions].float()
+        patched[rows, positions] = ((1.0 - coefficient) * own + coefficient * batch_vectors).to(
+            hidden.dtype
+        )
+        return patched
+
+    return patch_residual(block, inject)
+
+
+def correctness(
+    logliks: Sequence[Sequence[float]], items: Sequence[Item], metric: str
+) -> np.ndarray:
+    """Per item, whether the prediction under ``metric`` (acc or acc_norm) is right."""
+    column = METRIC_COLUMNS[metric]
+    return np.array(
+        [bool(item_metrics(ll, item)[column]) for ll, item in zip(logliks, items, strict=True)]
+    )
+
+
+def predictions(
+    logliks: Sequence[Sequence[float]], items: Sequence[Item], metric: str
+) -> np.ndarray:
+    """Per item, the predicted choice under ``metric``."""
+    key = "pred" if metric == "acc" else "pred_norm"
+    return np.array(
+        [int(item_metrics(ll, item)[key]) for ll, item in zip(logliks, items, strict=True)]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def paired_gain(
+    new: np.ndarray,
+    base: np.ndarray,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Accuracy gain of ``new`` over ``base`` (bool per item) in points, with CI and McNemar."""
+    new = np.asarray(new, dtype=bool)
+    base = np.asarray(base, dtype=bool)
+    gain = 100.0 * float(new.mean() - base.mean())
+    if new.size >= 2 and np.any(new != base):
+        low, high = paired_difference_ci(
+            np.mean,
+            [new.astype(float)],
+            [base.astype(float)],
+            n_resamples=n_bootstrap,
+            level=level,
+            seed=seed,
+        )
+        ci = [100.0 * low, 100.0 * high]
+    else:
+        ci = [gain, gain]
+    both = int(np.sum(new & base))
+    base_only = int(np.sum(~new & base))
+    new_only = int(np.sum(new & ~base))
+    neither = int(np.sum(~new & ~base))
+    discordant = base_only + new_only
+    if discordant == 0:
+        p_value, exact = 1.0, True
+    else:
+        exact = discordant < 25
+        test = mcnemar([[both, base_only], [new_only, neither]], exact=exact, correction=True)
+        p_value = float(test.pvalue)
+    return {
+        "gain_points": gain,
+        "ci": ci,
+        "mcnemar_p": p_value,
+        "mcnemar_exact": exact,
+        "table": {"both": both, "base_only": base_only, "new_only": new_only, "neither": neither},
+    }
+
+
+def transfer_comparison(moved: np.ndarray, base: np.ndarray, metric: str) -> dict[str, Any]:
+    """The main comparison, per held-out item: right with the transfer (a) vs without (b)."""
+    return binary_comparison(
+        moved,
+        base,
+        description=(
+            f"target {metric} with the transferred activation against the target alone, per "
+            "held-out item"
+        ),
+        label_a="transfer",
+        label_b="target alone",
+    )
+
+
+def _item_variation(acts: np.ndarray) -> float:
+    """How much a layer's vectors differ across items, relative to their size (0: identical)."""
+    norms = np.linalg.norm(acts, axis=1)
+    spread = np.linalg.norm(acts - acts.mean(axis=0), axis=1)
+    return float(spread.mean() / norms.mean()) if norms.mean() > 0 else 0.0
+
+
+def _accuracy(correct: np.ndarray, n_bootstrap: int, seed: int, level: float) -> dict[str, Any]:
+    values = np.asarray(correct, dtype=float)
+    ci = (
+        list(mean_ci(values, n_resamples=n_bootstrap, level=level, seed=seed))
+        if values.size >= 2 and values.min() != values.max()
+        else [float(values.mean())] * 2
+    )
+    return {"value": float(values.mean()), "ci": ci, "n": int(values.size)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def split_transfer_items(
+    n: int, n_samples: int | None, test_fraction: float, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded ``(train, val, test)`` store indices (sorted) of a subsample of ``n`` items."""
+    for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{name} must lie in (0, 1), got {value}")
+    if test_fraction + val_fraction >= 1.0:
+        raise ValueError(
+            f"test_fraction + val_fraction must be below 1, got {test_fraction} + {val_fraction}"
+        )
+    rng = np.random.default_rng(seed)
+    m = n if n_samples is None else min(n, int(n_samples))
+    if m < 10:
+        raise ValueError(f"activation transfer needs at least 10 items, got {m}")
+    items = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+    order = items[rng.permutation(m)]
+    n_test = max(4, int(round(test_fraction * m)))
+    n_val = max(2, int(round(val_fraction * m)))
+    if m - n_test - n_val < 4:
+        raise ValueError(f"{m} items leave fewer than 4 training items after the splits")
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of ``range(n)`` with no fixed point (n >= 2)."""
+    if n < 2:
+        raise ValueError("a derangement needs at least 2 items")
+    while True:
+        perm = rng.permutation(n)
+        if not np.any(perm == np.arange(n)):
+            return perm
+
+
+def resolve_layer(value: int | str, n_layers: int, depth: float, *, minimum: int) -> int:
+    """An explicit layer index, or ``auto``: the layer at relative ``depth`` (min. ``minimum``)."""
+    if value == "auto":
+        return max(minimum, depth_to_layer(n_layers, depth))
+    layer = int(value)
+    if not minimum <= layer <= n_layers:
+        raise ValueError(f"layer {layer} out of range {minimum}..{n_layers}")
+    return layer
+
+
+def _check_items(items: Sequence[Item], stores: Mapping[str, StoreLike]) -> None:
+    ids = [item.id for item in items]
+    for role, store in stores.items():
+        store_ids = [str(row.get("id")) for row in store.scores()]
+        if store_ids != ids:
+            raise ValueError(
+                f"the {role} store's items ({len(store_ids)}) are not the task's items "
+                f"({len(ids)}) in the same order"
+            )
+
+
+def run_activation_transfer(
+    source_store: StoreLike,
+    target_store: StoreLike,
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[Item],
+    *,
+    source_layer: int | str = "auto",
+    target_layer: int | str = "auto",
+    layer_depth: float = 0.5,
+    mode: str = "blend",
+    coefficients: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    pooling: str = "last",
+    metric: str = "acc",
+    n_samples: int | None = None,
+    test_fraction: float = 0.4,
+    val_fraction: float = 0.2,
+    ridge_alpha: float | Sequence[float] = DEFAULT_ALPHAS,
+    n_bootstrap: int = 1000,
+    min_gain: float = MIN_GAIN_POINTS,
+    batch_size: int = 8,
+    seed: int = 0,
+    ci_level: float = 0.95,
+    names: tuple[str, str] = ("source", "target"),
+) -> dict[str, Any]:
+    """Fit the map, choose the coefficient on validation items, and evaluate on test items.
+
+    ``pooling`` must be ``last``: the store's last-context-token vectors are what is injected.
+    """
+    started, date = time.perf_counter(), _now()
+    if pooling != "last":
+        raise ValueError("activation transfer injects at the last context token: pooling 'last'")
+    if metric not in METRIC_COLUMNS:
+        raise ValueError(f"metric must be one of {', '.join(METRIC_COLUMNS)}, got {metric!r}")
+    if mode not in ("blend", "replace"):
+        raise ValueError(f"mode must be blend or replace, got {mode!r}")
+    grid = [1.0] if mode == "replace" else sorted({float(c) for c in coefficients})
+    if not grid or any(not 0.0 < c <= 1.0 for c in grid):
+        raise ValueError(f"coefficients must lie in (0, 1], got {list(coefficients)}")
+    _check_items(items, {"source": source_store, "target": target_store})
+    n_blocks = len(residual_blocks(model))
+    if int(target_store.n_layers) != n_blocks or int(target_store.hidden_size) != hidden_size(
+        model
+    ):
+        raise ValueError(
+            f"the target store ({target_store.n_layers} blocks, width {target_store.hidden_size}) "
+            f"was not made by this model ({n_blocks} blocks, width {hidden_size(model)})"
+        )
+    layer_s = resolve_layer(source_layer, int(source_store.n_layers), layer_depth, minimum=0)
+    layer_t = resolve_layer(target_layer, n_blocks, layer_depth, minimum=1)
+
+    train, val, test = split_transfer_items(
+        len(items), n_samples, test_fraction, val_fraction, seed
+    )
+    x = np.asarray(source_store.layer(layer_s, pooling), dtype=np.float64)
+    y = np.asarray(target_store.layer(layer_t, pooling), dtype=np.float64)
+    source_map = AffineMap(ridge_alpha).fit(x[train], y[train])
+    self_map = AffineMap(ridge_alpha).fit(y[train], y[train])
+    mapped = source_map.predict(x)
+    self_mapped = self_map.predict(y)
+
+    encoded = encode_items(model, tokenizer, items)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def run(
+        index: np.ndarray, vectors: np.ndarray | None = None, c: float = 1.0, capture: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, list[list[float]], np.ndarray | None]:
+        subset = [encoded[i] for i in index]
+        logliks, captured = score_items(
+            model,
+            subset,
+            layer=None if vectors is None else layer_t,
+            vectors=vectors,
+            coefficient=c,
+            capture_layer=layer_t if capture else None,
+            batch_size=batch_size,
+            pad_token_id=pad,
+        )
+        chosen = [items[i] for i in index]
+        return (
+            correctness(logliks, chosen, metric),
+            predictions(logliks, chosen, metric),
+            logliks,
+            captured,
+        )
+
+    # validation: the coefficient
+    val_base, _, _, _ = run(val)
+    tried = []
+    for c in grid:
+        val_correct, _, _, _ = run(val, mapped[val], c)
+        tried.append({"coefficient": c, "val_accuracy": float(val_correct.mean())})
+    best = max(tried, key=lambda row: (row["val_accuracy"], -row["coefficient"]))
+    coefficient = best["coefficient"]
+
+    # test: baseline, transfer and the two controls
+    rng = np.random.default_rng(seed + 104729)
+    shuffle = derangement(test.size, rng)
+    base, base_pred, base_ll, own = run(test, capture=True)
+    moved, moved_pred, _, _ = run(test, mapped[test], coefficient)
+    shuffled, _, _, _ = run(test, mapped[test][shuffle], coefficient)
+    selfed, _, _, _ = run(test, self_mapped[test], coefficient)
+
+    column = METRIC_COLUMNS[metric]
+    source_rows = [source_store.scores()[i] for i in test]
+    source_correct = np.array([bool(row[column]) for row in source_rows])
+    pred_key = "pred" if metric == "acc" else "pred_norm"
+    source_pred = np.array([int(row[pred_key]) for row in source_rows])
+    target_rows = [target_store.scores()[i] for i in test]
+
+    def acc(values: np.ndarray) -> dict[str, Any]:
+        return _accuracy(values, n_bootstrap, seed, ci_level)
+
+    def gain(values: np.ndarray) -> dict[str, Any]:
+        return paired_gain(values, base, n_bootstrap=n_bootstrap, seed=seed, level=ci_level)
+
+    transfer_gain = gain(moved)
+    success = bool(transfer_gain["gain_points"] >= min_gain and transfer_gain["ci"][0] > 0)
+    disagree = base_pred != source_pred
+    store_ll = [np.asarray(row["logliks"], dtype=np.float64) for row in target_rows]
+    results = {
+        "experiment": EXPERIMENT,
+        "name": EXPERIMENT,
+        "metric": "transfer_gain_points",
+        "value": transfer_gain["gain_points"],
+        "ci": transfer_gain["ci"],
+        "ci_level": ci_level,
+        "threshold": float(min_gain),
+        "success": success,
+        "verdict": "SUCCESS" if success else "NO_TRANSFER",
+        "n": int(test.size),
+        "duration_s": 0.0,
+        "date": date,
+        "metric_description": (
+            f"target {metric} with the mapped source activation injected minus the target's own "
+            "accuracy, in points, on held-out items; paired bootstrap CI over items; success "
+            f"means a gain of at least {min_gain} points whose CI excludes 0"
+        ),
+        "source": names[0],
+        "target": names[1],
+        "source_layer": layer_s,
+        "target_layer": layer_t,
+        "layer_depth": float(layer_depth),
+        "pooling": pooling,
+        "accuracy_metric": metric,
+        "mode": mode,
+        "coefficient": coefficient,
+        "coefficients_tried": tried,
+        "val_target_accuracy": float(val_base.mean()),
+        "n_train": int(train.size),
+        "n_val": int(val.size),
+        "n_test": int(test.size),
+        "seed": int(seed),
+        "accuracy": {
+            "source": acc(source_correct),
+            "target": acc(base),
+            "target_with_transfer": acc(moved),
+            "shuffled_control": acc(shuffled),
+            "target_to_target_control": acc(selfed),
+        },
+        "gain": {
+            "transfer": transfer_gain,
+            "shuffled_control": gain(shuffled),
+            "target_to_target_control": gain(selfed),
+        },
+        "transfer_minus_shuffled_points": 100.0 * float(moved.mean() - shuffled.mean()),
+        "comparison": transfer_comparison(moved, base, metric),
+        "map": {
+            "ridge_alpha": source_map.alpha_,
+            "heldout": source_map.score(x[test], y[test]),
+            "train": source_map.score(x[train], y[train]),
+            "target_to_target_ridge_alpha": self_map.alpha_,
+            "target_to_target_heldout": self_map.score(y[test], y[test]),
+        },
+        "diagnostics": {
+            "headroom_source_right_target_wrong": int(np.sum(source_correct & ~base)),
+            "target_right_source_wrong": int(np.sum(~source_correct & base)),
+            "prediction_changed_share": float(np.mean(moved_pred != base_pred)),
+            "moved_to_source_prediction_share": (
+                float(np.mean(moved_pred[disagree] == source_pred[disagree]))
+                if disagree.any()
+                else None
+            ),
+            "n_source_target_disagree": int(disagree.sum()),
+            "store_loglik_max_abs_diff": float(
+                max(
+                    np.max(np.abs(np.asarray(a) - b))
+                    for a, b in zip(base_ll, store_ll, strict=True)
+                )
+            ),
+            "store_activation_max_abs_diff": float(np.max(np.abs(own - y[test]))),
+            "target_item_variation": _item_variation(y[test]),
+            "store_activation_scale": float(np.max(np.abs(y[test]))),
+        },
+    }
+    results["duration_s"] = round(time.perf_counter() - started, 3)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+
+
+def likely_reasons(results: Mapping[str, Any]) -> list[str]:
+    """Data-driven reasons why the transfer did not reach the plan's bar."""
+    acc = results["accuracy"]
+    gains = results["gain"]
+    diag = results["diagnostics"]
+    reasons = []
+    source, target = acc["source"]["value"], acc["target"]["value"]
+    if source <= target + results["threshold"] / 100.0:
+        reasons.append(
+            f"The source is not clearly more accurate than the target on these items "
+            f"({100 * source:.1f}% vs {100 * target:.1f}%), so there is little answer-relevant "
+            "knowledge to transfer."
+        )
+    headroom = diag["headroom_source_right_target_wrong"]
+    reasons.append(
+        f"Headroom: the source is right where the target is wrong on {headroom} of "
+        f"{results['n_test']} test items ({100 * headroom / results['n_test']:.1f} points at most "
+        "if transfer copied the source's answers and broke nothing)."
+    )
+    heldout = results["map"]["heldout"]
+    if heldout["correlation"] < 0.3 or heldout["r2"] < 0.1:
+        reasons.append(
+            f"The affine map is weak: held-out correlation {heldout['correlation']:.3f}, "
+            f"R² {heldout['r2']:.3f}; most of the target's activation is not predicted from the "
+            "source's."
+        )
+    self_gain = gains["target_to_target_control"]["gain_points"]
+    if self_gain <= -results["threshold"]:
+        reasons.append(
+            f"Injection through a learned map costs accuracy by itself: the target's own "
+            f"activation through the target-to-target map changes accuracy by {self_gain:+.1f} "
+            "points."
+        )
+    variation = diag.get("target_item_variation")
+    if variation is not None and variation < 0.2:
+        reasons.append(
+            f"The target's own activation at this layer and position barely differs between "
+            f"items (spread {100 * variation:.1f}% of its norm): the item's information sits at "
+            "other positions (or later layers), so rewriting this one vector has little to act on."
+        )
+    if abs(results["transfer_minus_shuffled_points"]) < results["threshold"]:
+        reasons.append(
+            f"The transfer is no better than injecting another item's mapped activation "
+            f"({results['transfer_minus_shuffled_points']:+.1f} points): the mapped vector "
+            "carries little item-specific information the target uses at this layer."
+        )
+    low, high = gains["transfer"]["ci"]
+    if high - low > 2 * results["threshold"]:
+        reasons.append(
+            f"Resolution: with {results['n_test']} test items the 95% CI spans "
+            f"{high - low:.1f} points, wider than twice the {results['threshold']:.0f}-point bar."
+        )
+    return reasons
+
+
+def summary_markdown(results: Mapping[str, Any]) -> str:
+    """A page for a person: accuracies, the gain and the controls; reasons when it fails."""
+    acc, gains = results["accuracy"], results["gain"]
+    metric = results["accuracy_metric"]
+
+    def row(label: str, key: str, gain_key: str | None) -> str:
+        a = acc[key]
+        text = (
+            f"| {label} | {100 * a['value']:.1f} [{100 * a['ci'][0]:.1f}, {100 * a['ci'][1]:.1f}] |"
+        )
+        if gain_key is None:
+            return text + " | |"
+        g = gains[gain_key]
+        return (
+            text + f" {g['gain_points']:+.1f} [{g['ci'][0]:+.1f}, {g['ci'][1]:+.1f}] "
+            f"| {g['mcnemar_p']:.3g} |"
+        )
+
+    verdict = (
+        "**Transfer works** by the plan's bar"
+        if results["success"]
+        else "**Transfer does not work** by the plan's bar"
+    )
+    lines = [
+        "# Activation transfer (2A)",
+        "",
+        f"Source **{results['source']}** layer {results['source_layer']} -> target "
+        f"**{results['target']}** layer {results['target_layer']} (output of that block), "
+        f"injected at the last context token; mode `{results['mode']}`, coefficient "
+        f"{results['coefficient']} chosen on {results['n_val']} validation items. Affine map "
+        f"(ridge, alpha {results['map']['ridge_alpha']:g}) fitted on {results['n_train']} items; "
+        f"{results['n_test']} test items; metric `{metric}`; seed {results['seed']}.",
+        "",
+        f"{verdict} (a gain of at least {results['threshold']:.0f} points whose 95% CI excludes "
+        f"0): gain **{results['value']:+.1f} points** "
+        f"[{results['ci'][0]:+.1f}, {results['ci'][1]:+.1f}], McNemar p = "
+        f"{gains['transfer']['mcnemar_p']:.3g}.",
+        "",
+        "| Condition | Accuracy % [95% CI] | Gain vs target, points [95% CI] | McNemar p |",
+        "| --- | --- | --- | --- |",
+        row("Source model", "source", None),
+        row("Target model", "target", None),
+        row("Target + transferred activation", "target_with_transfer", "transfer"),
+        row("Control: another item's mapped activation", "shuffled_control", "shuffled_control"),
+        row(
+            "Control: target's own, through target->target map",
+            "target_to_target_control",
+            "target_to_target_control",
+        ),
+        "",
+        "Map quality on held-out items: correlation "
+        f"{results['map']['heldout']['correlation']:.3f}, "
+        f"R² {results['map']['heldout']['r2']:.3f} (training items: correlation "
+        f"{results['map']['train']['correlation']:.3f}).",
+        "",
+        "What was tried (validation accuracy per coefficient; target alone "
+        f"{100 * results['val_target_accuracy']:.1f}%): "
+        + ", ".join(
+            f"c = {row['coefficient']:g}: {100 * row['val_accuracy']:.1f}%"
+            for row in results["coefficients_tried"]
+        )
+        + ".",
+    ]
+    if not results["success"]:
+        lines += ["", "## Why it likely did not work", ""]
+        lines += [f"- {reason}" for reason in likely_reasons(results)]
+    diag = results["diagnostics"]
+    moved = diag["moved_to_source_prediction_share"]
+    changed = (
+        f"The transfer changed the target's prediction on "
+        f"{100 * diag['prediction_changed_share']:.1f}% of test items"
+    )
+    if moved is None:
+        changed += "; the two models never disagree on them."
+    else:
+        changed += (
+            f"; where the two models disagree ({diag['n_source_target_disagree']} items), it "
+            f"moved the target to the source's answer on {100 * moved:.1f}% of them."
+        )
+    lines += ["", changed]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,829 @@
+"""Branch 2B, experiment 2: Contrast-Consistent Search (Burns et al. 2022) for the model's errors.
+
+Contrast pairs come from the per-choice activations of the store (the residual stream at each
+choice's last token): for every item, the model's own chosen answer ``x+`` against each other
+choice ``x-``. Each side is normalised on its own (mean-centred and scaled per dimension, with the
+training pairs' statistics), which removes the trivial "which side is this" direction. A probe
+``p(x) = sigmoid(w . x + b)`` is trained *without labels* to be consistent and confident::
+
+    L = mean[(p(x+) - (1 - p(x-)))^2 + min(p(x+), p(x-))^2]
+
+with full-batch Adam from several random starts (all restarts optimised together, the lowest
+final loss kept). An item's score is the mean over its pairs of ``(p(x+) + 1 - p(x-)) / 2``, the
+probability that the chosen answer is the true one; the item is predicted correct when it is at
+least one half (CCS's own decision rule, which needs no labels).
+
+CCS cannot tell ``w`` from ``-w``. The sign is fixed without labels by a convention: the score
+must rise with the model's output confidence (the largest choice probability) on the training
+items, i.e. their Spearman correlation must be non-negative. The baselines that the literature's
+critiques ask for (Farquhar et al. 2023; Emmons 2023) use the same convention: the top principal
+component of the training contrast differences, and many random directions, each projecting the
+item's contrast difference ``x+ - mean(x-)`` and thresholded at zero (the training mean), and
+the majority class. The reference is a supervised probe (PM2's estimator) on the same contrast
+differences, and PM2's pooled probe at the same layer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from actspace.analysis.statistics import binary_comparison
+from actspace.branches.error_prediction.error_prediction_extended import (
+    CI_LEVEL,
+    NamedStore,
+    OneSidedAnswers,
+    Split,
+    correctness_split,
+    defined_ci,
+    fmt,
+    fmt_ci,
+    inner_cv_score,
+    make_probe,
+    now,
+)
+from actspace.core.resampling import bootstrap_ci, verdict
+from actspace.methods.probes import (
+    accuracy,
+    auroc,
+    balanced_accuracy,
+    majority_baseline,
+    max_choice_probability,
+)
+
+EXPERIMENT = "unsupervised_error"
+_EPS = 1e-6
+
+
+# --------------------------------------------------------------------------------------------
+# The CCS probe
+# --------------------------------------------------------------------------------------------
+
+
+def ccs_loss(p_pos: torch.Tensor, p_neg: torch.Tensor) -> torch.Tensor:
+    """Consistency plus confidence, averaged over pairs (the last axis)."""
+    consistency = (p_pos - (1.0 - p_neg)) ** 2
+    confidence = torch.minimum(p_pos, p_neg) ** 2
+    return (consistency + confidence).mean(dim=-1)
+
+
+@dataclass
+class Normaliser:
+    """Per-side mean-centring and per-dimension scaling, fitted on training pairs."""
+
+    mean_pos: np.ndarray
+    std_pos: np.ndarray
+    mean_neg: np.ndarray
+    std_neg: np.ndarray
+
+    @classmethod
+    def fit(cls, x_pos: np.ndarray, x_neg: np.ndarray) -> Normaliser:
+        return cls(
+            mean_pos=x_pos.mean(axis=0),
+            std_pos=x_pos.std(axis=0) + _EPS,
+            mean_neg=x_neg.mean(axis=0),
+            std_neg=x_neg.std(axis=0) + _EPS,
+        )
+
+    def transform(self, x_pos: np.ndarray, x_neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (x_pos - self.mean_pos) / self.std_pos, (x_neg - self.mean_neg) / self.std_neg
+
+
+class CCS:
+    """Contrast-Consistent Search: an unsupervised linear probe on contrast pairs.
+
+    Parameters
+    ----------
+    n_restarts : random starts, optimised together; the one with the lowest final loss is kept.
+    n_epochs : full-batch Adam steps.
+    lr, weight_decay : Adam's learning rate and L2 decay (Burns et al.: 1e-2 and 1e-2).
+    seed : seeds the starting points.
+    normalise : mean-centre and scale each side with the training pairs' statistics.
+    """
+
+    def __init__(
+        self,
+        n_restarts: int = 10,
+        n_epochs: int = 1000,
+        lr: float = 1e-2,
+        weight_decay: float = 1e-2,
+        seed: int = 0,
+        normalise: bool = True,
+    ) -> None:
+        if n_restarts < 1 or n_epochs < 1:
+            raise ValueError("n_restarts and n_epochs must be positive")
+        self.n_restarts = n_restarts
+        self.n_epochs = n_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.normalise = normalise
+
+    def _prepare(self, x_pos: np.ndarray, x_neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x_pos = np.asarray(x_pos, dtype=np.float64)
+        x_neg = np.asarray(x_neg, dtype=np.float64)
+        if x_pos.shape != x_neg.shape or x_pos.ndim != 2:
+            raise ValueError(f"contrast pairs must be two [pairs, d] arrays, got {x_pos.shape}")
+        if self.normalise:
+            return self.normaliser_.transform(x_pos, x_neg)
+        return x_pos, x_neg
+
+    def fit(self, x_pos: np.ndarray, x_neg: np.ndarray) -> CCS:
+        """Fit on contrast pairs (rows of ``x_pos`` and ``x_neg`` pair up); no labels."""
+        x_pos = np.asarray(x_pos, dtype=np.float64)
+        x_neg = np.asarray(x_neg, dtype=np.float64)
+        if x_pos.shape[0] < 2:
+            raise ValueError(f"CCS needs at least 2 contrast pairs, got {x_pos.shape[0]}")
+        if self.normalise:
+            self.normaliser_ = Normaliser.fit(x_pos, x_neg)
+        pos, neg = self._prepare(x_pos, x_neg)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # thousands of tiny steps: worker threads only add overhead
+        try:
+            final, weight, bias = self._optimise(
+                torch.from_numpy(pos).float(), torch.from_numpy(neg).float()
+            )
+        finally:
+            torch.set_num_threads(threads)
+        best = int(np.argmin(final))
+        self.restart_losses_ = final
+        self.loss_ = float(final[best])
+        self.coef_ = weight[best].astype(np.float64)
+        self.intercept_ = float(bias[best])
+        return self
+
+    def _optimise(
+        self, pos: torch.Tensor, neg: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Full-batch AdamW on all restarts at once; returns final losses, weights, biases."""
+        d = pos.shape[1]
+        generator = torch.Generator().manual_seed(self.seed)
+        bound = 1.0 / np.sqrt(d)  # torch.nn.Linear's initialisation
+        weight = (torch.rand(self.n_restarts, d, generator=generator) * 2 - 1) * bound
+        bias = (torch.rand(self.n_restarts, generator=generator) * 2 - 1) * bound
+        weight.requires_grad_(True)
+        bias.requires_grad_(True)
+        optimiser = torch.optim.AdamW([weight, bias], lr=self.lr, weight_decay=self.weight_decay)
+
+        def losses() -> torch.Tensor:
+            return ccs_loss(
+                torch.sigmoid(weight @ pos.T + bias[:, None]),
+                torch.sigmoid(weight @ neg.T + bias[:, None]),
+            )
+
+        with torch.enable_grad():
+            for _ in range(self.n_epochs):
+                optimiser.zero_grad()
+                losses().sum().backward()
+                optimiser.step()
+        with torch.no_grad():
+            final = losses().double().numpy()
+        return final, weight.detach().double().numpy(), bias.detach().double().numpy()
+
+    def flip(self) -> CCS:
+        """Negate the direction: ``p`` becomes ``1 - p`` (the loss is unchanged)."""
+        self.coef_ = -self.coef_
+        self.intercept_ = -self.intercept_
+        return self
+
+    @property
+    def direction_(self) -> np.ndarray:
+        """The unit direction of the probe in the normalised space."""
+        return self.coef_ / np.linalg.norm(self.coef_)
+
+    def pair_probabilities(
+        self, x_pos: np.ndarray, x_neg: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``p(x+)`` and ``p(x-)`` per pair."""
+        pos, neg = self._prepare(x_pos, x_neg)
+        p_pos = 1.0 / (1.0 + np.exp(-(pos @ self.coef_ + self.intercept_)))
+        p_neg = 1.0 / (1.0 + np.exp(-(neg @ self.coef_ + self.intercept_)))
+        return p_pos, p_neg
+
+    def predict_proba(self, x_pos: np.ndarray, x_neg: np.ndarray) -> np.ndarray:
+        """Per pair, the probability that the ``x+`` side is true: ``(p(x+) + 1 - p(x-)) / 2``."""
+        p_pos, p_neg = self.pair_probabilities(x_pos, x_neg)
+        return 0.5 * (p_pos + 1.0 - p_neg)
+
+    def loss(self, x_pos: np.ndarray, x_neg: np.ndarray) -> float:
+        """The CCS loss of the fitted probe on pairs (e.g. held-out ones)."""
+        p_pos, p_neg = self.pair_probabilities(x_pos, x_neg)
+        return float(ccs_loss(torch.from_numpy(p_pos), torch.from_numpy(p_neg)))
+
+
+# --------------------------------------------------------------------------------------------
+# Contrast pairs from a store
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContrastPairs:
+    """Pairs (chosen answer, other choice); ``item`` is each pair's position in the item list."""
+
+    x_pos: np.ndarray
+    x_neg: np.ndarray
+    item: np.ndarray
+
+    def subset(self, positions: np.ndarray) -> ContrastPairs:
+        """The pairs of the items at ``positions``, with ``item`` renumbered 0..len-1."""
+        positions = np.asarray(positions, dtype=int)
+        lookup = np.full(max(int(self.item.max()), int(positions.max(initial=0))) + 1, -1)
+        lookup[positions] = np.arange(positions.size)
+        keep = lookup[self.item] >= 0
+        return ContrastPairs(self.x_pos[keep], self.x_neg[keep], lookup[self.item[keep]])
+
+
+def contrast_pairs(acts: np.ndarray, mask: np.ndarray, chosen: np.ndarray) -> ContrastPairs:
+    """One pair per item and non-chosen real choice: (chosen choice, other choice).
+
+    ``acts`` [items, max_choices, d], ``mask`` [items, max_choices], ``chosen`` [items].
+    """
+    acts = np.asarray(acts, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    chosen = np.asarray(chosen, dtype=int)
+    n, c = mask.shape
+    if acts.shape[:2] != (n, c) or chosen.shape != (n,):
+        raise ValueError(f"shapes disagree: acts {acts.shape}, mask {mask.shape}, {chosen.shape}")
+    if not mask[np.arange(n), chosen].all():
+        raise ValueError("a chosen answer points at a padded choice slot")
+    other = mask.copy()
+    other[np.arange(n), chosen] = False
+    items, slots = np.nonzero(other)
+    if items.size == 0:
+        raise ValueError("no contrast pairs: every item has a single choice")
+    return ContrastPairs(x_pos=acts[items, chosen[items]], x_neg=acts[items, slots], item=items)
+
+
+def item_means(values: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarray:
+    """Mean of per-pair ``values`` (1-d, or 2-d over rows) for each item."""
+    counts = np.bincount(item, minlength=n_items).astype(float)
+    if values.ndim == 1:
+        return np.bincount(item, weights=values, minlength=n_items) / counts
+    out = np.zeros((n_items, values.shape[1]))
+    np.add.at(out, item, values)
+    return out / counts[:, None]
+
+
+def orientation(score: np.ndarray, reference: np.ndarray) -> float:
+    """+1 or -1: the sign that makes ``score`` rise with ``reference`` (Spearman; ties: +1)."""
+    rho = spearmanr(score, reference).statistic
+    return -1.0 if np.isfinite(rho) and rho < 0 else 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# One store, one layer
+# --------------------------------------------------------------------------------------------
+
+
+def _metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    return {
+        "balanced_accuracy": float(balanced_accuracy(y, pred)),
+        "accuracy": float(accuracy(y, pred)),
+        "auroc": float(auroc(y, score)),
+    }
+
+
+def _direction_baseline(
+    direction: np.ndarray,
+    diff_train: np.ndarray,
+    diff_test: np.ndarray,
+    conf_train: np.ndarray,
+    y_test: np.ndarray,
+) -> dict[str, Any]:
+    sign = orientation(diff_train @ direction, conf_train)
+    score = sign * (diff_test @ direction)
+    return {**_metrics(y_test, score > 0, score), "pred": score > 0}
+
+
+@dataclass
+class LayerResult:
+    layer: int
+    record: dict[str, Any]
+    ccs_pred: np.ndarray
+    ccs_score: np.ndarray
+    supervised_pred: np.ndarray
+    supervised_cv: float
+
+
+def analyse_layer(
+    acts: np.ndarray,
+    mask: np.ndarray,
+    chosen: np.ndarray,
+    confidence: np.ndarray,
+    split: Split,
+    layer: int,
+    *,
+    n_restarts: int = 10,
+    n_epochs: int = 1000,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-2,
+    n_random: int = 100,
+    cv_folds: int = 5,
+    Cs: int | Sequence[float] = 10,
+    seed: int = 0,
+) -> LayerResult:
+    """CCS, its baselines and the supervised contrast probe at one layer.
+
+    ``acts``/``mask``/``chosen``/``confidence`` are indexed by the split's item positions.
+    """
+    pairs = contrast_pairs(acts, mask, chosen)
+    train_pairs, test_pairs = pairs.subset(split.train), pairs.subset(split.test)
+    n_train, n_test = split.train.size, split.test.size
+    y_test = split.y_test
+    conf_train = confidence[split.train]
+
+    ccs = CCS(
+        n_restarts=n_restarts, n_epochs=n_epochs, lr=lr, weight_decay=weight_decay, seed=seed
+    ).fit(train_pairs.x_pos, train_pairs.x_neg)
+    train_score = item_means(
+        ccs.predict_proba(train_pairs.x_pos, train_pairs.x_neg), train_pairs.item, n_train
+    )
+    flipped = orientation(train_score, conf_train) < 0
+    if flipped:
+        ccs.flip()
+    test_score = item_means(
+        ccs.predict_proba(test_pairs.x_pos, test_pairs.x_neg), test_pairs.item, n_test
+    )
+    ccs_pred = test_score >= 0.5
+
+    # Contrast differences in the normalised space (training statistics), per item.
+    norm_train = ccs.normaliser_.transform(train_pairs.x_pos, train_pairs.x_neg)
+    norm_test = ccs.normaliser_.transform(test_pairs.x_pos, test_pairs.x_neg)
+    pair_diff_train = norm_train[0] - norm_train[1]
+    diff_train = item_means(pair_diff_train, train_pairs.item, n_train)
+    diff_test = item_means(norm_test[0] - norm_test[1], test_pairs.item, n_test)
+
+    _, _, vt = np.linalg.svd(pair_diff_train - pair_diff_train.mean(axis=0), full_matrices=False)
+    pca = _direction_baseline(vt[0], diff_train, diff_test, conf_train, y_test)
+    pca.pop("pred")
+    rng = np.random.default_rng(seed)
+    random_ba, random_auc = [], []
+    for _ in range(n_random):
+        direction = rng.normal(size=diff_train.shape[1])
+        direction /= np.linalg.norm(direction)
+        row = _direction_baseline(direction, diff_train, diff_test, conf_train, y_test)
+        random_ba.append(row["balanced_accuracy"])
+        random_auc.append(row["auroc"])
+    random_ba_arr = np.asarray(random_ba)
+
+    supervised = make_probe(balanced=True, cv_folds=cv_folds, Cs=Cs, seed=seed)
+    supervised.fit(diff_train, split.y_train)
+    sup_pred = supervised.predict(diff_test).astype(bool)
+    sup_score = supervised.decision_function(diff_test)
+
+    record = {
+        "layer": layer,
+        "n_pairs_train": int(train_pairs.item.size),
+        "ccs": {
+            **_metrics(y_test, ccs_pred, test_score),
+            "train_loss": ccs.loss_,
+            "test_loss": ccs.loss(test_pairs.x_pos, test_pairs.x_neg),
+            "restart_losses": ccs.restart_losses_.tolist(),
+            "flipped": flipped,
+            "share_predicted_correct": float(ccs_pred.mean()),
+        },
+        "supervised_contrast": {**_metrics(y_test, sup_pred, sup_score), "C": supervised.C_},
+        "top_principal_component": pca,
+        "random_directions": {
+            "n": int(n_random),
+            "balanced_accuracy_mean": float(random_ba_arr.mean()) if n_random else None,
+            "balanced_accuracy_sd": float(random_ba_arr.std(ddof=1)) if n_random > 1 else None,
+            "balanced_accuracy_p05": float(np.quantile(random_ba_arr, 0.05)) if n_random else None,
+            "balanced_accuracy_p95": float(np.quantile(random_ba_arr, 0.95)) if n_random else None,
+            "auroc_mean": float(np.nanmean(random_auc)) if n_random else None,
+            "share_beaten_by_ccs": float(
+                np.mean(random_ba_arr < float(balanced_accuracy(y_test, ccs_pred)))
+            )
+            if n_random
+            else None,
+        },
+    }
+    return LayerResult(
+        layer=layer,
+        record=record,
+        ccs_pred=ccs_pred,
+        ccs_score=test_score,
+        supervised_pred=sup_pred,
+        supervised_cv=inner_cv_score(supervised),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# One store
+# --------------------------------------------------------------------------------------------
+
+
+def _ratio_of_balanced_accuracy(
+    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, axis: int = -1
+) -> np.ndarray | float:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return balanced_accuracy(y, pred_a, axis=axis) / balanced_accuracy(y, pred_b, axis=axis)
+
+
+def _ratio_of_accuracy(
+    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, axis: int = -1
+) -> np.ndarray | float:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return accuracy(y, pred_a, axis=axis) / accuracy(y, pred_b, axis=axis)
+
+
+def _above_chance_share(
+    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, axis: int = -1
+) -> np.ndarray | float:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (balanced_accuracy(y, pred_a, axis=axis) - 0.5) / (
+            balanced_accuracy(y, pred_b, axis=axis) - 0.5
+        )
+
+
+def ccs_vs_supervised(
+    y_test: np.ndarray, ccs_pred: np.ndarray, supervised_pred: np.ndarray, *, where: str
+) -> dict[str, Any]:
+    """The main comparison, per held-out item: CCS right (a) vs supervised probe right (b)."""
+    y = np.asarray(y_test).astype(bool)
+    return binary_comparison(
+        np.asarray(ccs_pred).astype(bool) == y,
+        np.asarray(supervised_pred).astype(bool) == y,
+        description=(
+            f"whether CCS (unsupervised, {where}) predicts the model's correctness right, against "
+            "the supervised probe on the same contrast features, per held-out item"
+        ),
+        label_a="CCS",
+        label_b="supervised probe",
+    )
+
+
+def _verdict_or_unknown(ci: Sequence[float | None], threshold: float) -> str:
+    if ci[0] is None or ci[1] is None:
+        return "INCONCLUSIVE"
+    return verdict(ci[0], ci[1], threshold)
+
+
+def analyse_store(
+    named: NamedStore,
+    *,
+    layer: int | None = None,
+    layers: Sequence[int] | None = None,
+    pooling: str = "last",
+    n_samples: int | None = None,
+    test_fraction: float = 0.3,
+    n_restarts: int = 10,
+    n_epochs: int = 1000,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-2,
+    n_random: int = 100,
+    cv_folds: int = 5,
+    Cs: int | Sequence[float] = 10,
+    n_bootstrap: int = 1000,
+    success_ratio: float = 0.8,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """CCS against its baselines and the supervised probe, at every layer and a chosen one.
+
+    The items are PM2's split. With ``layer=None`` the headline layer is the one whose supervised
+    contrast probe has the best inner-CV score on the training items (CCS itself never sees a
+    label; the layer choice is shared so that both are compared at the same depth).
+    """
+    store = named.store
+    n_layers = int(store.n_layers)
+    curve_layers = list(range(n_layers + 1)) if layers is None else [int(k) for k in layers]
+    if layer is not None and int(layer) not in curve_layers:
+        curve_layers = sorted({*curve_layers, int(layer)})
+    bad = [k for k in curve_layers if not 0 <= k <= n_layers]
+    if bad:
+        raise ValueError(f"layer {bad[0]} out of range 0..{n_layers} for {named.model}")
+    split = correctness_split(
+        store.correct(), n_samples=n_samples, test_fraction=test_fraction, seed=seed
+    )
+    rows = store.scores()
+    chosen = np.asarray([int(rows[int(i)]["pred"]) for i in split.items])
+    logliks = store.logliks()
+    confidence = max_choice_probability([logliks[int(i)] for i in split.items])
+
+    results: list[LayerResult] = []
+    for k in curve_layers:
+        acts, mask = store.choice_end(k)
+        results.append(
+            analyse_layer(
+                acts[split.items],
+                mask[split.items],
+                chosen,
+                confidence,
+                split,
+                k,
+                n_restarts=n_restarts,
+                n_epochs=n_epochs,
+                lr=lr,
+                weight_decay=weight_decay,
+                n_random=n_random,
+                cv_folds=cv_folds,
+                Cs=Cs,
+                seed=seed,
+            )
+        )
+    if layer is None:
+        best = max(results, key=lambda r: (r.supervised_cv, -r.layer))
+        selection = "best inner-CV score of the supervised contrast probe on training items"
+    else:
+        best = next(r for r in results if r.layer == int(layer))
+        selection = "configured"
+
+    y_test = split.y_test
+    ccs_pred, sup_pred = best.ccs_pred, best.supervised_pred
+
+    X = np.asarray(store.layer(best.layer, pooling), dtype=np.float64)[split.items]
+    pooled = make_probe(balanced=True, cv_folds=cv_folds, Cs=Cs, seed=seed)
+    pooled.fit(X[split.train], split.y_train)
+    pooled_pred = pooled.predict(X[split.test]).astype(bool)
+
+    def ci(statistic: Any, *arrays: np.ndarray) -> list[float | None]:
+        # Ratios and AUROCs are undefined on some resamples of a small held-out set.
+        return defined_ci(statistic, *arrays, n_resamples=n_bootstrap, seed=seed)
+
+    def ba_ci(pred: np.ndarray) -> list[float]:
+        return list(
+            bootstrap_ci(balanced_accuracy, y_test, pred, n_resamples=n_bootstrap, seed=seed)
+        )
+
+    ccs_ba = float(balanced_accuracy(y_test, ccs_pred))
+    sup_ba = float(balanced_accuracy(y_test, sup_pred))
+    pooled_ba = float(balanced_accuracy(y_test, pooled_pred))
+    ratio = ccs_ba / sup_ba if sup_ba > 0 else float("nan")
+    ratio_ci = ci(_ratio_of_balanced_accuracy, y_test, ccs_pred, sup_pred)
+    ccs_ci = ba_ci(ccs_pred)
+    # Both at chance also gives a ratio near 1, so success needs CCS above chance as well: the
+    # verdict is the ratio's, unless CCS's own interval does not lie above 0.5.
+    ratio_verdict = _verdict_or_unknown(ratio_ci, success_ratio)
+    above_chance = verdict(ccs_ci[0], ccs_ci[1], 0.5)
+    overall = ratio_verdict if ratio_verdict != "PASS" else above_chance
+    headline = {
+        "layer": best.layer,
+        "layer_selection": selection,
+        "ccs_balanced_accuracy": ccs_ba,
+        "ccs_ci": ccs_ci,
+        "ccs_auroc": best.record["ccs"]["auroc"],
+        "ccs_auroc_ci": ci(auroc, y_test, best.ccs_score),
+        "supervised_balanced_accuracy": sup_ba,
+        "supervised_ci": ba_ci(sup_pred),
+        "pooled_probe_balanced_accuracy": pooled_ba,
+        "ratio": ratio,
+        "ratio_ci": ratio_ci,
+        "ratio_verdict": ratio_verdict,
+        "ccs_above_chance": above_chance,
+        "ratio_accuracy": float(
+            accuracy(y_test, ccs_pred) / max(accuracy(y_test, sup_pred), 1e-12)
+        ),
+        "ratio_accuracy_ci": ci(_ratio_of_accuracy, y_test, ccs_pred, sup_pred),
+        "ratio_to_pooled_probe": ccs_ba / pooled_ba if pooled_ba > 0 else None,
+        "ratio_to_pooled_probe_ci": ci(_ratio_of_balanced_accuracy, y_test, ccs_pred, pooled_pred),
+        "above_chance_share": (ccs_ba - 0.5) / (sup_ba - 0.5) if sup_ba != 0.5 else None,
+        "above_chance_share_ci": ci(_above_chance_share, y_test, ccs_pred, sup_pred),
+        "ccs_beats_random_share": best.record["random_directions"]["share_beaten_by_ccs"],
+        "verdict": overall,
+        "success": overall == "PASS",
+    }
+    return {
+        "model": named.model,
+        "task": named.task,
+        "n_layers": n_layers,
+        "n_items": int(split.y.size),
+        "n_train": int(split.train.size),
+        "n_test": int(split.test.size),
+        "share_correct": float(split.y.mean()),
+        "selected": headline,
+        "selected_layer_detail": best.record,
+        "majority": majority_baseline(split.y_train, y_test),
+        "layers": [r.record for r in results],
+        "comparison": ccs_vs_supervised(
+            y_test, ccs_pred, sup_pred, where=f"{named.model} on {named.task}, layer {best.layer}"
+        ),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The experiment
+# --------------------------------------------------------------------------------------------
+
+
+def run_unsupervised_error(
+    stores: Sequence[NamedStore],
+    *,
+    layer: int | None = None,
+    layers: Sequence[int] | None = None,
+    pooling: str = "last",
+    n_samples: int | None = None,
+    test_fraction: float = 0.3,
+    n_restarts: int = 10,
+    n_epochs: int = 1000,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-2,
+    n_random: int = 100,
+    cv_folds: int = 5,
+    Cs: int | Sequence[float] = 10,
+    n_bootstrap: int = 1000,
+    success_ratio: float = 0.8,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """CCS on every store; the headline is the first analysable store's ratio to supervised."""
+    if not stores:
+        raise ValueError("unsupervised_error needs at least one store")
+    started, date = time.perf_counter(), now()
+    records: list[dict[str, Any]] = []
+    for named in stores:
+        try:
+            records.append(
+                analyse_store(
+                    named,
+                    layer=layer,
+                    layers=layers,
+                    pooling=pooling,
+                    n_samples=n_samples,
+                    test_fraction=test_fraction,
+                    n_restarts=n_restarts,
+                    n_epochs=n_epochs,
+                    lr=lr,
+                    weight_decay=weight_decay,
+                    n_random=n_random,
+                    cv_folds=cv_folds,
+                    Cs=Cs,
+                    n_bootstrap=n_bootstrap,
+                    success_ratio=success_ratio,
+                    seed=seed,
+                )
+            )
+        except OneSidedAnswers as error:
+            records.append({"model": named.model, "task": named.task, "skipped": str(error)})
+    analysed = [r for r in records if "skipped" not in r]
+    primary = analysed[0] if analysed else None
+    head = primary["selected"] if primary else None
+    return {
+        "experiment": EXPERIMENT,
+        "metric": "ccs_over_supervised_balanced_accuracy",
+        "value": head["ratio"] if head else None,
+        "ci": head["ratio_ci"] if head else [None, None],
+        "ci_level": CI_LEVEL,
+        "threshold": success_ratio,
+        "verdict": head["verdict"] if head else "INCONCLUSIVE",
+        "ratio_verdict": head["ratio_verdict"] if head else "INCONCLUSIVE",
+        "success": bool(head["success"]) if head else False,
+        "primary": {"model": primary["model"], "task": primary["task"]} if primary else None,
+        "n": primary["n_test"] if primary else 0,
+        "seed": seed,
+        "date": date,
+        "duration_s": round(time.perf_counter() - started, 3),
+        "n_stores": len(records),
+        "n_analysed": len(analysed),
+        "n_success": int(sum(r["selected"]["success"] for r in analysed)),
+        "settings": {
+            "layer": "auto" if layer is None else int(layer),
+            "layers": None if layers is None else list(layers),
+            "pooling": pooling,
+            "n_samples": n_samples,
+            "test_fraction": test_fraction,
+            "n_restarts": n_restarts,
+            "n_epochs": n_epochs,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "n_random": n_random,
+            "cv_folds": cv_folds,
+            "Cs": Cs if isinstance(Cs, int) else list(Cs),
+            "n_bootstrap": n_bootstrap,
+            "success_ratio": success_ratio,
+            "sign_convention": "score rises with output confidence on training items (Spearman)",
+            "decision_rule": "predict correct when the item's mean (p(x+) + 1 - p(x-))/2 >= 0.5",
+        },
+        "stores": records,
+        "comparison": primary["comparison"] if primary else None,
+    }
+
+
+def figure_data(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Curves over layers: CCS, supervised, top PC and the random-direction band."""
+    curves = []
+    for r in results["stores"]:
+        if "skipped" in r:
+            continue
+        rows = r["layers"]
+        curves.append(
+            {
+                "model": r["model"],
+                "task": r["task"],
+                "layer": [row["layer"] for row in rows],
+                "ccs": [row["ccs"]["balanced_accuracy"] for row in rows],
+                "ccs_auroc": [row["ccs"]["auroc"] for row in rows],
+                "supervised": [row["supervised_contrast"]["balanced_accuracy"] for row in rows],
+                "top_pc": [row["top_principal_component"]["balanced_accuracy"] for row in rows],
+                "random_mean": [row["random_directions"]["balanced_accuracy_mean"] for row in rows],
+                "random_p05": [row["random_directions"]["balanced_accuracy_p05"] for row in rows],
+                "random_p95": [row["random_directions"]["balanced_accuracy_p95"] for row in rows],
+                "selected_layer": r["selected"]["layer"],
+            }
+        )
+    return {"curves": curves}
+
+
+def _judgement(head: Mapping[str, Any], random_p95: float | None) -> str:
+    ccs = head["ccs_balanced_accuracy"]
+    if head["ccs_ci"][0] is not None and head["ccs_ci"][0] > 0.5:
+        above = "CCS predicts the model's errors above chance"
+    else:
+        above = "CCS is not distinguishable from chance (its interval includes 0.5)"
+    band = ""
+    if random_p95 is not None:
+        band = (
+            "; it beats the 95th percentile of random directions"
+            if ccs > random_p95
+            else "; it does not beat the 95th percentile of random directions"
+        )
+    if head["success"]:
+        goal = "reaches the target share of the supervised probe (interval above the threshold)"
+    elif head["ratio_verdict"] == "PASS":
+        goal = (
+            "its ratio to the supervised probe clears the threshold only because the supervised "
+            "probe is weak too"
+        )
+    else:
+        goal = f"does not reliably reach the target share ({head['ratio_verdict']})"
+    return f"{above}{band}, and {goal}."
+
+
+def summary_markdown(results: Mapping[str, Any]) -> str:
+    """The person-readable summary of an unsupervised_error results dictionary."""
+    s = results["settings"]
+    lines = [
+        "# Unsupervised error prediction (Contrast-Consistent Search)",
+        "",
+        f"- Date: {results['date']}; seed {results['seed']}; {fmt(results['duration_s'], 1)} s",
+        f"- Contrast pairs: the model's chosen answer against each other choice (residual stream "
+        f"at each choice's last token), each side normalised with training statistics; "
+        f"{s['n_restarts']} restarts x {s['n_epochs']} Adam steps; no labels.",
+        f"- Sign convention: {s['sign_convention']}; decision rule: {s['decision_rule']}.",
+        f"- Success criterion: CCS balanced accuracy / supervised balanced accuracy >= "
+        f"{s['success_ratio']} (95% CI above it), with CCS itself above chance (its CI above "
+        f"0.5). Headline ({results['primary']}): ratio {fmt(results['value'])} "
+        f"{fmt_ci(results['ci'])} ({results['ratio_verdict']}) -> verdict "
+        f"**{results['verdict']}**; {results['n_success']} of {results['n_analysed']} stores "
+        "succeed.",
+        "- Caveat: with balanced accuracy, chance is 0.5, so a chance-level CCS already scores "
+        "0.5 / supervised (e.g. 0.71 of a 0.70 probe); the above-chance share "
+        "(CCS - 0.5) / (supervised - 0.5) is reported beside it.",
+        "",
+    ]
+    for r in results["stores"]:
+        lines += [f"## {r['model']} on {r['task']}", ""]
+        if "skipped" in r:
+            lines += [f"Skipped: {r['skipped']}.", ""]
+            continue
+        h = r["selected"]
+        detail = r["selected_layer_detail"]
+        rnd = detail["random_directions"]
+        lines += [
+            f"{r['n_train']} training and {r['n_test']} held-out items "
+            f"({fmt(100 * r['share_correct'], 1)}% correct); headline layer {h['layer']} "
+            f"({h['layer_selection']}).",
+            "",
+            "| predictor | balanced acc. | 95% CI | AUROC |",
+            "| --- | --- | --- | --- |",
+            f"| CCS (unsupervised) | {fmt(h['ccs_balanced_accuracy'])} | {fmt_ci(h['ccs_ci'])} "
+            f"| {fmt(h['ccs_auroc'])} |",
+            f"| supervised probe, same contrast features | "
+            f"{fmt(h['supervised_balanced_accuracy'])} | {fmt_ci(h['supervised_ci'])} "
+            f"| {fmt(detail['supervised_contrast']['auroc'])} |",
+            f"| PM2 probe, pooled `last` | {fmt(h['pooled_probe_balanced_accuracy'])} | | |",
+            f"| top principal component | "
+            f"{fmt(detail['top_principal_component']['balanced_accuracy'])} | "
+            f"| {fmt(detail['top_principal_component']['auroc'])} |",
+            f"| random directions ({rnd['n']}): mean, 5-95% | "
+            f"{fmt(rnd['balanced_accuracy_mean'])} | "
+            f"[{fmt(rnd['balanced_accuracy_p05'])}, {fmt(rnd['balanced_accuracy_p95'])}] "
+            f"| {fmt(rnd['auroc_mean'])} |",
+            f"| majority class | {fmt(r['majority']['balanced_accuracy'])} | | 0.500 |",
+            "",
+            f"CCS / supervised: {fmt(h['ratio'])} {fmt_ci(h['ratio_ci'])} "
+            f"({h['ratio_verdict']}; verdict with CCS above chance: {h['verdict']}); "
+            f"accuracy ratio {fmt(h['ratio_accuracy'])} "
+            f"{fmt_ci(h['ratio_accuracy_ci'])}; above-chance share "
+            f"{fmt(h['above_chance_share'])} {fmt_ci(h['above_chance_share_ci'])}; "
+            f"CCS / PM2 pooled probe {fmt(h['ratio_to_pooled_probe'])}.",
+            "",
+            _judgement(h, rnd["balanced_accuracy_p95"]),
+            "",
+            "| layer | CCS | CCS loss | supervised | top PC | random mean |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in r["layers"]:
+            lines.append(
+                f"| {row['layer']} | {fmt(row['ccs']['balanced_accuracy'])} "
+                f"| {fmt(row['ccs']['train_loss'])} "
+                f"| {fmt(row['supervised_contrast']['balanced_accuracy'])} "
+                f"| {fmt(row['top_principal_component']['balanced_accuracy'])} "
+                f"| {fmt(row['random_directions']['balanced_accuracy_mean'])} |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,337 @@
+"""The activation store: a folder of safetensors, JSONL scores and ``meta.json``, read lazily.
+
+Layout of ``results/activations/{model}/{task}/``:
+
+- ``pooled.safetensors``: one tensor per pooling ("last", "mean"), [items, layers+1, d];
+- ``choice_end.safetensors``: "choice_end" [items, max_choices, layers+1, d] and "choice_mask"
+  [items, max_choices] (uint8; items with fewer choices are zero-padded);
+- ``scores.jsonl``: one row per item, in item order;
+- ``meta.json``: model, task, shapes, dtypes, forward passes, timings, provenance (written last).
+
+Layer index 0 is the embedding output (the input of the first block); index k is the output of
+block k. Reads are memory-mapped: ``store.layer(6)`` touches only layer 6 of every item.
+
+The writer side is :func:`concat_safetensors`, which joins shard files along the item axis by
+copying bytes, so a store larger than memory can be assembled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from actspace.core.io import atomic_path, read_json, read_jsonl
+
+#: The files of a finished store; ``meta.json`` is written last and marks completion.
+STORE_FILES = ("pooled.safetensors", "choice_end.safetensors", "scores.jsonl", "meta.json")
+
+#: safetensors dtype codes and their sizes in bytes.
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
+_MAX_HEADER = 100_000_000
+_COPY_CHUNK = 64 * 1024 * 1024
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Parse and check the header of a safetensors file without reading its data.
+
+    Returns ``{name: {"dtype", "shape", "data_offsets"}}`` (plus ``"__metadata__"`` when present).
+    Raises ValueError naming the file when it is missing, truncated or not a safetensors file: the
+    declared data size must match the file size exactly, so a partly written file is caught here.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"{path}: truncated or not a safetensors file ({size} bytes)")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(_MAX_HEADER, size - 8):
+            raise ValueError(f"{path}: truncated or not a safetensors file (bad header length)")
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{path}: corrupted safetensors header (not valid JSON)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: corrupted safetensors header")
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, stop = info["data_offsets"]
+            expected = int(np.prod(info["shape"], dtype=np.int64)) * _DTYPE_BYTES[info["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: corrupted safetensors header entry {name!r}") from None
+        if stop - begin != expected:
+            raise ValueError(f"{path}: tensor {name!r} has an inconsistent size in the header")
+        end = max(end, stop)
+    if size != 8 + header_len + end:
+        raise ValueError(
+            f"{path}: truncated or corrupted safetensors file "
+            f"(header declares {8 + header_len + end} bytes, file has {size})"
+        )
+    return header
+
+
+def concat_safetensors(
+    path: str | os.PathLike[str],
+    parts: Sequence[str | os.PathLike[str]],
+    names: Sequence[str],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write ``path`` holding each tensor of ``names`` concatenated along axis 0 over ``parts``.
+
+    The result is a plain safetensors file (readable by ``safe_open``), written atomically. Bytes
+    are copied part by part, so memory stays at one chunk whatever the store size. All parts must
+    hold every name with the same dtype and trailing shape.
+    """
+    if not parts:
+        raise ValueError("concat_safetensors needs at least one part")
+    headers = [read_header(part) for part in parts]
+    entries: dict[str, dict[str, Any]] = {}
+    offset = 0
+    for name in names:
+        infos = []
+        for part, header in zip(parts, headers, strict=True):
+            if name not in header:
+                raise ValueError(f"{part}: tensor {name!r} missing")
+            infos.append(header[name])
+        dtype, tail = infos[0]["dtype"], infos[0]["shape"][1:]
+        for part, info in zip(parts, infos, strict=True):
+            if info["dtype"] != dtype or info["shape"][1:] != tail:
+                raise ValueError(f"{part}: tensor {name!r} does not match the other parts")
+        rows = sum(info["shape"][0] for info in infos)
+        nbytes = sum(info["data_offsets"][1] - info["data_offsets"][0] for info in infos)
+        entries[name] = {
+            "dtype": dtype,
+            "shape": [rows, *tail],
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    header_obj: dict[str, Any] = {}
+    if metadata:
+        header_obj["__metadata__"] = dict(metadata)
+    header_obj.update(entries)
+    raw = json.dumps(header_obj, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        out.write(struct.pack("<Q", len(raw)))
+        out.write(raw)
+        for name in names:
+            for part in parts:
+                _copy_tensor_bytes(Path(part), name, out)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _copy_tensor_bytes(part: Path, name: str, out: Any) -> None:
+    """Append the raw bytes of tensor ``name`` of safetensors file ``part`` to ``out``."""
+    header = read_header(part)
+    begin, stop = header[name]["data_offsets"]
+    with open(part, "rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        handle.seek(8 + header_len + begin)
+        remaining = stop - begin
+        while remaining:
+            chunk = handle.read(min(_COPY_CHUNK, remaining))
+            if not chunk:
+                raise ValueError(f"{part}: truncated while reading tensor {name!r}")
+            out.write(chunk)
+            remaining -= len(chunk)
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """float32 (or bool for masks) numpy copy of a tensor of any stored dtype."""
+    if tensor.dtype in (torch.uint8, torch.bool):
+        return tensor.numpy().astype(bool)
+    return tensor.to(torch.float32).numpy()
+
+
+class ActivationStore:
+    """Read access to one activation store folder.
+
+    Construction checks that every file is present, that the safetensors files are complete and
+    agree with ``meta.json`` and ``scores.jsonl`` on the number of items and the shapes; it reads no
+    activation data. Each read checks its values are finite and names the file and tensor if not.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise ValueError(f"{self.path}: activation store folder not found")
+        for name in STORE_FILES:
+            if not (self.path / name).is_file():
+                raise ValueError(
+                    f"{self.path / name}: missing from the activation store "
+                    "(extraction unfinished?)"
+                )
+        try:
+            self.meta: dict[str, Any] = read_json(self.path / "meta.json")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{self.path / 'meta.json'}: not valid JSON") from None
+        try:
+            self.n_items = int(self.meta["n_items"])
+            self.n_layers = int(self.meta["n_layers"])
+            self.hidden_size = int(self.meta["hidden_size"])
+            self.poolings: list[str] = list(self.meta["poolings"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{self.path / 'meta.json'}: missing or bad field {error}") from None
+        self._pooled_file = self.path / "pooled.safetensors"
+        self._choice_file = self.path / "choice_end.safetensors"
+        pooled = read_header(self._pooled_file)
+        choice = read_header(self._choice_file)
+        depth, d = self.n_layers + 1, self.hidden_size
+        for pooling in self.poolings:
+            self._check_shape(self._pooled_file, pooled, pooling, [self.n_items, depth, d])
+        if "choice_end" not in choice or "choice_mask" not in choice:
+            raise ValueError(f"{self._choice_file}: needs tensors 'choice_end' and 'choice_mask'")
+        self.max_choices = int(choice["choice_mask"]["shape"][1])
+        self._check_shape(
+            self._choice_file, choice, "choice_mask", [self.n_items, self.max_choices]
+        )
+        self._check_shape(
+            self._choice_file, choice, "choice_end", [self.n_items, self.max_choices, depth, d]
+        )
+        self._scores = read_jsonl(self.path / "scores.jsonl")
+        if len(self._scores) != self.n_items:
+            raise ValueError(
+                f"{self.path / 'scores.jsonl'}: {len(self._scores)} rows, "
+                f"but meta.json says n_items={self.n_items}"
+            )
+
+    @staticmethod
+    def _check_shape(file: Path, header: dict[str, Any], name: str, shape: list[int]) -> None:
+        if name not in header:
+            raise ValueError(f"{file}: tensor {name!r} missing")
+        found = list(header[name]["shape"])
+        if found != shape:
+            raise ValueError(
+                f"{file}: tensor {name!r} has shape {found}, meta.json implies {shape}"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivationStore({str(self.path)!r}, n_items={self.n_items}, "
+            f"n_layers={self.n_layers}, hidden_size={self.hidden_size}, poolings={self.poolings})"
+        )
+
+    # -- scores --------------------------------------------------------------------------------
+    def scores(self) -> list[dict[str, Any]]:
+        """The per-item score rows, in item order."""
+        return self._scores
+
+    def correct(self) -> np.ndarray:
+        """Whether the model's prediction (highest log-likelihood) is right, bool [items]."""
+        return np.array([bool(row["correct"]) for row in self._scores], dtype=bool)
+
+    def logliks(self) -> list[np.ndarray]:
+        """Per item, the log-likelihood of every choice (items may differ in choice count)."""
+        return [np.asarray(row["logliks"], dtype=np.float64) for row in self._scores]
+
+    def labels(self) -> np.ndarray:
+        """The index of the right choice per item, int [items]."""
+        return np.array([int(row["label"]) for row in self._scores], dtype=np.int64)
+
+    def ids(self) -> list[str]:
+        """The item ids, in item order."""
+        return [str(row["id"]) for row in self._scores]
+
+    # -- activations ---------------------------------------------------------------------------
+    def _check_layer(self, k: int) -> int:
+        if not isinstance(k, int | np.integer) or not -(self.n_layers + 1) <= k <= self.n_layers:
+            raise ValueError(f"layer {k!r} out of range 0..{self.n_layers} (0 = embeddings)")
+        return int(k) % (self.n_layers + 1)
+
+    def _check_pooling(self, pooling: str) -> None:
+        if pooling not in self.poolings:
+            raise ValueError(f"pooling {pooling!r} not in this store; available: {self.poolings}")
+
+    def _finite(self, array: np.ndarray, file: Path, name: str, where: str) -> np.ndarray:
+        if array.dtype != bool and not np.isfinite(array).all():
+            raise ValueError(f"{file}: tensor {name!r} has NaN or infinite values ({where})")
+        return array
+
+    def layer(self, k: int, pooling: str = "last") -> np.ndarray:
+        """Pooled activations of layer ``k`` for every item, float32 [items, d] (one layer read)."""
+        k = self._check_layer(k)
+        self._check_pooling(pooling)
+        with safe_open(self._pooled_file, framework="pt") as handle:
+            data = handle.get_slice(pooling)[:, k : k + 1, :]
+        return self._finite(_to_numpy(data[:, 0]), self._pooled_file, pooling, f"layer {k}")
+
+    def pooled(self, pooling: str = "last") -> np.ndarray:
+        """All layers of one pooling, float32 [items, layers+1, d]."""
+        self._check_pooling(pooling)
+        with safe_open(self._pooled_file, framework="pt") as handle:
+            data = handle.get_tensor(pooling)
+        return self._finite(_to_numpy(data), self._pooled_file, pooling, "all layers")
+
+    def choice_mask(self) -> np.ndarray:
+        """Which choice slots are real, bool [items, max_choices]."""
+        with safe_open(self._choice_file, framework="pt") as handle:
+            return _to_numpy(handle.get_tensor("choice_mask"))
+
+    def choice_end(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Residual stream at each choice's last token at layer ``k``.
+
+        Returns ``(activations [items, max_choices, d] float32, mask [items, max_choices] bool)``;
+        padded slots (items with fewer choices) are zero and masked out.
+        """
+        k = self._check_layer(k)
+        with safe_open(self._choice_file, framework="pt") as handle:
+            data = handle.get_slice("choice_end")[:, :, k : k + 1, :]
+            mask = _to_numpy(handle.get_tensor("choice_mask"))
+        array = self._finite(
+            _to_numpy(data[:, :, 0]), self._choice_file, "choice_end", f"layer {k}"
+        )
+        return array, mask
+
+    def verify(self) -> None:
+        """Read every tensor once and raise ValueError on any NaN or infinite value."""
+        for file in (self._pooled_file, self._choice_file):
+            with safe_open(file, framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 (safe_open handles are not mappings)
+                    tensor = handle.get_tensor(name)
+                    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                        raise ValueError(f"{file}: tensor {name!r} has NaN or infinite values")
+
+
+def open_named_stores(stores: str, model_names: str | None = None) -> dict[str, ActivationStore]:
+    """Stores by model name from comma-separated ``--stores`` (and optional ``--model-names``;
+    default: each store's meta.json model, else its parent folder's name), in the given order."""
+    paths = [part for part in stores.split(",") if part]
+    opened = [ActivationStore(path) for path in paths]
+    if model_names:
+        names = [part for part in model_names.split(",") if part]
+        if len(names) != len(opened):
+            raise ValueError(f"--model-names has {len(names)} names for {len(opened)} stores")
+    else:
+        names = [
+            str(store.meta.get("model") or Path(path).parent.name)
+            for store, path in zip(opened, paths, strict=True)
+        ]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be distinct, got {names}")
+    return dict(zip(names, opened, strict=True))
