@@ -6,15 +6,10 @@ import re
 
 from snakemake.exceptions import WorkflowError
 
+from actspace import plan
 from actspace.config import ConfigError, resolve_config
-from actspace.gate.decision import (
-    branches_for,
-    effective_verdicts,
-    forced_branches,
-    register_branch,
-    targets_for,
-)
 from actspace.core.io import read_json
+from actspace.gate.decision import effective_verdicts, forced_branches
 
 try:
     _resolved = resolve_config(config)
@@ -26,7 +21,8 @@ config.update(_resolved)
 MODELS = config["models"]
 TASKS = config["tasks"]
 PM = config["premortems"]
-R = "results"
+EXTRACT = config["extract"]
+R = plan.RESULTS
 CONDA_ENV = "../../envs/actspace.yaml"
 
 
@@ -58,6 +54,38 @@ def model_ref(name):
     return spec["id"]
 
 
+def model_reference(name):
+    """The resolved reference of a model a step loads: where from, and which revision.
+
+    Every rule that loads a model passes this (as ``model_ref`` in ``--params``), so that every
+    step loads exactly the weights the extraction used.
+    """
+    return {"name": name, "path": model_ref(name), "revision": MODELS[name].get("revision")}
+
+
+def step_params(section, **extra):
+    """The ``--params`` argument of a script: its resolved configuration section (and extras).
+
+    Sorted, compact JSON, so that Snakemake re-runs the step exactly when a value it reads changes.
+    """
+    return as_json({**section, **extra})
+
+
+def experiment_output(name, seed="{seed}"):
+    """The files of one experiment from the plan's registry, by key (``results``, ``config``,
+    ``summary``, ``figure_data``, ...); ``seed`` fills the folder of a seeded experiment."""
+    exp = plan.experiment(name)
+    folder = exp.folder(seed) if exp.seeded else exp.folder()
+    return {file.split(".")[0]: f"{folder}/{file}" for file in exp.outputs}
+
+
+def experiment_log(name, suffix):
+    """A step's log or benchmark path (``suffix`` .log or .tsv); seeded steps get one per seed."""
+    kind = "logs" if suffix == ".log" else "benchmarks"
+    seeded = plan.experiment(name).seeded
+    return f"{R}/{kind}/{name}/seed{{seed}}{suffix}" if seeded else f"{R}/{kind}/{name}{suffix}"
+
+
 def store_path(model, task):
     return f"{R}/activations/{model}/{task}"
 
@@ -85,13 +113,13 @@ def scheduled_branches():
         verdicts = read_json(checkpoints.gate.get().output.verdicts)
         measured = {pm: info["verdict"] for pm, info in verdicts.items()}
         effective = effective_verdicts(measured, force)
-        branches = branches_for({pm: info["verdict"] for pm, info in effective.items()})
+        branches = plan.branches_for({pm: info["verdict"] for pm, info in effective.items()})
     return branches
 
 
 def branch_targets(wildcards):
-    """The targets of the branches the gate schedules."""
-    return targets_for(scheduled_branches(), config)
+    """The files of the branches the gate schedules (from the plan's registry)."""
+    return plan.targets_for(scheduled_branches(), config)
 
 
 def experiment_results(wildcards):
@@ -111,7 +139,7 @@ def progress_arg(name):
 
 def paper_targets(wildcards):
     """The paper is drafted unless the plan aborted."""
-    return [] if scheduled_branches() == ["X"] else [f"{R}/paper/draft.tex"]
+    return [] if scheduled_branches() == [plan.ABORT] else [f"{R}/paper/draft.tex"]
 
 
 def tracking_targets(wildcards):
@@ -121,7 +149,7 @@ def tracking_targets(wildcards):
 
 def abort_targets(wildcards):
     """The negative-results report when the plan aborted."""
-    return [f"{R}/negative_results.md"] if scheduled_branches() == ["X"] else []
+    return [plan.ABORT_REPORT] if scheduled_branches() == [plan.ABORT] else []
 
 
 def force_arg():
@@ -161,15 +189,9 @@ def prepared_task_spec(task, input):
 
 # --- pre-mortems ----------------------------------------------------------------------------------
 
-PM_DIRS = {
-    "pm1": f"{R}/pre_mortems/pm1_cross_model",
-    "pm2": f"{R}/pre_mortems/pm2_error_prediction",
-    "pm3": f"{R}/pre_mortems/pm3_patching",
-}
-
-
 def pm_outputs(pm):
-    folder = PM_DIRS[pm]
+    """The files of one pre-mortem (its folder from the plan's registry)."""
+    folder = plan.premortem(pm).folder
     return {
         "results": f"{folder}/results.json",
         "config": f"{folder}/config.json",

@@ -125,18 +125,3 @@ rule activation_transfer:
         "--min-gain {params.xt[min_gain]} --batch-size {params.xt[batch_size]} "
         "--dtype {params.dtype} --device {params.device} --seed {wildcards.seed} "
         "--output-dir {params.outdir} > {log} 2>&1"
-
-
-# The files branch 2A must produce: one alignment study, and one transfer run per seed.
-register_branch(
-    "2A",
-    lambda cfg: [
-        f"{XP_DIR}/cross_model_extended/{name}"
-        for name in (*EXPERIMENT_FILES, "figure_data.json")
-    ]
-    + [
-        f"{XP_DIR}/activation_transfer/seed{seed}/{name}"
-        for seed in cfg["seeds"]
-        for name in EXPERIMENT_FILES
-    ],
-)

@@ -122,14 +122,3 @@ rule abstention:
         "--cv-folds {params.exp[cv_folds]} --Cs {params.exp[Cs]} "
         "--n-bootstrap {params.exp[n_bootstrap]} --n-random {params.exp[n_random]} "
         "--seed {wildcards.seed} --output-dir {params.outdir} > {log} 2>&1"
-
-
-register_branch(
-    "2B",
-    lambda cfg: [
-        f"{R}/experiments/{name}/seed{seed}/{file}"
-        for name in EP_EXPERIMENTS
-        for seed in cfg["seeds"]
-        for file in ("results.json", "summary.md")
-    ],
-)

@@ -1,8 +1,6 @@
 # Phase 1 input: ONE forward pass per item gives the choice log-likelihoods, the prediction, its
 # correctness and the pooled residual stream at every layer, stored once for every later step.
 
-EXTRACT = config["extract"]
-
 
 rule extract:
     """Score every item of a task with a model and fill the activation store."""

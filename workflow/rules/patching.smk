@@ -224,12 +224,3 @@ rule patching_vs_prompting:
 
 
 BRANCH_2C_TARGETS += [f"{BE_DIR}/summary.md", f"{PVP_DIR}/summary.md"]
-
-
-# Each pattern's "{seed}" is filled in for every configured seed (patterns without one once).
-register_branch(
-    "2C",
-    lambda cfg: list(
-        dict.fromkeys(p.format(seed=s) for p in BRANCH_2C_TARGETS for s in cfg["seeds"])
-    ),
-)

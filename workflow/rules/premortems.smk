@@ -68,7 +68,7 @@ rule pm3_patching:
         pairs=pm3_pairs(),
     output:
         **pm_outputs("pm3"),
-        per_pair=f"{PM_DIRS['pm3']}/per_pair.jsonl",
+        per_pair=f"{plan.premortem('pm3').folder}/per_pair.jsonl",
     params:
         model=lambda wc, input: input.model or model_ref(PM["pm3"]["model"]),
         pm=PM["pm3"],

@@ -1,0 +1,36 @@
+"""Branch 2A's sections of the configuration, resolved and checked before any job runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from actspace.core.schema import ConfigError, check_name
+
+
+def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
+    """Fill null model/task choices of cross_model_extended and activation_transfer; refuse
+    undefined names and impossible splits."""
+    models, tasks = list(config["models"]), list(config["tasks"])
+    xm = config["experiments"]["cross_model_extended"]
+    xm["models"] = list(xm["models"] or models)
+    xm["task"] = xm["task"] or tasks[0]
+    xt = config["experiments"]["activation_transfer"]
+    xt["source"] = xt["source"] or models[0]
+    xt["target"] = xt["target"] or models[min(1, len(models) - 1)]
+    xt["task"] = xt["task"] or tasks[0]
+    for index, name in enumerate(xm["models"]):
+        check_name(
+            name, config["models"], f"experiments.cross_model_extended.models[{index}]", "model"
+        )
+    check_name(xm["task"], config["tasks"], "experiments.cross_model_extended.task", "task")
+    for key in ("source", "target"):
+        check_name(xt[key], config["models"], f"experiments.activation_transfer.{key}", "model")
+    check_name(xt["task"], config["tasks"], "experiments.activation_transfer.task", "task")
+    if len(xm["models"]) < 2:
+        raise ConfigError("experiments.cross_model_extended.models: needs at least two models")
+    if xt["test_fraction"] + xt["val_fraction"] >= 1:
+        raise ConfigError(
+            "experiments.activation_transfer.val_fraction: test_fraction + val_fraction must be "
+            f"below 1 (got {xt['test_fraction']} + {xt['val_fraction']})"
+        )

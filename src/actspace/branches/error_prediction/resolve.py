@@ -1,0 +1,28 @@
+"""Branch 2B's sections of the configuration, resolved and checked before any job runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from actspace.core.schema import check_name
+from actspace.plan import branch_experiments
+
+
+def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
+    """Each 2B experiment reads the stores of its models x tasks (null: every configured one)."""
+    for name in branch_experiments("2B"):
+        section = config["experiments"][name]
+        section["models"] = list(section.get("models") or config["models"])
+        section["tasks"] = list(section.get("tasks") or config["tasks"])
+        for key, defined, kind in (
+            ("models", config["models"], "model"),
+            ("tasks", config["tasks"], "task"),
+        ):
+            for index, value in enumerate(section[key]):
+                check_name(value, defined, f"experiments.{name}.{key}[{index}]", kind)
+
+
+def store_pairs(section: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (model, task) stores a resolved 2B section reads: its models x tasks."""
+    return [(model, task) for model in section["models"] for task in section["tasks"]]

@@ -1,0 +1,122 @@
+"""The command line every script shares.
+
+A workflow rule passes its resolved configuration section as one JSON argument (``--params``), so
+each parameter is declared once, in the schema, and reaches the library under the schema's name.
+The common flags (``--model``, ``--task``, ``--layers``, ``--n-samples``, ``--dtype``,
+``--device``, ``--seed``) let a researcher run a step by hand; a flag that is given overrides the
+same key of ``--params``. A step's own inputs (store folders, files) are separate flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+#: Words that mean "no layer list given" (every layer, or the step's own choice).
+NO_LAYERS = frozenset({"", "all", "auto", "none", "null"})
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """A comma-separated list of layer indices (0 = embeddings); ``all``/``auto``/empty: None."""
+    if text is None or text.strip().lower() in NO_LAYERS:
+        return None
+    try:
+        layers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"layers must be comma-separated integers (0 = embeddings) or 'all', got {text!r}"
+        ) from None
+    negative = [layer for layer in layers if layer < 0]
+    if negative:
+        raise argparse.ArgumentTypeError(f"layers must be 0 or more, got {negative[0]}")
+    return layers
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A JSON object given on the command line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error.msg}): {text[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text[:80]!r}")
+    return value
+
+
+#: The common flags: flag -> (key in --params, parser, help).
+COMMON_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "--task": ("task", str, "task name (or file, for steps that read one)"),
+    "--layers": ("layers", parse_layers, "comma-separated layers (0 = embeddings) or 'all'"),
+    "--n-samples": ("n_samples", int, "items (or pairs) to use"),
+    "--dtype": ("dtype", str, "compute dtype: auto, float32, bfloat16, float16"),
+    "--device": ("device", str, "auto, cpu, cuda, cuda:N or mps"),
+    "--seed": ("seed", int, "random seed"),
+}
+
+
+def step_parser(description: str | None, *, output_dir: bool = True) -> argparse.ArgumentParser:
+    """A parser with ``--params``, the common flags and (by default) ``--output-dir``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="the model to load: a folder written by save_pretrained or a hub id "
+        "(overrides the model reference in --params)",
+    )
+    parser.add_argument("--revision", default=None, help="hub revision of --model")
+    parser.add_argument(
+        "--params",
+        type=json_object,
+        default={},
+        help="the step's resolved configuration section as JSON (the workflow passes it)",
+    )
+    for flag, (_, kind, text) in COMMON_FLAGS.items():
+        parser.add_argument(flag, type=kind, default=None, help=f"{text} (overrides --params)")
+    if output_dir:
+        parser.add_argument("--output-dir", type=Path, required=True, help="where results go")
+    return parser
+
+
+def step_params(args: argparse.Namespace, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``--params`` with every common flag that was given on top; refuses missing keys."""
+    params = dict(args.params)
+    for flag, (key, _, _) in COMMON_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            params[key] = value
+    if args.model is not None:
+        params["model_ref"] = {"path": args.model, "revision": args.revision}
+    missing = [key for key in required if key not in params]
+    if missing:
+        raise ValueError(
+            f"missing parameter(s) {', '.join(missing)}: pass --params (the workflow does) "
+            "or the matching flags"
+        )
+    return params
+
+
+def model_path(params: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The folder or hub id, and the revision, of the model a step loads (``model_ref``).
+
+    The workflow resolves every model it passes to a reference (``path``: the organism's or local
+    folder, or the hub id; ``revision``: the hub revision or None), so that every step loads the
+    same weights as the extraction did.
+    """
+    ref = params.get("model_ref")
+    if not isinstance(ref, Mapping) or not ref.get("path"):
+        raise ValueError("no model: pass --model (a folder or hub id) or --params with model_ref")
+    return str(ref["path"]), ref.get("revision")
+
+
+@contextmanager
+def one_line_errors(*errors: type[BaseException]) -> Iterator[None]:
+    """Turn the expected failures of a step into one line on stderr and exit status 1."""
+    try:
+        yield
+    except (ValueError, *errors) as error:
+        sys.exit(f"error: {error}")
