@@ -56,29 +56,6 @@ COMPARISON_KINDS = ("paired", "two_groups", "one_sample")
 _PATH = re.compile(r"experiments/(?P<experiment>[a-z_]+)/(?:seed(?P<seed>\d+)/)?results\.json$")
 
 
-def binary_comparison(
-    a: np.ndarray,
-    b: np.ndarray,
-    *,
-    description: str,
-    label_a: str,
-    label_b: str,
-    kind: str = "paired",
-) -> dict[str, Any]:
-    """A ``comparison`` block of 0/1 outcomes per item (right/wrong), reported in points."""
-    return {
-        "description": description,
-        "kind": kind,
-        "unit": "item",
-        "a": [float(v) for v in np.asarray(a, dtype=bool)],
-        "b": [float(v) for v in np.asarray(b, dtype=bool)],
-        "label_a": label_a,
-        "label_b": label_b,
-        "binary": True,
-        "scale": 100.0,
-    }
-
-
 def _floats(values: Any, where: str) -> np.ndarray:
     array = np.asarray(values if values is not None else [], dtype=float)
     if array.ndim != 1:

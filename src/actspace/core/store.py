@@ -22,7 +22,7 @@ import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -167,6 +167,26 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     if tensor.dtype in (torch.uint8, torch.bool):
         return tensor.numpy().astype(bool)
     return tensor.to(torch.float32).numpy()
+
+
+class StoreLike(Protocol):
+    """What the experiments read of an activation store: :class:`ActivationStore` and the
+    synthetic stores of the tests both provide it."""
+
+    meta: dict
+    n_items: int
+    n_layers: int
+    hidden_size: int
+
+    def layer(self, k: int, pooling: str = "last") -> np.ndarray: ...
+
+    def choice_end(self, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def correct(self) -> np.ndarray: ...
+
+    def logliks(self) -> list[np.ndarray]: ...
+
+    def scores(self) -> list[dict]: ...
 
 
 class ActivationStore:

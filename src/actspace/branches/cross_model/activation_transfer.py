@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from statsmodels.stats.contingency_tables import mcnemar
 
-from actspace.analysis.statistics import binary_comparison
+from actspace.core.results import binary_comparison
 from actspace.branches.cross_model.cross_model_extended import RidgeSVD, resolve_alpha
 from actspace.core.resampling import mean_ci, paired_difference_ci
 from actspace.lm.hooks import capture_residual, patch_residual

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from actspace.analysis.statistics import binary_comparison
+from actspace.core.results import binary_comparison
 from actspace.branches.error_prediction.error_prediction_extended import (
     CI_LEVEL,
     NamedStore,

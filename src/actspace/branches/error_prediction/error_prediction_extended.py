@@ -35,7 +35,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from actspace.analysis.statistics import binary_comparison
+from actspace.core.results import binary_comparison
 from actspace.core.io import atomic_write_json, write_experiment
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci
 from actspace.core.store import ActivationStore

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from actspace.analysis.statistics import binary_comparison
+from actspace.core.results import binary_comparison
 from actspace.branches.error_prediction.error_prediction_extended import (
     CI_LEVEL,
     NamedStore,

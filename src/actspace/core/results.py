@@ -1,0 +1,41 @@
+"""What every experiment's results.json shares: its timestamp and its ``comparison`` block.
+
+An experiment records the per-unit data of its main comparison (``comparison``), from which Phase 3
+computes effect sizes, intervals and p-values; the block's format is defined here, below every
+phase, so that experiments need not import Phase 3.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import numpy as np
+
+
+def now() -> str:
+    """The current UTC time, to the second, as results.json records it."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def binary_comparison(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    description: str,
+    label_a: str,
+    label_b: str,
+    kind: str = "paired",
+) -> dict[str, Any]:
+    """A ``comparison`` block of 0/1 outcomes per item (right/wrong), reported in points."""
+    return {
+        "description": description,
+        "kind": kind,
+        "unit": "item",
+        "a": [float(v) for v in np.asarray(a, dtype=bool)],
+        "b": [float(v) for v in np.asarray(b, dtype=bool)],
+        "label_a": label_a,
+        "label_b": label_b,
+        "binary": True,
+        "scale": 100.0,
+    }
