@@ -1,16 +1,17 @@
-"""Shared fixtures: tests/ on the import path (for ``tiny``) and the shared benchmark data."""
+"""Shared fixtures: tiny models of each family and the shared benchmark data.
+
+Helpers shared by several test modules live in ``tests/helpers/`` (pytest puts ``tests/`` on the
+import path through ``pythonpath`` in pyproject.toml); no test module imports another.
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
 
 #: Real benchmark items for tests only; the workflow never reads this folder.
 SHARED_BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
@@ -27,7 +28,7 @@ def shared_benchmarks() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
     """A factory for tiny random models of a family, built once per session and family."""
-    from tiny import make_tiny_model
+    from helpers.tiny import make_tiny_model
 
     cache: dict[str, Path] = {}
 
@@ -43,7 +44,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
 def default_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default study, run once per session with ``snakemake --cores 2`` in a fresh copy of
     the workflow (slow: trains both organisms and runs the whole measured plan)."""
-    from workflow_helpers import copy_workflow, snakemake
+    from helpers.workflow import copy_workflow, snakemake
 
     workdir = copy_workflow(tmp_path_factory.mktemp("study"))
     snakemake(workdir, "--cores", "2")

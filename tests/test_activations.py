@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from helpers.tiny import make_tokenizer, tiny_config
 from safetensors import safe_open
-from tiny import make_tokenizer, tiny_config
 
 from actspace.core.io import write_jsonl
 from actspace.core.store import ActivationStore

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tiny import make_tokenizer
+from helpers.tiny import make_tokenizer
 
 from actspace.lm.models import ModelLoadError
 from actspace.methods.scorers import (

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.scripts import load_script
+from helpers.workflow import ROOT, copy_workflow, snakemake
 from safetensors.numpy import load_file, save_file
-from test_error_prediction import load_script
-from workflow_helpers import ROOT, copy_workflow, snakemake
 
 ITEMS = [
     {

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_error_prediction import assert_clean_exit, load_script, synthetic_store
+from helpers.scripts import assert_clean_exit, load_script
+from helpers.stores import synthetic_store
 
 from actspace.branches.error_prediction.error_prediction_extended import (
     correctness_split,

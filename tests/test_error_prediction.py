@@ -9,16 +9,13 @@ test_abstention.py build their stores with it too.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
+from helpers.scripts import assert_clean_exit, load_script
+from helpers.stores import synthetic_store
 
 from actspace.branches.error_prediction.error_prediction_extended import (
     NamedStore,
@@ -37,89 +34,6 @@ from actspace.core.store import ActivationStore
 from actspace.methods.probes import balanced_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
-P_CORRECT = {"frequent": 0.95, "rare": 0.5, "unseen": 0.08}
-
-
-def synthetic_store(
-    folder: Path,
-    *,
-    n: int = 300,
-    d: int = 16,
-    n_layers: int = 3,
-    n_choices: int = 4,
-    signal_layer: int = 2,
-    planted: bool = True,
-    direction_seed: int = 100,
-    strength: float = 2.5,
-    seed: int = 0,
-) -> Path:
-    """Write a store to ``folder``; correctness is readable at ``signal_layer`` when planted.
-
-    Pooled layers: noise, plus ``strength * (+1 correct / -1 wrong) * u`` at the signal layer.
-    Choice ends (layers >= 1): noise plus ``strength * (+1 true choice / -1 other) * v``.
-    ``u`` and ``v`` come from ``direction_seed``, so two stores with the same one share them.
-    Log-likelihoods: the chosen answer wins, by a larger margin on average when it is right.
-    """
-    rng = np.random.default_rng(seed)
-    directions = np.random.default_rng(direction_seed)
-    u = directions.normal(size=d)
-    u /= np.linalg.norm(u)
-    v = directions.normal(size=d)
-    v /= np.linalg.norm(v)
-    buckets = rng.choice(list(P_CORRECT), size=n, p=[0.4, 0.3, 0.3])
-    correct = rng.random(n) < np.array([P_CORRECT[b] for b in buckets])
-    label = rng.integers(0, n_choices, size=n)
-    pred = label.copy()
-    for i in np.flatnonzero(~correct):
-        pred[i] = rng.choice([c for c in range(n_choices) if c != label[i]])
-    sign = np.where(correct, 1.0, -1.0)
-
-    pooled = rng.normal(size=(n, n_layers + 1, d))
-    if planted:
-        pooled[:, signal_layer] += strength * sign[:, None] * u
-    truth = np.where(np.arange(n_choices)[None, :] == label[:, None], 1.0, -1.0)
-    choice = rng.normal(size=(n, n_choices, n_layers + 1, d))
-    if planted:
-        choice[:, :, 1:] += strength * truth[:, :, None, None] * v
-    mask = np.ones((n, n_choices), dtype=np.uint8)
-
-    rows = []
-    for i in range(n):
-        logliks = rng.normal(size=n_choices) - 3.0
-        margin = rng.exponential(1.0) + (0.7 if correct[i] else 0.0)
-        logliks[pred[i]] = logliks.max() + margin
-        rows.append(
-            {
-                "index": i,
-                "id": f"item{i}",
-                "label": int(label[i]),
-                "logliks": logliks.tolist(),
-                "pred": int(pred[i]),
-                "correct": bool(correct[i]),
-                "n_choices": n_choices,
-                "metadata": {"bucket": str(buckets[i])},
-            }
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({"last": torch.tensor(pooled, dtype=torch.float32)}, folder / "pooled.safetensors")
-    save_file(
-        {
-            "choice_end": torch.tensor(choice, dtype=torch.float32),
-            "choice_mask": torch.tensor(mask),
-        },
-        folder / "choice_end.safetensors",
-    )
-    (folder / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    meta = {
-        "model": folder.parent.name,
-        "task": folder.name,
-        "n_items": n,
-        "n_layers": n_layers,
-        "hidden_size": d,
-        "poolings": ["last"],
-    }
-    (folder / "meta.json").write_text(json.dumps(meta))
-    return folder
 
 
 FAST = {"n_bootstrap": 200, "cv_folds": 3, "Cs": 5}
@@ -274,23 +188,6 @@ def test_store_names_come_from_the_folder(tmp_path: Path) -> None:
     (named,) = open_stores(str(folder))
     assert isinstance(named, NamedStore) and isinstance(named.store, ActivationStore)
     assert (named.model, named.task) == ("tiny_gpt2", "facts")
-
-
-def load_script(name: str) -> ModuleType:
-    """Import scripts/<name>.py as a module (scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def assert_clean_exit(main: Callable[[list[str]], None], argv: list[str], match: str) -> None:
-    """The script exits non-zero with one line starting with 'error:'."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    message = str(exit_info.value.code)
-    assert message.startswith("error:") and "\n" not in message and match in message
 
 
 def test_script_writes_the_experiment_and_fails_cleanly(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from test_error_prediction import synthetic_store
+from helpers.stores import synthetic_store
 
 from actspace.analysis.figures import (
     FIGURES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import FAMILIES
+from helpers.tiny import FAMILIES
 
 from actspace.lm.hooks import add_to_residual, capture_residual, patch_residual
 from actspace.lm.models import (

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny import FAMILIES, make_tokenizer
+from helpers.tiny import FAMILIES, make_tokenizer
 
 from actspace.lm import models
 from actspace.lm.models import (

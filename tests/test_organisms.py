@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from helpers.world import SMALL_WORLD
 from safetensors.torch import load_file
 
 from actspace.core.io import read_jsonl
@@ -29,15 +30,6 @@ from actspace.world.organisms import (
 from actspace.world.synthetic import BUILTIN_TASKS, World
 
 #: A world small enough that its tokenizer and organisms build in seconds.
-SMALL_WORLD = dict(
-    n_entities=16,
-    n_cities=6,
-    fact_max_count=30,
-    frequent_min=3,
-    arith_max_count=8,
-    max_operand=5,
-    corpus_lines=400,
-)
 
 
 @pytest.fixture(scope="module")

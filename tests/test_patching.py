@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.pairs import answered_pairs, one_token_diff_prompts
 
 from actspace.lm.hooks import patch_residual
 from actspace.lm.models import load_model, residual_blocks
@@ -36,16 +36,6 @@ FAMILIES = (
     *(pytest.param(f, marks=pytest.mark.slow) for f in ("gpt_neo", "qwen2", "gemma2", "gemma3")),
 )
 
-#: Words that are one token (with their leading space) in the tiny tokenizer.
-SWAPS = (" roof", " A", " the", " and", " on", " is", " do")
-ANSWERS = ("roof", "A", "the", "and", "on", "is", "do", "a", "o", "t", "s")
-TEMPLATES = (
-    "The cat sat on{w} mat and looked at",
-    "Question:{w} roof is on the",
-    "He starts pulling up{w} on a",
-    "Numbers like 1, 2,{w} 3 and",
-)
-
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def tiny(request, tiny_model_dir):
@@ -53,42 +43,8 @@ def tiny(request, tiny_model_dir):
     return model, tokenizer
 
 
-def _one_token_diff_prompts(tokenizer) -> list[tuple[str, str]]:
-    """(clean, corrupted) prompts whose token ids differ in exactly one position."""
-    out = []
-    for template in TEMPLATES:
-        for a, b in itertools.combinations(SWAPS, 2):
-            clean, corrupted = template.format(w=a), template.format(w=b)
-            x, y = tokenizer(clean)["input_ids"], tokenizer(corrupted)["input_ids"]
-            if len(x) == len(y) and sum(i != j for i, j in zip(x, y, strict=True)) == 1:
-                out.append((clean, corrupted))
-    return out
-
-
-def _answered_pairs(model, tokenizer, n: int = 8) -> list[PromptPair]:
-    """Prompt pairs with answers chosen so that the random model is right on both prompts."""
-    answer_ids = {a: tokenizer(" " + a, add_special_tokens=False)["input_ids"][0] for a in ANSWERS}
-    pairs = []
-    for clean, corrupted in _one_token_diff_prompts(tokenizer):
-        with torch.no_grad():
-            lc = model(torch.tensor([tokenizer(clean)["input_ids"]])).logits[0, -1]
-            lr = model(torch.tensor([tokenizer(corrupted)["input_ids"]])).logits[0, -1]
-        best = None
-        for a, b in itertools.permutations(ANSWERS, 2):
-            ia, ib = answer_ids[a], answer_ids[b]
-            margin = min(float(lc[ia] - lc[ib]), float(lr[ib] - lr[ia]))
-            if margin > 0 and (best is None or margin > best[0]):
-                best = (margin, a, b)
-        if best is not None:
-            pid = f"p{len(pairs)}"
-            pairs.append(PromptPair(pid, clean, corrupted, best[1], best[2], {}))
-        if len(pairs) == n:
-            break
-    return pairs
-
-
 def _pair_ids(tokenizer) -> tuple[list[int], list[int], int]:
-    clean, corrupted = _one_token_diff_prompts(tokenizer)[0]
+    clean, corrupted = one_token_diff_prompts(tokenizer)[0]
     x, y = tokenizer(clean)["input_ids"], tokenizer(corrupted)["input_ids"]
     return x, y, next(i for i, (a, b) in enumerate(zip(x, y, strict=True)) if a != b)
 
@@ -196,7 +152,7 @@ def test_noising_swaps_the_roles(tiny):
 
 def test_run_patching_layers_known_rows(tiny):
     model, tokenizer = tiny
-    pairs = _answered_pairs(model, tokenizer, n=4)
+    pairs = answered_pairs(model, tokenizer, n=4)
     assert len(pairs) >= 2
     n_blocks = len(residual_blocks(model))
     run = run_patching_layers(model, tokenizer, pairs, position="diff")
@@ -329,7 +285,7 @@ def test_large_all_flip_sample_passes():
 
 def test_run_pm3_schema(tiny):
     model, tokenizer = tiny
-    pairs = _answered_pairs(model, tokenizer, n=6)
+    pairs = answered_pairs(model, tokenizer, n=6)
     bad = PromptPair("bad", "The cat sat", "The cat sat on the", "a", "o", {})
     res = run_pm3(model, tokenizer, [*pairs, bad], n_bootstrap=100, seed=1)
     for key, kind in {
@@ -371,7 +327,7 @@ def test_encode_pairs_skips_and_errors():
 
 
 def _tokenizer():
-    from tiny import make_tokenizer
+    from helpers.tiny import make_tokenizer
 
     return make_tokenizer()
 
@@ -410,7 +366,7 @@ def test_script_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
 
     folder = tiny_model_dir("gpt2")
     model, tokenizer = load_model(folder, dtype="float32", device="cpu")
-    pairs = _answered_pairs(model, tokenizer, n=6)
+    pairs = answered_pairs(model, tokenizer, n=6)
     pairs_path = tmp_path / "pairs.jsonl"
     pairs_path.write_text(
         "".join(json.dumps({**p.__dict__}) + "\n" for p in pairs), encoding="utf-8"

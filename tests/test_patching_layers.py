@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_patching import ROOT, _answered_pairs
+from helpers.pairs import answered_pairs
+from helpers.scripts import ROOT
 
 from actspace.branches.patching.patching_layers import (
     PairSweep,
@@ -27,7 +28,7 @@ from actspace.methods.patching import encode_pairs
 @pytest.fixture(scope="module", params=("gpt2", "llama"))
 def tiny(request, tiny_model_dir):
     model, tokenizer = load_model(tiny_model_dir(request.param), dtype="float32", device="cpu")
-    return model, tokenizer, _answered_pairs(model, tokenizer, n=4)
+    return model, tokenizer, answered_pairs(model, tokenizer, n=4)
 
 
 def test_cells_with_known_effects(tiny):
@@ -170,7 +171,7 @@ def test_script_writes_the_experiment(tiny_model_dir, tmp_path):
     import patching_layers as script
 
     model, tokenizer = load_model(tiny_model_dir("gpt2"), dtype="float32", device="cpu")
-    pairs = _answered_pairs(model, tokenizer, n=3)
+    pairs = answered_pairs(model, tokenizer, n=3)
     pairs_file = tmp_path / "pairs.jsonl"
     pairs_file.write_text(
         "".join(

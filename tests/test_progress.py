@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_organisms import SMALL_WORLD
+from helpers.world import SMALL_WORLD
 
 from actspace.core.progress import Progress, optional_progress, peak_rss_mb
 

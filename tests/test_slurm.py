@@ -20,8 +20,8 @@ from typing import NoReturn
 
 import pytest
 import yaml
-from slurm_cluster import ClusterUnavailable, SlurmCluster, start_cluster
-from workflow_helpers import copy_workflow, force_args, scheduled_jobs, snakemake
+from helpers.slurm_cluster import ClusterUnavailable, SlurmCluster, start_cluster
+from helpers.workflow import copy_workflow, force_args, scheduled_jobs, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "workflow/profiles/slurm"

@@ -412,7 +412,7 @@ def test_script_passes_config_and_refuses_bad_flags(tmp_path, monkeypatch, capsy
 
 def test_status_of_a_fresh_copy_of_the_workflow(tmp_path, capsys):
     """The real thing: ``snakemake --summary`` and ``-n`` on a fresh copy (no job runs)."""
-    from workflow_helpers import copy_workflow
+    from helpers.workflow import copy_workflow
 
     workdir = copy_workflow(tmp_path / "wf")
     assert _script().main(["-d", str(workdir)]) == 0

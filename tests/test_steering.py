@@ -71,7 +71,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory: pytest.TempPathFactory):
-    from tiny import make_tiny_model
+    from helpers.tiny import make_tiny_model
 
     folder = make_tiny_model("gpt2", tmp_path_factory.mktemp("tiny_gpt2"))
     model, tokenizer = load_model(folder, device="cpu", dtype="float32")

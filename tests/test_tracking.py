@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from workflow_helpers import copy_workflow, dry_run
+from helpers.workflow import copy_workflow, dry_run
 
 from actspace.analysis.tracking import entry_metrics
 from actspace.core.io import atomic_write_json

@@ -6,7 +6,7 @@ import itertools
 from pathlib import Path
 
 import pytest
-from workflow_helpers import copy_workflow, dry_run, force_args, snakemake
+from helpers.workflow import copy_workflow, dry_run, force_args, snakemake
 
 from actspace.gate.decision import branches_for
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from workflow_helpers import dry_run, force_args, snakemake
+from helpers.workflow import dry_run, force_args, snakemake
 
 from actspace.gate.decision import branches_for
 

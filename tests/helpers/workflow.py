@@ -8,7 +8,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: What a run needs from the project (the package itself is installed).
 WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "scripts", "envs", "paper")
 

@@ -1,0 +1,1 @@
+"""Shared test helpers: tiny models, synthetic stores, prompt pairs, workflow runs, scripts."""
