@@ -12,7 +12,7 @@ about 80 tokens, four endings of about 20), drawn with a fixed seed.
 
 Modes, each over the same length-sorted batches:
 
-- ``capture``: :func:`actspace.lm.extraction.score_batch` as extraction runs it (context once through
+- ``capture``: :func:`actspace.lm.forward.score_batch` as extraction runs it (context once through
   the KV cache, all choices batched, residual stream pooled and copied to the CPU);
 - ``no-capture``: the same two forward calls without hooks or pooling;
 - ``naive``: one sequence per (context, choice), batched, logits only over the choice tokens.
@@ -34,7 +34,7 @@ import psutil
 import torch
 import transformers
 
-from actspace.lm.extraction import EncodedItem, score_batch
+from actspace.lm.forward import EncodedItem, score_batch
 from actspace.lm.models import ModelLoadError, load_model, resolve_device, resolve_dtype
 
 MODES = ("capture", "no-capture", "naive")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import transformers
 
+from actspace.core.schema import validate_schema
 from actspace.world.organisms import (
     ORGANISM_FAMILIES,
     _mc_accuracy,
@@ -38,10 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--world-seed", type=int, default=42)
     args = parser.parse_args(argv)
-    world = World.generate(args.world_seed)
+    section = validate_schema({})["world"]  # the study's world (the schema's defaults)
+    world = World.generate(
+        args.world_seed, n_entities=section["n_entities"], corpus_lines=section["corpus_lines"]
+    )
+    sizes = ("vocab_size", "n_prompt_pairs", "n_attribute_texts", "n_neutral_prompts")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        prepare_world(root / "world", world)
+        prepare_world(root / "world", world, **{key: section[key] for key in sizes})
         lines = read_corpus(root / "world" / "corpus.txt")
         print(f"corpus: {len(lines)} lines; threads: {args.threads}; goal <= {GOAL_SECONDS:.0f} s")
         for seed, family in enumerate(args.families.split(","), start=1):
@@ -51,7 +56,9 @@ def main(argv: list[str] | None = None) -> None:
                 lines,
                 root / "world" / "tokenizer",
                 root / family,
-                seed=seed,
+                train_seed=seed,
+                size="default",
+                train_steps=None,
                 threads=args.threads,
             )
             wall = time.perf_counter() - start

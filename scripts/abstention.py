@@ -1,58 +1,31 @@
 """Branch 2B abstention: answer only when the correctness probe's P(correct) reaches a threshold.
 
-Reads activation stores (folders results/activations/{model}/{task}); writes results.json,
-config.json, summary.md and figure_data.json (risk-coverage curves) to --output-dir.
+Reads activation stores (--stores: folders results/activations/{model}/{task}) and the
+experiments.abstention section (--params); writes results.json, config.json, summary.md and
+figure_data.json (risk-coverage curves) to --output-dir.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 from actspace.branches.error_prediction.abstention import run_abstention, summary_markdown
-from actspace.branches.error_prediction.error_prediction_extended import (
-    add_store_arguments,
-    open_stores,
-    optional_int,
-    write_store_experiment,
-)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_store_arguments(parser)
-    parser.add_argument("--threshold", type=float, default=0.3, help="abstain below P(correct)")
-    parser.add_argument("--layer", default="auto", help="probe layer, or auto")
-    parser.add_argument("--n-random", type=int, default=200, help="random abstainers drawn")
-    return parser.parse_args(argv)
+from actspace.branches.error_prediction.steps import run_settings, write_store_experiment
+from actspace.core.cli import one_line_errors, step_parser
+from actspace.core.store import open_stores
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    try:
-        layer = optional_int(args.layer)
-        n_samples = optional_int(args.n_samples)
+    parser = step_parser(__doc__)
+    parser.add_argument("--stores", required=True, help="comma-separated store folders")
+    args = parser.parse_args(argv)
+    with one_line_errors():
+        settings = run_settings(run_abstention, args)
         stores = open_stores(args.stores)
-        results, figures = run_abstention(
-            stores,
-            threshold=args.threshold,
-            layer=layer,
-            pooling=args.pooling,
-            n_samples=n_samples,
-            test_fraction=args.test_fraction,
-            cv_folds=args.cv_folds,
-            Cs=args.Cs,
-            n_bootstrap=args.n_bootstrap,
-            n_random=args.n_random,
-            seed=args.seed,
-        )
-    except ValueError as error:
-        sys.exit(f"error: {error}")
+        results, figures = run_abstention(stores, **settings)
     write_store_experiment(
         args.output_dir,
         results,
         stores,
-        seed=args.seed,
+        seed=settings["seed"],
         figures=figures,
         summary=summary_markdown(results),
     )

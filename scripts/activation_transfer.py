@@ -1,98 +1,73 @@
 """2A activation_transfer: inject a source model's mapped activation into a target model.
 
-Reads the source's and the target's activation stores (same task, same items), the task file and
-the target model; writes results.json, config.json and summary.md to --output-dir.
+Reads the source's and the target's activation stores (same task, same items), the task file
+(--task) and the target model (model_ref in --params, or --model); writes results.json,
+config.json and summary.md to --output-dir. Its parameters are the keys of
+experiments.activation_transfer with the run's seed, the target's model reference and the
+extraction's dtype and device, given as --params (the workflow passes them); the common flags
+override them.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from actspace.branches.cross_model.activation_transfer import (
+    EXPERIMENT,
     run_activation_transfer,
     summary_markdown,
 )
+from actspace.core.cli import model_path, one_line_errors, step_params, step_parser
 from actspace.core.io import read_jsonl, write_experiment
 from actspace.core.store import ActivationStore
 from actspace.lm.models import ModelLoadError, load_model
 from actspace.lm.tasks import rows_to_items
-from actspace.methods.similarity import DEFAULT_ALPHAS
+
+#: What the script itself reads from --params, besides the library's keywords.
+OWN_KEYS = ("task", "dtype", "device")
 
 
-def _alpha(text: str) -> float | tuple[float, ...]:
-    """A fixed ridge penalty, a comma-separated grid, or ``auto`` (the default grid)."""
-    if text == "auto":
-        return DEFAULT_ALPHAS
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--ridge-alpha must be a number, a comma-separated list or 'auto', got {text!r}"
-        ) from None
-    if any(value <= 0 for value in values):
-        raise argparse.ArgumentTypeError(f"--ridge-alpha values must be positive, got {text!r}")
-    return values[0] if len(values) == 1 else values
+# required_keywords and keyword_arguments are also in actspace.premortems.common; they belong in
+# actspace.core.cli, so that every script shares one copy.
+def _keywords(function: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    parameters = inspect.signature(function).parameters.items()
+    return {name: p for name, p in parameters if p.kind is p.KEYWORD_ONLY}
 
 
-def _layer(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a layer is an integer or 'auto', got {text!r}") from None
+def required_keywords(function: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword-only parameters of ``function`` without a default: the schema sets them."""
+    return tuple(name for name, p in _keywords(function).items() if p.default is p.empty)
 
 
-def _coefficients(text: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--coefficients must be comma-separated numbers, got {text!r}"
-        ) from None
+def keyword_arguments(function: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``params`` that ``function`` takes as keyword-only arguments."""
+    return {name: params[name] for name in _keywords(function) if name in params}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = step_parser(__doc__)
     parser.add_argument("--source-store", required=True, type=Path)
     parser.add_argument("--target-store", required=True, type=Path)
-    parser.add_argument("--model", required=True, help="the target model: folder or hub id")
-    parser.add_argument("--revision", default=None, help="hub revision of the target model")
-    parser.add_argument("--task", required=True, type=Path, help="task JSONL (results/tasks/...)")
-    parser.add_argument("--source-name", default="source")
-    parser.add_argument("--target-name", default="target")
-    parser.add_argument("--source-layer", type=_layer, default="auto")
-    parser.add_argument("--target-layer", type=_layer, default="auto")
-    parser.add_argument("--layer-depth", type=float, default=0.5, help="relative depth for auto")
-    parser.add_argument("--mode", choices=("blend", "replace"), default="blend")
-    parser.add_argument("--coefficients", type=_coefficients, default=[0.25, 0.5, 0.75, 1.0])
-    parser.add_argument("--metric", choices=("acc", "acc_norm"), default="acc")
-    parser.add_argument("--n-samples", type=int, default=None, help="items to use (default all)")
-    parser.add_argument("--test-fraction", type=float, default=0.4)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--ridge-alpha", type=_alpha, default="auto", help="number, list or auto")
-    parser.add_argument("--n-bootstrap", type=int, default=1000)
-    parser.add_argument("--min-gain", type=float, default=2.0, help="success bar, in points")
-    parser.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", required=True, type=Path)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    try:
-        if not 0.0 <= args.layer_depth <= 1.0:
-            raise ValueError(f"--layer-depth must lie in [0, 1], got {args.layer_depth}")
+    with one_line_errors(ModelLoadError, OSError):
+        params = step_params(
+            args, required=(*OWN_KEYS, *required_keywords(run_activation_transfer))
+        )
+        path, revision = model_path(params)
         source = ActivationStore(args.source_store)
         target = ActivationStore(args.target_store)
-        items = rows_to_items(read_jsonl(args.task), source=str(args.task))
+        task = Path(params["task"])
+        items = rows_to_items(read_jsonl(task), source=str(task))
         model, tokenizer = load_model(
-            args.model, dtype=args.dtype, device=args.device, revision=args.revision
+            path, dtype=params["dtype"], device=params["device"], revision=revision
         )
         results = run_activation_transfer(
             source,
@@ -100,31 +75,17 @@ def main(argv: list[str] | None = None) -> None:
             model,
             tokenizer,
             items,
-            source_layer=args.source_layer,
-            target_layer=args.target_layer,
-            layer_depth=args.layer_depth,
-            mode=args.mode,
-            coefficients=args.coefficients,
-            metric=args.metric,
-            n_samples=args.n_samples,
-            test_fraction=args.test_fraction,
-            val_fraction=args.val_fraction,
-            ridge_alpha=args.ridge_alpha,
-            n_bootstrap=args.n_bootstrap,
-            min_gain=args.min_gain,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            names=(args.source_name, args.target_name),
+            **keyword_arguments(run_activation_transfer, params),
         )
-    except (ValueError, ModelLoadError, OSError) as error:
-        sys.exit(f"error: {error}")
     config = {
-        "experiment": "activation_transfer",
-        **{key: value for key, value in vars(args).items() if key != "output_dir"},
+        "experiment": EXPERIMENT,
+        "source_store": str(args.source_store),
+        "target_store": str(args.target_store),
+        **params,
     }
     write_experiment(args.output_dir, results, config, summary_markdown(results))
     print(
-        f"activation_transfer {args.source_name} -> {args.target_name}: gain "
+        f"{EXPERIMENT} {results['source']} -> {results['target']}: gain "
         f"{results['value']:+.1f} points [{results['ci'][0]:+.1f}, {results['ci'][1]:+.1f}] "
         f"-> {'success' if results['success'] else 'no transfer'}"
     )

@@ -1,10 +1,14 @@
-"""Rule `decision`: apply gate.force to the measured verdicts; write decision.json and .md."""
+"""Rule `decision`: apply gate.force to the measured verdicts; write decision.json and .md.
+
+The workflow passes the resolved ``gate`` section as ``--params``; ``--force pm1=PASS,pm3=FAIL``
+overrides its ``force`` by hand.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
+from actspace.core.cli import json_object, one_line_errors
 from actspace.core.io import atomic_write_json, atomic_write_text, read_json
 from actspace.gate.decision import decide, decision_markdown
 
@@ -18,17 +22,25 @@ def parse_force(text: str) -> dict[str, str | None]:
     return force
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--params", type=json_object, default={}, help="the resolved gate section as JSON"
+    )
+    parser.add_argument(
+        "--force", type=parse_force, default=None, help="forced verdicts, e.g. pm1=PASS,pm2=FAIL"
+    )
     parser.add_argument("--verdicts", required=True, help="the checkpoint's verdicts.json")
-    parser.add_argument("--force", default="", help="forced verdicts, e.g. pm1=PASS,pm2=FAIL")
     parser.add_argument("--output-json", required=True)
     parser.add_argument("--output-md", required=True)
-    args = parser.parse_args(argv)
-    try:
-        decision = decide(read_json(args.verdicts), parse_force(args.force))
-    except (OSError, ValueError, KeyError) as error:
-        sys.exit(f"error: {error}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    force = args.force if args.force is not None else args.params.get("force", {})
+    with one_line_errors(OSError, KeyError):
+        decision = decide(read_json(args.verdicts), force)
     atomic_write_json(args.output_json, decision)
     atomic_write_text(args.output_md, decision_markdown(decision))
     print("branches:", ", ".join(decision["branches"]))

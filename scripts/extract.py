@@ -1,97 +1,85 @@
-"""Score a task's items with a model in one pass each and write the activation store.
+"""Rule `extract`: score a task's items with a model, one pass each, into the activation store.
 
-Example::
+The workflow passes the resolved ``extract:`` section and the model reference as ``--params``;
+by hand, give the same keys (``poolings``, ``batch_size``, ``shard_size``, ``storage_dtype``,
+``dtype``, ``device``) in ``--params`` and the model with ``--model``, for example::
 
-    python scripts/extract.py --model results/models/organism_a --model-name organism_a \\
-        --task results/tasks/facts.jsonl --task-name facts \\
-        --output-dir results/activations/organism_a/facts
+    python scripts/extract.py --model results/models/tiny_gpt2 \\
+        --task results/tasks/facts.jsonl --output-dir results/activations/tiny_gpt2/facts \\
+        --params '{"poolings": ["last", "mean"], "batch_size": 16, "shard_size": 256,
+                   "storage_dtype": "auto"}' --dtype auto --device auto
 
 A killed run started again with the same arguments resumes at the first unfinished shard.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
+from actspace.core.cli import model_path, one_line_errors, step_params, step_parser
 from actspace.core.io import read_jsonl
 from actspace.core.progress import optional_progress
 from actspace.core.store import ActivationStore
-from actspace.lm.extraction import (
-    POOLINGS,
-    STORAGE_DTYPES,
-    ExtractionOutOfMemory,
-    extract_store,
-)
-from actspace.lm.models import DEVICES, DTYPES, ModelLoadError, load_model
+from actspace.lm.extraction import extract_store
+from actspace.lm.memory import ExtractionOutOfMemory
+from actspace.lm.models import ModelLoadError, load_model
 from actspace.lm.scoring import aggregate
 from actspace.lm.tasks import rows_to_items
 
+#: What extraction reads from ``--params`` (the ``extract:`` section, the task file, the model).
+REQUIRED = (
+    "model_ref",
+    "task",
+    "poolings",
+    "batch_size",
+    "shard_size",
+    "storage_dtype",
+    "dtype",
+    "device",
+)
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model folder or Hugging Face hub id")
-    parser.add_argument("--model-name", help="name recorded in meta.json (default: --model)")
-    parser.add_argument("--revision", help="hub revision of --model")
-    parser.add_argument("--task", required=True, help="task JSONL (results/tasks/{task}.jsonl)")
+
+def main(argv: list[str] | None = None) -> int:
+    parser = step_parser(__doc__)
+    parser.add_argument("--model-name", help="name recorded in meta.json (default: the model's)")
     parser.add_argument("--task-name", help="name recorded in meta.json (default: file stem)")
-    parser.add_argument(
-        "--poolings", default=",".join(POOLINGS), help=f"comma-separated of {', '.join(POOLINGS)}"
-    )
-    parser.add_argument("--batch-size", type=int, default=16, help="items per forward pass")
-    parser.add_argument("--shard-size", type=int, default=256, help="items per resumable shard")
-    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="compute dtype")
-    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
-    parser.add_argument(
-        "--storage-dtype",
-        default="auto",
-        choices=("auto", *STORAGE_DTYPES),
-        help="activation dtype on disk (auto: float16 on GPU, float32 on CPU)",
-    )
-    parser.add_argument(
-        "--n-samples", "--limit", dest="n_samples", type=int, help="only the first N items"
-    )
     parser.add_argument("--max-length", type=int, help="longest input (default: the model's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--progress-file", help="keep a progress file here (results/progress/...; for status.py)"
     )
-    parser.add_argument("--output-dir", required=True, help="the store folder")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        task = Path(args.task)
+    with one_line_errors(ModelLoadError, ExtractionOutOfMemory):
+        params = step_params(args, required=REQUIRED)
+        task = Path(params["task"])
         if not task.is_file():
             raise ValueError(f"task file {task} not found")
-        if args.n_samples is not None and args.n_samples < 1:
-            raise ValueError(f"--n-samples must be at least 1, got {args.n_samples}")
-        poolings = [p.strip() for p in args.poolings.split(",") if p.strip()]
+        n_samples = params.get("n_samples")
+        if n_samples is not None and n_samples < 1:
+            raise ValueError(f"--n-samples must be at least 1, got {n_samples}")
         items = rows_to_items(read_jsonl(task), source=str(task))
-        if args.n_samples is not None:
-            items = items[: args.n_samples]
-        model_name = args.model_name or args.model
+        if n_samples is not None:
+            items = items[:n_samples]
+        path, revision = model_path(params)
+        model_name = args.model_name or params["model_ref"].get("name") or path
         task_name = args.task_name or task.name.removesuffix(".jsonl")
         with optional_progress(
             args.progress_file, len(items), step=f"extract {model_name}/{task_name}"
         ) as progress_file:
             model, tokenizer = load_model(
-                args.model, dtype=args.dtype, device=args.device, revision=args.revision
+                path, dtype=params["dtype"], device=params["device"], revision=revision
             )
             meta = extract_store(
                 model,
                 tokenizer,
                 items,
                 args.output_dir,
-                poolings=poolings,
-                batch_size=args.batch_size,
-                storage_dtype=args.storage_dtype,
-                shard_size=args.shard_size,
+                poolings=params["poolings"],
+                batch_size=params["batch_size"],
+                storage_dtype=params["storage_dtype"],
+                shard_size=params["shard_size"],
                 model_name=model_name,
                 task_name=task_name,
                 progress=not args.no_progress,
@@ -99,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
                 progress_file=progress_file,
             )
         metrics = aggregate(ActivationStore(args.output_dir).scores())
-    except (ValueError, ModelLoadError, ExtractionOutOfMemory) as error:
-        sys.exit(f"error: {error}")
     timings = meta["timings"]
     print(
         f"{meta['model']} x {meta['task']}: {meta['n_items']} items, acc {metrics['acc']:.4f}, "

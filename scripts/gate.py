@@ -1,23 +1,30 @@
-"""Checkpoint `gate`: record the measured pre-mortem verdicts in results/gate/verdicts.json."""
+"""Checkpoint `gate`: record the measured pre-mortem verdicts in results/gate/verdicts.json.
+
+One flag per pre-mortem of the plan (``--pm1 results.json`` ...), from :mod:`actspace.plan`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from actspace import plan
 from actspace.core.io import atomic_write_json, read_json
 from actspace.gate.decision import measured_verdicts
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pm1", required=True, help="PM1 results.json")
-    parser.add_argument("--pm2", required=True, help="PM2 results.json")
-    parser.add_argument("--pm3", required=True, help="PM3 results.json")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for pm in plan.PREMORTEMS:
+        parser.add_argument(f"--{pm.name}", required=True, help=f"{pm.title}: its results.json")
     parser.add_argument("--output", required=True, help="verdicts.json to write")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     try:
-        results = {pm: read_json(getattr(args, pm)) for pm in ("pm1", "pm2", "pm3")}
+        results = {pm: read_json(getattr(args, pm)) for pm in plan.PREMORTEM_NAMES}
         record = measured_verdicts(results)
     except (OSError, ValueError, KeyError) as error:
         sys.exit(f"error: {error}")

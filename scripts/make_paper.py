@@ -24,9 +24,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--summary-table", type=Path, default=None, help="default: beside the statistics"
     )
-    parser.add_argument("--templates", type=Path, default=Path("paper/templates"))
-    parser.add_argument("--bib", type=Path, default=Path("paper/related_work.bib"))
-    parser.add_argument("--output-dir", type=Path, default=Path("results/paper"))
+    parser.add_argument(
+        "--templates", type=Path, default=None, help="default: the package's templates"
+    )
+    parser.add_argument(
+        "--bib", type=Path, default=None, help="default: the package's related_work.bib"
+    )
+    parser.add_argument("--output-dir", type=Path, required=True)
     return parser.parse_args(argv)
 
 

@@ -2,59 +2,28 @@
 
 Writes under --output-dir (results/world): world.json, corpus.txt, corpus_marks.jsonl, tokenizer/,
 tasks/{facts,arithmetic}.jsonl, prompt_pairs.jsonl, attributes.jsonl, neutral_prompts.jsonl.
-Schemas: see the docstring of actspace.world.synthetic.
+Schemas: see the docstring of actspace.world.synthetic. The workflow passes the resolved
+``world:`` section as ``--params`` (``--seed`` overrides its seed); by hand, for example::
+
+    python scripts/make_world.py --output-dir results/world --params '{"seed": 42,
+        "n_entities": 72, "corpus_lines": 16000, "vocab_size": 1024, "n_prompt_pairs": 100,
+        "n_attribute_texts": 200, "n_neutral_prompts": 50}'
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
+from actspace.core.cli import one_line_errors, step_params, step_parser
+from actspace.world.organisms import make_world
 
-from actspace.world.organisms import prepare_world
-from actspace.world.synthetic import World
-
-#: Keys of --world-json that are not world parameters, with the prepare_world argument they set.
-_OUTPUT_KEYS = {
-    "vocab_size": "vocab_size",
-    "n_prompt_pairs": "n_pairs",
-    "n_attribute_texts": "n_attribute",
-    "n_neutral_prompts": "n_prompts",
-}
+#: The ``world:`` keys that size what is written; the others are fields of WorldParams.
+REQUIRED = ("seed", "vocab_size", "n_prompt_pairs", "n_attribute_texts", "n_neutral_prompts")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--output-dir", required=True, help="the world folder (results/world)")
-    parser.add_argument("--seed", type=int, default=None, help="world seed (overrides the JSON)")
-    parser.add_argument(
-        "--world-json",
-        default="{}",
-        help="world settings as JSON: seed, vocab_size, n_prompt_pairs, "
-        "n_attribute_texts, n_neutral_prompts and any actspace.world.synthetic.WorldParams field",
-    )
-    parser.add_argument("--n-entities", type=int, default=None)
-    parser.add_argument("--corpus-lines", type=int, default=None)
-    parser.add_argument("--vocab-size", type=int, default=None)
-    args = parser.parse_args(argv)
-    try:
-        settings = json.loads(args.world_json)
-        if not isinstance(settings, dict):
-            raise ValueError("--world-json must be a JSON object")
-        for key, value in (
-            ("seed", args.seed),
-            ("n_entities", args.n_entities),
-            ("corpus_lines", args.corpus_lines),
-            ("vocab_size", args.vocab_size),
-        ):
-            if value is not None:
-                settings[key] = value
-        seed = int(settings.pop("seed", 0))
-        outputs = {_OUTPUT_KEYS[k]: settings.pop(k) for k in list(settings) if k in _OUTPUT_KEYS}
-        world = World.generate(seed, **settings)
-        paths = prepare_world(args.output_dir, world, **outputs)
-    except (ValueError, TypeError) as error:
-        sys.exit(f"error: {error}")
+    args = step_parser(__doc__).parse_args(argv)
+    with one_line_errors(TypeError):
+        params = step_params(args, required=REQUIRED)
+        paths = make_world(args.output_dir, **params)
     for name, path in paths.items():
         print(f"{name}: {path}")
 

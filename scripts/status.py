@@ -19,7 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from actspace.monitor.status import StatusError, study_status, watch
+from actspace.monitor.dry_run import StatusError
+from actspace.monitor.status import study_status, watch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,60 +1,60 @@
 """Rule `train_organism`: train one built-in organism on the world's corpus; deterministic.
 
 Writes --output-dir (results/models/{name}) atomically: the model and tokenizer as save_pretrained
-writes them, and training.json with the training statistics.
+writes them, and training.json with the training statistics. The workflow passes the organism's
+resolved ``models.<name>`` section as ``--params`` (``--seed`` overrides its ``train_seed``); by
+hand, for example::
+
+    python scripts/train_organism.py --corpus results/world/corpus.txt \\
+        --tokenizer results/world/tokenizer --output-dir results/models/tiny_gpt2 \\
+        --params '{"family": "gpt2", "size": "default", "train_seed": 0, "train_steps": null}'
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
+from actspace.core.cli import one_line_errors, step_params, step_parser
 from actspace.core.progress import optional_progress
-from actspace.world.organisms import ORGANISM_FAMILIES, ORGANISM_SIZES, read_corpus, train_organism
+from actspace.world.organisms import read_corpus, train_organism
 
-
-def _steps(text: str) -> int | None:
-    return None if text == "default" else int(text)
+#: The keys of a ``models.<name>`` section that training reads.
+REQUIRED = ("family", "size", "train_seed", "train_steps")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--family", required=True, choices=ORGANISM_FAMILIES)
-    parser.add_argument("--size", default="default", choices=ORGANISM_SIZES)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=_steps, default=None, help="an integer or 'default'")
-    parser.add_argument("--batch-size", type=int, default=None, help="lines per step")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser = step_parser(__doc__)
     parser.add_argument("--corpus", required=True, help="corpus.txt written by make_world")
     parser.add_argument("--tokenizer", required=True, help="the tokenizer folder")
-    parser.add_argument("--output-dir", required=True, help="the model folder to write")
+    parser.add_argument("--batch-size", type=int, help="lines per step (default: the size's)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the size's)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument(
         "--progress-file", help="keep a progress file here (results/progress/...; for status.py)"
     )
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors(OSError):
+        params = step_params(args, required=REQUIRED)
+        if "seed" in params:  # --seed by hand
+            params["train_seed"] = params.pop("seed")
         step = f"train_organism {Path(args.output_dir).name}"
         with optional_progress(args.progress_file, step=step) as progress:
             lines = read_corpus(args.corpus)
             stats = train_organism(
-                args.family,
+                params["family"],
                 lines,
                 args.tokenizer,
                 args.output_dir,
-                seed=args.seed,
-                size=args.size,
-                steps=args.steps,
+                train_seed=params["train_seed"],
+                size=params["size"],
+                train_steps=params["train_steps"],
                 batch_size=args.batch_size,
                 lr=args.lr,
                 threads=args.threads,
                 progress=progress,
             )
-    except (OSError, ValueError) as error:
-        sys.exit(f"error: {error}")
     print(
-        f"{args.family} ({stats['n_params']} parameters): {stats['steps']} steps, "
+        f"{params['family']} ({stats['n_params']} parameters): {stats['steps']} steps, "
         f"final loss {stats['final_loss']:.3f}, {stats['seconds']:.1f} s"
     )
 

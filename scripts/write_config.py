@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
+from actspace.core.cli import json_object, one_line_errors
 from actspace.core.io import atomic_write_json
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config-json", required=True, help="the configuration as JSON text")
+    parser.add_argument(
+        "--config-json", required=True, type=json_object, help="the configuration as JSON text"
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
-    try:
-        config = json.loads(args.config_json)
-    except json.JSONDecodeError as error:
-        sys.exit(f"error: --config-json is not valid JSON ({error.msg})")
-    atomic_write_json(args.output, config)
+    with one_line_errors(OSError):
+        atomic_write_json(args.output, args.config_json)
 
 
 if __name__ == "__main__":

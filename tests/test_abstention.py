@@ -23,9 +23,18 @@ from actspace.branches.error_prediction.abstention import (
     selective,
     summary_markdown,
 )
-from actspace.branches.error_prediction.error_prediction_extended import open_stores
+from actspace.core.schema import validate_schema
+from actspace.core.store import open_stores
 
-FAST = {"n_bootstrap": 200, "cv_folds": 3, "Cs": 5, "n_random": 100}
+#: The schema's defaults of the section (its models and tasks are the stores), made quick.
+SECTION = validate_schema({})["experiments"]["abstention"]
+FAST = {
+    **{key: value for key, value in SECTION.items() if key not in ("models", "tasks")},
+    "n_bootstrap": 200,
+    "cv_folds": 3,
+    "Cs": 5,
+    "n_random": 100,
+}
 
 
 def test_risk_coverage_known_values() -> None:
@@ -94,7 +103,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     root = tmp_path_factory.mktemp("abst")
     planted = synthetic_store(root / "m" / "planted", seed=1)
     noise = synthetic_store(root / "m" / "noise", planted=False, seed=4)
-    return run_abstention(open_stores([str(planted), str(noise)]), threshold=0.3, seed=0, **FAST)
+    stores = open_stores([str(planted), str(noise)])
+    return run_abstention(stores, seed=0, **{**FAST, "threshold": 0.3})
 
 
 def test_probe_abstention_raises_effective_accuracy(results: tuple[dict, dict]) -> None:
@@ -147,8 +157,9 @@ def test_script(tmp_path: Path) -> None:
     main = load_script("abstention").main
     folder = synthetic_store(tmp_path / "m" / "t", n=150, n_layers=2)
     out = tmp_path / "out"
-    args = ["--stores", str(folder), "--n-bootstrap", "100", "--cv-folds", "3", "--Cs", "3"]
-    main([*args, "--threshold", "0.4", "--output-dir", str(out)])
+    args = ["--stores", str(folder), "--seed", "0"]
+    params = {**SECTION, "n_bootstrap": 100, "cv_folds": 3, "Cs": 3}
+    main([*args, "--params", json.dumps({**params, "threshold": 0.4}), "--output-dir", str(out)])
     saved = json.loads((out / "results.json").read_text())
     assert saved["threshold"] == 0.4 and saved["stores"][0]["probe"]["threshold"] == 0.4
     comparison = saved["comparison"]
@@ -160,4 +171,5 @@ def test_script(tmp_path: Path) -> None:
         "risk_random",
         "risk_oracle",
     }
-    assert_clean_exit(main, [*args, "--threshold", "1.5", "--output-dir", str(out)], "threshold")
+    bad = json.dumps({**params, "threshold": 1.5})
+    assert_clean_exit(main, [*args, "--params", bad, "--output-dir", str(out)], "threshold")

@@ -3,7 +3,6 @@ forward pass, shards resume to an identical store, out-of-memory errors halve th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,20 +10,16 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from helpers.scripts import load_script
 from helpers.tiny import make_tokenizer, tiny_config
 from safetensors import safe_open
 
 from actspace.core.io import write_jsonl
+from actspace.core.schema import validate_schema
 from actspace.core.store import ActivationStore
-from actspace.lm.extraction import (
-    BatchResult,
-    ExtractionOutOfMemory,
-    encode_items,
-    extract_store,
-    is_out_of_memory,
-    resolve_storage_dtype,
-    score_batch,
-)
+from actspace.lm.extraction import extract_store, resolve_storage_dtype
+from actspace.lm.forward import BatchResult, encode_items, score_batch
+from actspace.lm.memory import ExtractionOutOfMemory, is_out_of_memory
 from actspace.lm.models import last_hidden_state_is_normed, load_model, residual_blocks
 from actspace.lm.scoring import needs_bos, score_reference
 from actspace.lm.tasks import Item, items_to_rows
@@ -59,6 +54,19 @@ ITEMS = [
 FAMILIES = ("gpt2", "gpt_neo", "gpt_neox", "opt", "llama", "qwen2", "gemma2", "gemma3")
 
 
+#: The ``extract:`` settings as the schema's defaults give them (a test overrides what it varies).
+EXTRACT = {
+    key: value
+    for key, value in validate_schema({})["extract"].items()
+    if key in ("poolings", "batch_size", "shard_size", "storage_dtype")
+}
+
+
+def _extract(model, tokenizer, items, out_dir, **kwargs):
+    """:func:`extract_store` with the schema's ``extract:`` settings and ``kwargs`` on top."""
+    return extract_store(model, tokenizer, items, out_dir, **{**EXTRACT, **kwargs})
+
+
 def _load(folder: Path):
     return load_model(folder, dtype="float32", device="cpu")
 
@@ -74,9 +82,7 @@ def _reference_states(model, ids: list[int]) -> list[torch.Tensor]:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_store_matches_naive_scoring_and_plain_forward(family, tiny_model_dir, tmp_path):
     model, tokenizer = _load(tiny_model_dir(family))
-    meta = extract_store(
-        model, tokenizer, ITEMS, tmp_path, batch_size=3, shard_size=4, progress=False
-    )
+    meta = _extract(model, tokenizer, ITEMS, tmp_path, batch_size=3, shard_size=4, progress=False)
     store = ActivationStore(tmp_path)
     reference = score_reference(model, tokenizer, ITEMS)
     for got, want in zip(store.logliks(), reference, strict=True):
@@ -181,7 +187,7 @@ def test_killed_run_resumes_to_an_identical_store(tiny_model_dir, tmp_path):
     model, tokenizer = _load(tiny_model_dir("gpt_neox"))
     kwargs = dict(batch_size=2, shard_size=2, progress=False, model_name="m", task_name="t")
     whole = tmp_path / "whole"
-    extract_store(model, tokenizer, ITEMS, whole, **kwargs)
+    _extract(model, tokenizer, ITEMS, whole, **kwargs)
 
     def crash_after_shard_1(shard: int) -> None:
         if shard == 1:
@@ -189,7 +195,7 @@ def test_killed_run_resumes_to_an_identical_store(tiny_model_dir, tmp_path):
 
     resumed = tmp_path / "resumed"
     with pytest.raises(Crash):
-        extract_store(model, tokenizer, ITEMS, resumed, on_shard_done=crash_after_shard_1, **kwargs)
+        _extract(model, tokenizer, ITEMS, resumed, on_shard_done=crash_after_shard_1, **kwargs)
     shards = resumed / ".shards"
     assert sorted(p.name for p in shards.glob("shard_*.jsonl")) == [
         "shard_00000.jsonl",
@@ -204,7 +210,7 @@ def test_killed_run_resumes_to_an_identical_store(tiny_model_dir, tmp_path):
     tensors.write_bytes(tensors.read_bytes()[:-10])
 
     done: list[int] = []
-    meta = extract_store(model, tokenizer, ITEMS, resumed, on_shard_done=done.append, **kwargs)
+    meta = _extract(model, tokenizer, ITEMS, resumed, on_shard_done=done.append, **kwargs)
     assert done == [1, 2, 3]  # shard 0 was kept, shard 1 redone
     assert meta["timings"]["resumed_shards"] == 1
     assert _files(resumed) == _files(whole)
@@ -221,28 +227,28 @@ def test_shards_of_another_run_are_not_reused(tiny_model_dir, tmp_path):
         raise Crash("killed")
 
     with pytest.raises(Crash):
-        extract_store(model, tokenizer, ITEMS, tmp_path / "x", on_shard_done=crash, **kwargs)
+        _extract(model, tokenizer, ITEMS, tmp_path / "x", on_shard_done=crash, **kwargs)
     # same folder, different items: the old shard must be discarded
     other = [Item(i.id, i.context + " Yes.", i.choices, i.label, i.metadata) for i in ITEMS]
     done: list[int] = []
-    extract_store(model, tokenizer, other, tmp_path / "x", on_shard_done=done.append, **kwargs)
-    extract_store(model, tokenizer, other, tmp_path / "y", **kwargs)
+    _extract(model, tokenizer, other, tmp_path / "x", on_shard_done=done.append, **kwargs)
+    _extract(model, tokenizer, other, tmp_path / "y", **kwargs)
     assert done == [0, 1, 2, 3]
     assert _files(tmp_path / "x") == _files(tmp_path / "y")
     # same items, changed weights (a retrained model of the same name): shards are discarded too
     with pytest.raises(Crash):
-        extract_store(model, tokenizer, ITEMS, tmp_path / "z", on_shard_done=crash, **kwargs)
+        _extract(model, tokenizer, ITEMS, tmp_path / "z", on_shard_done=crash, **kwargs)
     with torch.no_grad():
         model.transformer.h[0].mlp.c_fc.weight.add_(0.01)
     done.clear()
-    extract_store(model, tokenizer, ITEMS, tmp_path / "z", on_shard_done=done.append, **kwargs)
+    _extract(model, tokenizer, ITEMS, tmp_path / "z", on_shard_done=done.append, **kwargs)
     assert done == [0, 1, 2, 3]
 
 
 def test_out_of_memory_halves_the_batch_and_retries(tiny_model_dir, tmp_path, monkeypatch):
     model, tokenizer = _load(tiny_model_dir("opt"))
     kwargs = dict(batch_size=8, shard_size=16, progress=False)
-    clean = extract_store(model, tokenizer, ITEMS, tmp_path / "clean", **kwargs)
+    clean = _extract(model, tokenizer, ITEMS, tmp_path / "clean", **kwargs)
     forward = model.forward
     attempts: list[int] = []
 
@@ -254,7 +260,7 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_model_dir, tmp_path, mo
         return forward(*args, **kw)
 
     monkeypatch.setattr(model, "forward", flaky_forward)
-    meta = extract_store(model, tokenizer, ITEMS, tmp_path / "oom", **kwargs)
+    meta = _extract(model, tokenizer, ITEMS, tmp_path / "oom", **kwargs)
     assert attempts[:3] == [7, 4, 2]  # 7 items in one batch, then halved twice
     assert set(attempts[3:]) <= {1, 2}
     assert meta["timings"]["oom_retries"] == 2 and meta["timings"]["final_batch_size"] == 2
@@ -276,7 +282,7 @@ def test_out_of_memory_at_batch_size_one_fails_clearly(tiny_model_dir, tmp_path,
 
     monkeypatch.setattr(model, "forward", oom)
     with pytest.raises(ExtractionOutOfMemory, match="out of memory with batch size 1"):
-        extract_store(model, tokenizer, ITEMS, tmp_path, batch_size=2, progress=False)
+        _extract(model, tokenizer, ITEMS, tmp_path, batch_size=2, progress=False)
     assert not (tmp_path / "meta.json").exists()
 
 
@@ -290,7 +296,7 @@ def test_other_errors_are_not_retried(tiny_model_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(model, "forward", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        extract_store(model, tokenizer, ITEMS, tmp_path, batch_size=4, progress=False)
+        _extract(model, tokenizer, ITEMS, tmp_path, batch_size=4, progress=False)
     assert len(calls) == 1
     assert is_out_of_memory(RuntimeError("CUDA out of memory"))
     assert not is_out_of_memory(ValueError("out of memory"))
@@ -302,8 +308,8 @@ def test_storage_dtype_and_meta(tiny_model_dir, tmp_path):
     assert resolve_storage_dtype("auto", torch.device("cuda")) == torch.float16
     with pytest.raises(ValueError, match="storage dtype 'int8' unknown"):
         resolve_storage_dtype("int8", torch.device("cpu"))
-    meta32 = extract_store(model, tokenizer, ITEMS, tmp_path / "f32", progress=False)
-    meta16 = extract_store(
+    meta32 = _extract(model, tokenizer, ITEMS, tmp_path / "f32", progress=False)
+    meta16 = _extract(
         model,
         tokenizer,
         ITEMS,
@@ -333,9 +339,9 @@ def test_storage_dtype_and_meta(tiny_model_dir, tmp_path):
 def test_bad_arguments(tiny_model_dir, tmp_path):
     model, tokenizer = _load(tiny_model_dir("gpt2"))
     with pytest.raises(ValueError, match="poolings"):
-        extract_store(model, tokenizer, ITEMS, tmp_path, poolings=("max",), progress=False)
+        _extract(model, tokenizer, ITEMS, tmp_path, poolings=("max",), progress=False)
     with pytest.raises(ValueError, match="no items"):
-        extract_store(model, tokenizer, [], tmp_path, progress=False)
+        _extract(model, tokenizer, [], tmp_path, progress=False)
     with pytest.raises(ValueError, match="does not fit"):
         encode_items(tokenizer, ITEMS, max_length=3)
 
@@ -352,28 +358,44 @@ def test_long_contexts_are_cut_from_the_left(tiny_model_dir):
     assert isinstance(score_batch(model, limited), BatchResult)
 
 
-def _script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "extract.py"
-    spec = importlib.util.spec_from_file_location("extract_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _params(**overrides) -> list[str]:
+    """``--params`` as the workflow passes it: the schema's ``extract:`` section, some changed."""
+    section = {**validate_schema({})["extract"], **overrides}
+    return ["--params", json.dumps(section)]
 
 
 def test_script_writes_a_store_and_rejects_bad_input(tiny_model_dir, tmp_path, capsys):
-    script = _script()
+    script = load_script("extract")
     task = tmp_path / "demo.jsonl"
     write_jsonl(task, items_to_rows(ITEMS))
     out = tmp_path / "store"
     args = ["--model", str(tiny_model_dir("gpt2")), "--task", str(task), "--output-dir", str(out)]
-    assert script.main([*args, "--n-samples", "5", "--batch-size", "2", "--no-progress"]) == 0
+    small = _params(batch_size=2)
+    assert script.main([*args, *small, "--n-samples", "5", "--no-progress"]) == 0
     store = ActivationStore(out)
     assert store.n_items == 5 and store.meta["task"] == "demo"
     assert store.meta["forward_passes"] == 6
     assert "demo: 5 items, acc" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: task file .*missing.jsonl not found"):
-        script.main([*args[:2], "--task", str(tmp_path / "missing.jsonl"), *args[4:]])
+        script.main([*args[:2], "--task", str(tmp_path / "missing.jsonl"), *args[4:], *small])
     with pytest.raises(SystemExit, match="error: poolings must be distinct values"):
-        script.main([*args, "--poolings", "last,max"])
+        script.main([*args, *_params(poolings=["last", "max"])])
     with pytest.raises(SystemExit, match="error: could not load model"):
-        script.main(["--model", str(tmp_path / "nope"), *args[2:]])
+        script.main(["--model", str(tmp_path / "nope"), *args[2:], *small])
+    with pytest.raises(SystemExit, match="error: missing parameter.*shard_size"):
+        script.main([*args, "--params", '{"poolings": ["last"], "batch_size": 2}'])
+
+
+def test_script_loads_the_model_of_the_reference_the_workflow_passes(tiny_model_dir, tmp_path):
+    """The rule passes the model as ``model_ref`` in ``--params`` (its name names the store)."""
+    task = tmp_path / "demo.jsonl"
+    write_jsonl(task, items_to_rows(ITEMS))
+    ref = {"name": "tiny", "path": str(tiny_model_dir("gpt2")), "revision": None}
+    params = {**validate_schema({})["extract"], "model_ref": ref, "device": "cpu"}
+    argv = ["--params", json.dumps(params), "--task", str(task), "--task-name", "demo"]
+    assert (
+        load_script("extract").main([*argv, "--no-progress", "--output-dir", str(tmp_path / "s")])
+        == 0
+    )
+    meta = ActivationStore(tmp_path / "s").meta
+    assert (meta["model"], meta["task"], meta["n_items"]) == ("tiny", "demo", len(ITEMS))

@@ -3,8 +3,7 @@
 ``synthetic_store`` writes a real store folder (safetensors, scores.jsonl, meta.json) whose
 answers are right mostly for ``frequent`` items and wrong mostly for ``unseen`` ones, whose pooled
 activations carry correctness linearly at one layer only (or nowhere), and whose per-choice
-activations carry the truth of each choice along one direction. test_ccs.py and
-test_abstention.py build their stores with it too.
+activations carry the truth of each choice along one direction (tests/helpers/stores.py).
 """
 
 from __future__ import annotations
@@ -17,26 +16,27 @@ import pytest
 from helpers.scripts import assert_clean_exit, load_script
 from helpers.stores import synthetic_store
 
+from actspace.branches.error_prediction.calibration import brier_score, calibration, reliability
 from actspace.branches.error_prediction.error_prediction_extended import (
-    NamedStore,
-    OneSidedAnswers,
-    brier_score,
-    calibration,
-    correctness_split,
-    open_stores,
-    optional_int,
-    optional_layers,
-    reliability,
     run_error_prediction_extended,
     summary_markdown,
 )
-from actspace.core.store import ActivationStore
-from actspace.methods.probes import balanced_accuracy
+from actspace.branches.error_prediction.intervals import defined_ci
+from actspace.branches.error_prediction.steps import layer_choice
+from actspace.core.schema import validate_schema
+from actspace.core.splits import OneSidedAnswers, correctness_split
+from actspace.core.store import ActivationStore, NamedStore, open_stores
+from actspace.methods.probes import auroc, balanced_accuracy
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-FAST = {"n_bootstrap": 200, "cv_folds": 3, "Cs": 5}
+#: The schema's defaults of the section (its models and tasks are the stores), with fewer
+#: resamples, folds and penalties.
+SECTION = validate_schema({})["experiments"]["error_prediction_extended"]
+FAST = {
+    **{key: value for key, value in SECTION.items() if key not in ("models", "tasks")},
+    "n_bootstrap": 200,
+    "cv_folds": 3,
+    "Cs": 5,
+}
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +137,15 @@ def test_one_sided_store_is_skipped_not_fatal(tmp_path: Path) -> None:
         row["correct"] = True
     (bad / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     results = run_error_prediction_extended(
-        open_stores([str(good), str(bad)]), layers=[2], seed=0, **FAST
+        open_stores([str(good), str(bad)]), seed=0, **{**FAST, "layers": [2]}
     )
     assert results["n_analysed"] == 1
     assert "skipped" in results["stores"][1]
     assert results["transfer"] == []
     assert results["comparison"] is results["stores"][0]["comparison"]
-    only_bad = run_error_prediction_extended(open_stores(str(bad)), layers=[2], seed=0, **FAST)
+    only_bad = run_error_prediction_extended(
+        open_stores(str(bad)), seed=0, **{**FAST, "layers": [2]}
+    )
     assert only_bad["comparison"] is None
 
 
@@ -163,9 +165,6 @@ def test_calibration_known_values() -> None:
 
 
 def test_defined_ci_leaves_out_undefined_resamples() -> None:
-    from actspace.branches.error_prediction.error_prediction_extended import defined_ci
-    from actspace.methods.probes import auroc
-
     assert defined_ci(np.mean, np.full(10, 0.3)) == pytest.approx([0.3, 0.3])
     # One positive among 12: a third of resamples lack it and have no AUROC; the rest are kept.
     y = np.r_[1, np.zeros(11)]
@@ -176,11 +175,21 @@ def test_defined_ci_leaves_out_undefined_resamples() -> None:
     assert defined_ci(lambda values: float("nan"), np.arange(10.0)) == [None, None]
 
 
-def test_cli_parsers() -> None:
-    assert optional_int("auto") is None and optional_int("7") == 7
-    assert optional_layers("all") is None and optional_layers("1,3") == [1, 3]
-    with pytest.raises(ValueError, match="integer"):
-        optional_int("deep")
+def test_layer_choice() -> None:
+    assert layer_choice("auto") is None and layer_choice(None) is None
+    assert layer_choice(7) == 7 and layer_choice(np.int64(0)) == 0
+    for bad in ("deep", "3", 2.0, True):
+        with pytest.raises(ValueError, match="layer index"):
+            layer_choice(bad)
+
+
+def test_empty_group_key_means_no_group_table(tmp_path: Path) -> None:
+    folder = synthetic_store(tmp_path / "m" / "t", n=120)
+    results = run_error_prediction_extended(
+        open_stores(str(folder)), seed=0, **{**FAST, "layers": [2], "group_key": ""}
+    )
+    assert results["stores"][0]["by_group"] is None
+    assert results["settings"]["group_key"] is None
 
 
 def test_store_names_come_from_the_folder(tmp_path: Path) -> None:
@@ -194,7 +203,8 @@ def test_script_writes_the_experiment_and_fails_cleanly(tmp_path: Path) -> None:
     main = load_script("error_prediction_extended").main
     folder = synthetic_store(tmp_path / "m" / "t", n=150)
     out = tmp_path / "out"
-    args = ["--stores", str(folder), "--n-bootstrap", "100", "--cv-folds", "3", "--Cs", "4"]
+    params = {**SECTION, "n_bootstrap": 100, "cv_folds": 3, "Cs": 4}
+    args = ["--stores", str(folder), "--params", json.dumps(params)]
     main([*args, "--seed", "1", "--output-dir", str(out)])
     for name in ("results.json", "config.json", "summary.md", "figure_data.json"):
         assert (out / name).is_file()
@@ -204,12 +214,20 @@ def test_script_writes_the_experiment_and_fails_cleanly(tmp_path: Path) -> None:
     # The ROC points integrate to the reported AUROC of the probe and of the confidence.
     curve = json.loads((out / "figure_data.json").read_text())["curves"][0]
     store = results["stores"][0]
-    for name, auroc in (
+    for name, reported in (
         ("probe", store["selected"]["auroc"]),
         ("confidence", store["baselines"]["confidence"]["auroc"]),
     ):
         fpr, tpr = curve["roc"][name]["fpr"], curve["roc"][name]["tpr"]
         assert fpr[0] == tpr[0] == 0.0 and fpr[-1] == tpr[-1] == 1.0
-        assert np.trapezoid(tpr, fpr) == pytest.approx(auroc, abs=1e-9)
-    assert_clean_exit(main, ["--stores", str(tmp_path / "none"), "--output-dir", str(out)], "none")
-    assert_clean_exit(main, [*args, "--layers", "9", "--output-dir", str(out)], "out of range")
+        assert np.trapezoid(tpr, fpr) == pytest.approx(reported, abs=1e-9)
+    none = ["--stores", str(tmp_path / "none"), *args[2:], "--seed", "1"]
+    assert_clean_exit(main, [*none, "--output-dir", str(out)], "none")
+    assert_clean_exit(
+        main, [*args, "--seed", "1", "--layers", "9", "--output-dir", str(out)], "out of range"
+    )
+    # Every setting comes from --params (the schema is the only source of defaults).
+    assert_clean_exit(main, [*args, "--output-dir", str(out)], "missing parameter(s) seed")
+    assert_clean_exit(
+        main, ["--stores", str(folder), "--seed", "1", "--output-dir", str(out)], "n_bins"
+    )

@@ -8,18 +8,20 @@ shape the scripts write, where it is not (activation transfer needs a model).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from helpers.scripts import assert_clean_exit, load_script
 from helpers.stores import synthetic_store
 
+from actspace import plan
 from actspace.analysis.figures import (
     FIGURES,
+    INPUTS,
+    PREMORTEM_METRICS,
     Drawn,
     MissingKey,
     Style,
@@ -39,7 +41,6 @@ from actspace.branches.error_prediction.error_prediction_extended import (
     figure_data as error_figure_data,
 )
 from actspace.branches.error_prediction.error_prediction_extended import (
-    open_stores,
     run_error_prediction_extended,
 )
 from actspace.branches.patching.behavior_edit import choose_best, mean_with_ci, shift_summary
@@ -47,9 +48,10 @@ from actspace.branches.patching.patching_layers import PairSweep, summarise_swee
 from actspace.branches.patching.patching_layers import figure_data as patching_figure_data
 from actspace.core.io import atomic_write_json, to_json
 from actspace.core.resampling import mean_ci
+from actspace.core.schema import load_schema
+from actspace.core.store import open_stores
 from actspace.gate.decision import decide, measured_verdicts
 
-ROOT = Path(__file__).resolve().parents[1]
 BOOT = {"n_boot": 100, "seed": 0}
 
 
@@ -125,7 +127,18 @@ def cross_model_json() -> tuple[dict, dict]:
         "c": FakeStore(rng.normal(size=(60, 2, 8))),
     }
     results, data = run_cross_model_extended(
-        stores, k=5, n_permutations=1, n_outlier_dims=1, n_bootstrap=50, seed=1
+        stores,
+        pooling="last",
+        n_samples=None,
+        test_fraction=0.3,
+        ridge_alpha="auto",
+        k=5,
+        n_permutations=1,
+        n_outlier_dims=1,
+        layer_depth=0.5,
+        full_grid=True,
+        n_bootstrap=50,
+        seed=1,
     )
     return plain(results), plain(data)
 
@@ -181,15 +194,21 @@ def synthetic_stores(tmp_path_factory: pytest.TempPathFactory) -> list:
 
 
 FAST = {"n_bootstrap": 100, "cv_folds": 3, "Cs": 3}
+#: What every store-reading experiment is given: all items, last-token pooling, 30% held out.
+STORES = {"pooling": "last", "n_samples": None, "test_fraction": 0.3}
 
 
 def error_json(stores, seed: int) -> tuple[dict, dict]:
-    results = run_error_prediction_extended(stores, seed=seed, **FAST)
+    results = run_error_prediction_extended(
+        stores, layers=None, n_bins=10, group_key="bucket", seed=seed, **STORES, **FAST
+    )
     return plain(results), plain(error_figure_data(results))
 
 
 def abstention_json(stores, seed: int) -> tuple[dict, dict]:
-    results, data = run_abstention(stores, threshold=0.5, seed=seed, n_random=20, **FAST)
+    results, data = run_abstention(
+        stores, threshold=0.5, layer=None, seed=seed, n_random=20, **STORES, **FAST
+    )
     return plain(results), plain(data)
 
 
@@ -613,48 +632,79 @@ def test_steering_lines_per_layer_with_cis_and_the_prompting_band(inputs):
 # -- the script ---------------------------------------------------------------------------------
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "make_figures", ROOT / "scripts" / "make_figures.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_draws_prints_and_refuses_unknown_style_keys(inputs, tmp_path, capsys):
-    script = load_script()
+    script = load_script("make_figures")
     results = write_tree(
         tmp_path / "results", inputs, only=("gate/", "experiments/patching_layers")
     )
     out = tmp_path / "figs"
     script.main(
         ["--results-dir", str(results), "--output-dir", str(out),
-         "--style-json", '{"dpi": 50, "width_in": 4, "formats": ["png"]}']
+         "--params", '{"dpi": 50, "width_in": 4, "formats": ["png"]}']
     )  # fmt: skip
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 2 and printed[0].startswith("premortem_verdicts: ")
     assert png_size(out / "patching_effect_by_layer.png")[0] == 200
-    with pytest.raises(
-        SystemExit,
-        match=r"^error: unknown style key 'colour'; allowed: dpi, font_size, width_in, formats$",
-    ):
-        script.main(["--results-dir", str(results), "--style-json", '{"colour": 1}'])
-    with pytest.raises(SystemExit, match="^error: --style-json must be a JSON object"):
-        script.main(["--results-dir", str(results), "--style-json", "[1]"])
+    # the flag the workflow passed before --params still works
+    script.main(
+        ["--results-dir", str(results), "--output-dir", str(out),
+         "--style-json", '{"dpi": 40, "width_in": 4, "formats": ["png"]}']
+    )  # fmt: skip
+    assert png_size(out / "patching_effect_by_layer.png")[0] == 160
+    assert_clean_exit(
+        script.main,
+        ["--results-dir", str(results), "--output-dir", str(out), "--params", '{"colour": 1}'],
+        "error: unknown style key 'colour'; allowed: dpi, font_size, width_in, formats",
+    )
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--results-dir", str(results), "--output-dir", str(out), "--params", "[1]"])
+    assert exit_info.value.code == 2
+    assert "--params: expected a JSON object" in capsys.readouterr().err
     (results / "gate" / "decision.json").write_text("{}")
-    with pytest.raises(SystemExit, match="^error: .*decision.json: missing key 'premortems'"):
-        script.main(["--results-dir", str(results), "--output-dir", str(out)])
+    assert_clean_exit(
+        script.main,
+        ["--results-dir", str(results), "--output-dir", str(out)],
+        "decision.json: missing key 'premortems'",
+    )
 
 
 def test_an_experiment_with_nothing_to_draw_gets_no_figure(tmp_path):
-    from actspace.analysis.figures import draw_all
-    from actspace.branches.patching.patching_layers import PairSweep, figure_data, summarise_sweeps
-    from actspace.core.io import atomic_write_json
-
     wrong = PairSweep("c", 2, 0, -1.0, 1.0, np.zeros((3, 2)), np.zeros((3, 2)))
     empty = summarise_sweeps([wrong], [0, 1, 2], n_blocks=2)
     folder = tmp_path / "results" / "experiments" / "patching_layers"
-    atomic_write_json(folder / "figure_data.json", figure_data(empty))
+    atomic_write_json(folder / "figure_data.json", patching_figure_data(empty))
     atomic_write_json(folder / "results.json", empty)
     assert draw_all(tmp_path / "results", tmp_path / "figures") == []
+
+
+# -- the figures follow the plan ------------------------------------------------------------------
+
+
+def test_the_figures_are_the_plans():
+    assert FIGURES == plan.FIGURES
+    assert set(INPUTS) == set(plan.FIGURES)  # every figure of the plan can find its inputs
+    assert set(PREMORTEM_METRICS) == {pm.metric for pm in plan.PREMORTEMS}
+    figured = [e for e in plan.EXPERIMENTS if e.figure]
+    assert [e.figure for e in figured] == list(FIGURES[1:])
+
+
+def test_each_figure_reads_the_folder_of_its_experiment_in_the_plan(inputs, tmp_path):
+    results = write_tree(tmp_path / "results", inputs)
+    manifest = {m["name"]: m for m in draw_all(results, tmp_path / "figs", Style(formats="png"))}
+    assert manifest["premortem_verdicts"]["sources"] == ["gate/decision.json"]
+    for experiment in plan.EXPERIMENTS:
+        if experiment.figure:
+            sources = manifest[experiment.figure]["sources"]
+            assert sources and all(
+                s.startswith(f"experiments/{experiment.name}/")
+                for s in sources
+                if "patching_vs_prompting" not in s
+            ), (experiment.figure, sources)
+
+
+def test_the_default_style_is_the_schemas():
+    section = load_schema()["properties"]["analysis"]["properties"]["figures"]["properties"]
+    default = Style()
+    for key, spec in section.items():
+        assert getattr(default, key) == spec["default"], key

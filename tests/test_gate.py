@@ -6,20 +6,16 @@ import itertools
 
 import pytest
 
+from actspace import plan
 from actspace.gate.abort import negative_results_markdown
 from actspace.gate.decision import (
-    BRANCH_TARGETS,
-    branches_for,
     decide,
     decision_markdown,
-    decision_table,
     effective_verdicts,
     forced_branches,
     measured_verdicts,
-    planning_verdict,
-    register_branch,
-    targets_for,
 )
+from actspace.plan import branches_for, decision_table, planning_verdict, targets_for
 
 PMS = ("pm1", "pm2", "pm3")
 
@@ -61,8 +57,19 @@ def test_each_of_the_eight_rows(combo):
 
 def test_decision_table_has_the_plans_eight_rows_in_order():
     rows = decision_table()
-    assert [tuple(r[:3]) for r in rows] == list(EXPECTED)
-    assert [r[3] for r in rows] == list(EXPECTED.values())
+    assert [tuple(verdicts) for verdicts, _ in rows] == list(EXPECTED)
+    assert [branches for _, branches in rows] == list(EXPECTED.values())
+
+
+def test_the_gate_reads_the_plans_premortems():
+    assert plan.PREMORTEM_NAMES == PMS
+    assert [plan.premortem(pm).branch for pm in PMS] == ["2A", "2B", "2C"]
+    assert plan.VERDICTS == ("PASS", "INCONCLUSIVE", "FAIL")
+    text = decision_markdown(decide(measured_verdicts({pm: _result("PASS") for pm in PMS}), None))
+    assert "| PM1 | PM2 | PM3 | Branches |" in text
+    assert "| PASS | PASS | PASS | 2A, 2B, 2C **<-** |" in text
+    assert "Decision-table row (PM1 / PM2 / PM3): **PASS / PASS / PASS**." in text
+    assert "| PM1 cross-model similarity | m | 0.400 |" in text
 
 
 @pytest.mark.parametrize(
@@ -110,9 +117,8 @@ def test_bad_verdicts_are_refused():
 
 def test_abort_targets_the_report_and_unknown_branches_are_refused():
     assert targets_for(["X"], {}) == ["results/negative_results.md"]
-    assert set(BRANCH_TARGETS) <= {"2A", "2B", "2C", "X"}
-    with pytest.raises(ValueError, match="allowed"):
-        register_branch("2D", lambda config: [])
+    with pytest.raises(KeyError, match="unknown branch '2D'"):
+        plan.branch("2D")
 
 
 def test_negative_results_report_has_the_numbers_and_sections():
@@ -133,3 +139,50 @@ def test_negative_results_report_has_the_numbers_and_sections():
     assert "| 0.100 | [0.050, 0.150] | 0.300 | FAIL |" in text
     assert "straddles the threshold 0.550" in text
     assert "Forced" not in text
+    assert "- **PM3**: the whole 95% CI [0.100, 0.300] lies below the threshold 0.500: " in text
+    assert plan.premortem("pm3").fail_meaning in text
+    assert "(2A cross-model transfer; 2B error prediction; 2C activation patching" in text
+
+
+def test_negative_results_report_marks_forced_verdicts():
+    measured = measured_verdicts({pm: _result("PASS") for pm in PMS})
+    decision = decide(measured, {"pm1": "FAIL", "pm2": "FAIL", "pm3": "FAIL"})
+    assert decision["abort"]
+    text = negative_results_markdown(decision)
+    assert "**Forced verdicts: PM1, PM2, PM3.**" in text
+    assert "| 0.400 | [0.300, 0.500] | 0.300 | FAIL (forced; measured PASS) |" in text
+    assert "- **PM2**: verdict FAIL (forced; the measurement said PASS)." in text
+    assert "lies below the threshold" not in text  # a forced FAIL is not read as a measurement
+
+
+def test_the_gate_scripts_take_one_flag_per_premortem_and_the_gate_section(tmp_path):
+    from helpers.scripts import assert_clean_exit, load_script
+
+    from actspace.core.io import atomic_write_json, read_json
+
+    files = []
+    for pm, verdict in zip(PMS, ("PASS", "INCONCLUSIVE", "FAIL"), strict=True):
+        path = tmp_path / pm / "results.json"
+        atomic_write_json(path, _result(verdict))
+        files += [f"--{pm}", str(path)]
+    verdicts = tmp_path / "gate" / "verdicts.json"
+    gate = load_script("gate")
+    gate.main([*files, "--output", str(verdicts)])
+    assert {pm: info["verdict"] for pm, info in read_json(verdicts).items()} == {
+        "pm1": "PASS", "pm2": "INCONCLUSIVE", "pm3": "FAIL",
+    }  # fmt: skip
+    with pytest.raises(SystemExit):  # argparse: every pre-mortem of the plan is required
+        gate.main([*files[:4], "--output", str(verdicts)])
+
+    decide_script = load_script("decide")
+    out = [f"--output-{kind}" for kind in ("json", "md")]
+    paths = [str(tmp_path / "gate" / "decision.json"), str(tmp_path / "gate" / "decision.md")]
+    argv = ["--verdicts", str(verdicts), out[0], paths[0], out[1], paths[1]]
+    decide_script.main(["--params", '{"force": {"pm3": "PASS"}}', *argv])
+    decision = read_json(paths[0])
+    assert decision["branches"] == ["2A", "2C"] and decision["forced"] == ["pm3"]
+    decide_script.main(["--params", '{"force": {"pm3": "PASS"}}', "--force", "pm2=PASS", *argv])
+    assert read_json(paths[0])["branches"] == ["2A", "2B"]  # --force overrides --params by hand
+    assert_clean_exit(
+        decide_script.main, ["--params", '{"force": {"pm1": "MAYBE"}}', *argv], "gate.force.pm1"
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from helpers.scripts import load_script
 from helpers.world import SMALL_WORLD
 from safetensors.torch import load_file
 
 from actspace.core.io import read_jsonl
+from actspace.core.schema import validate_schema
 from actspace.world.organisms import (
     ORGANISM_FAMILIES,
     _batches,
@@ -29,8 +30,6 @@ from actspace.world.organisms import (
 )
 from actspace.world.synthetic import BUILTIN_TASKS, World
 
-#: A world small enough that its tokenizer and organisms build in seconds.
-
 
 @pytest.fixture(scope="module")
 def small_world() -> World:
@@ -40,17 +39,15 @@ def small_world() -> World:
 @pytest.fixture(scope="module")
 def world_dir(tmp_path_factory: pytest.TempPathFactory, small_world: World) -> Path:
     folder = tmp_path_factory.mktemp("world")
-    prepare_world(folder, small_world, vocab_size=1024, n_pairs=20, n_attribute=10, n_prompts=5)
+    prepare_world(
+        folder,
+        small_world,
+        vocab_size=1024,
+        n_prompt_pairs=20,
+        n_attribute_texts=10,
+        n_neutral_prompts=5,
+    )
     return folder
-
-
-def _script(name: str):
-    """Import scripts/<name>.py as a module (scripts are not a package)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _tensor_hashes(folder: Path) -> dict[str, str]:
@@ -134,7 +131,13 @@ def test_training_is_deterministic_for_a_seed(world_dir: Path, tmp_path: Path) -
     for run, seed in enumerate((11, 11, 12)):
         out = tmp_path / f"run{run}"
         stats = train_organism(
-            "gpt2", lines, world_dir / "tokenizer", out, seed=seed, size="small", steps=6
+            "gpt2",
+            lines,
+            world_dir / "tokenizer",
+            out,
+            train_seed=seed,
+            size="small",
+            train_steps=6,
         )
         assert stats["steps"] == 6 and np.isfinite(stats["final_loss"])
         hashes.append(_tensor_hashes(out))
@@ -148,7 +151,7 @@ def test_saved_organism_loads_and_records_training(world_dir: Path, tmp_path: Pa
     out.mkdir(parents=True)
     (out / "stale.txt").write_text("from an earlier run")
     stats = train_organism(
-        "gpt_neox", lines, world_dir / "tokenizer", out, seed=0, size="small", steps=4
+        "gpt_neox", lines, world_dir / "tokenizer", out, train_seed=0, size="small", train_steps=4
     )
     assert not (out / "stale.txt").exists()  # the folder is replaced as a whole
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny_neox"]  # no temp folders
@@ -165,7 +168,9 @@ def test_saved_organism_loads_and_records_training(world_dir: Path, tmp_path: Pa
 def test_choice_logliks_match_a_plain_forward(world_dir: Path, tmp_path: Path) -> None:
     lines = read_corpus(world_dir / "corpus.txt")
     out = tmp_path / "m"
-    train_organism("gpt2", lines, world_dir / "tokenizer", out, seed=0, size="small", steps=2)
+    train_organism(
+        "gpt2", lines, world_dir / "tokenizer", out, train_seed=0, size="small", train_steps=2
+    )
     model = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
     context, choices = "3 plus 4 is", ["7", "12"]
@@ -180,37 +185,55 @@ def test_choice_logliks_match_a_plain_forward(world_dir: Path, tmp_path: Path) -
 
 
 def test_bad_training_requests_raise(world_dir: Path, tmp_path: Path) -> None:
+    knobs = {"train_seed": 0, "size": "default", "train_steps": None}
     with pytest.raises(ValueError, match="known: gpt2, gpt_neox"):
-        train_organism("opt", ["a b"], world_dir / "tokenizer", tmp_path / "x")
+        train_organism("opt", ["a b"], world_dir / "tokenizer", tmp_path / "x", **knobs)
     with pytest.raises(ValueError, match="no tokenizer.json"):
-        train_organism("gpt2", ["a b"], tmp_path / "nowhere", tmp_path / "x")
+        train_organism("gpt2", ["a b"], tmp_path / "nowhere", tmp_path / "x", **knobs)
     with pytest.raises(ValueError, match="smaller than one batch"):
         train_organism(
-            "gpt2", ["a b"], world_dir / "tokenizer", tmp_path / "x", size="small", steps=1
+            "gpt2", ["a b"], world_dir / "tokenizer", tmp_path / "x", **{**knobs, "size": "small"}
         )
 
 
 def test_scripts_run_end_to_end(tmp_path: Path) -> None:
-    make_world = _script("make_world")
-    train_script = _script("train_organism")
-
-    settings = json.dumps({"seed": 5, **SMALL_WORLD, "n_prompt_pairs": 8, "vocab_size": 1024})
-    make_world.main(["--world-json", settings, "--output-dir", str(tmp_path / "world")])
+    """The scripts as the rules call them: the resolved section as ``--params``."""
+    make_world = load_script("make_world")
+    train_script = load_script("train_organism")
+    world = {**validate_schema({})["world"], **SMALL_WORLD, "seed": 5, "n_prompt_pairs": 8}
+    make_world.main(["--params", json.dumps(world), "--output-dir", str(tmp_path / "world")])
     assert (tmp_path / "world" / "tasks" / "arithmetic.jsonl").is_file()
+    assert len((tmp_path / "world" / "prompt_pairs.jsonl").read_text().splitlines()) == 8
+    organism = {"source": "organism", "family": "gpt2", "size": "small", "train_steps": 3}
     out = tmp_path / "models" / "tiny_gpt2"
     train_script.main(
         [
-            "--family=gpt2",
-            "--size=small",
-            "--steps=3",
+            "--params",
+            json.dumps({**organism, "train_seed": 0, "revision": None}),
             f"--corpus={tmp_path / 'world' / 'corpus.txt'}",
             f"--tokenizer={tmp_path / 'world' / 'tokenizer'}",
             f"--output-dir={out}",
+            "--seed=7",  # by hand: overrides train_seed
         ]
     )
     assert (out / "model.safetensors").is_file()
+    assert json.loads((out / "training.json").read_text())["seed"] == 7
     with pytest.raises(SystemExit, match="^error: unknown world parameter"):
-        make_world.main(["--world-json", '{"colour": 1}', "--output-dir", str(tmp_path / "w2")])
+        make_world.main(
+            ["--params", json.dumps({**world, "colour": 1}), "--output-dir", str(tmp_path / "w2")]
+        )
+    with pytest.raises(SystemExit, match="^error: missing parameter.*vocab_size"):
+        make_world.main(["--params", '{"seed": 1}', "--output-dir", str(tmp_path / "w3")])
+    with pytest.raises(SystemExit, match="^error: missing parameter.*train_steps"):
+        train_script.main(
+            [
+                "--params",
+                json.dumps({"family": "gpt2"}),
+                "--corpus=c",
+                "--tokenizer=t",
+                "--output-dir=o",
+            ]
+        )
 
 
 def test_batches_cover_each_line_once_per_epoch_grouped_by_length() -> None:

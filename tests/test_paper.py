@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from actspace import plan
 from actspace.analysis import paper
 
 ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES = ROOT / "paper" / "templates"
-BIB = ROOT / "paper" / "related_work.bib"
+TEMPLATES = paper.default_templates()
+BIB = paper.default_bibliography()
 
 
 def comparison(cid: str, branch: str, **fields) -> dict:
@@ -260,13 +261,20 @@ def test_each_branch_maps_to_its_venue(branch, venue, alternative):
         venue,
         alternative,
     )
-    assert paper.VENUES[branch] == (venue, alternative)
+    assert plan.branch(branch).venues == (venue, alternative)
 
 
 def test_branch_falls_back_to_the_experiment():
     c = comparison("behavior_edit_toxicity", "2C", experiment="behavior_edit")
     del c["branch"]
     assert paper.choose_strongest(statistics(c))["branch"] == "2C"
+
+
+def test_the_rule_names_every_branch_and_its_venues():
+    for branch in plan.BRANCHES:
+        if branch.venues:
+            target, alternative = branch.venues
+            assert f"{target} (alternative {alternative}) for {branch.name}" in paper.STRONGEST_RULE
 
 
 def test_no_comparisons_is_an_error():
@@ -445,6 +453,41 @@ def test_abstract_names_the_experiment_models_and_a_forced_gate():
 # the draft
 
 
+def test_the_templates_are_package_data_with_one_block_per_entry_of_the_plan():
+    assert TEMPLATES.is_dir() and (TEMPLATES / "draft.tex.j2").is_file() and BIB.is_file()
+    for branch in plan.BRANCHES:
+        if branch.venues:
+            for part in ("abstract.txt.j2", "introduction.tex.j2", "contribution.tex.j2"):
+                assert (TEMPLATES / "branches" / branch.name / part).is_file(), (branch.name, part)
+    for pm in plan.PREMORTEMS:
+        assert (TEMPLATES / "premortems" / f"{pm.name}.tex.j2").is_file(), pm.name
+    for name in plan.EXPERIMENT_NAMES:
+        assert (TEMPLATES / "experiments" / f"{name}.tex.j2").is_file(), name
+
+
+def test_every_experiment_gets_its_own_paragraph_and_the_table_follows_the_plan():
+    stats = statistics(*(comparison(e.name, e.branch, success=True) for e in plan.EXPERIMENTS))
+    tex = paper.render_draft(stats, [], config(), "")  # the package's templates by default
+    methods = section(tex, "Methods")
+    assert methods.count(r"\paragraph{") == len(plan.EXPERIMENTS)
+    assert "See its configuration" not in methods  # no experiment fell back to the default block
+    assert r"\begin{tabular}{lllll}" in methods
+    assert r"PM1 & PM2 & PM3 & Branches & \\" in methods
+    assert r"FAIL & FAIL & FAIL & X (abort) &  \\" in methods
+    # PM1 was INCONCLUSIVE (counts as FAIL), PM2 and PM3 passed
+    assert r"FAIL & PASS & PASS & 2B, 2C & $\leftarrow$ \\" in methods
+    for pm in plan.PREMORTEMS:
+        assert f"{pm.label} measures" in methods
+    intro = " ".join(section(tex, "Introduction").split())
+    assert "we ran three cheap pre-mortems, one for each of cross-model similarity," in intro
+
+
+def test_an_experiment_without_a_block_falls_back_to_its_name():
+    stats = statistics(comparison("new_experiment", "2A", success=True))
+    tex = paper.render_draft(stats, [], config(), "", templates_dir=TEMPLATES)
+    assert r"\paragraph{new\_experiment.} See its configuration" in tex
+
+
 @pytest.fixture
 def draft() -> str:
     return paper.render_draft(
@@ -486,7 +529,7 @@ def test_draft_preamble_follows_the_venue(branch, documentclass):
     tex = paper.render_draft(
         statistics(comparison("x", branch, success=True)), [], config(), "", templates_dir=TEMPLATES
     )
-    venue = paper.VENUES[branch][0]
+    venue = plan.branch(branch).venues[0]
     assert documentclass in tex
     assert f"% Venue: {venue}." in tex
     assert f"This draft targets {venue}" in tex
@@ -680,7 +723,7 @@ def test_write_paper_writes_every_output(tmp_path):
 def test_write_paper_refuses_unfilled_slots(tmp_path):
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATES, templates)
-    broken = templates / "abstract_2B.txt.j2"
+    broken = templates / "branches" / "2B" / "abstract.txt.j2"
     broken.write_text(broken.read_text() + "\nWe also report [UNKNOWN_SLOT].\n")
     paths = write_inputs(tmp_path / "in")
     out = tmp_path / "paper"
@@ -722,17 +765,14 @@ def test_script_runs_and_reports_errors(tmp_path):
         str(paths["manifest"]),
         "--config-json",
         str(paths["config"]),
-        "--templates",
-        str(TEMPLATES),
-        "--bib",
-        str(BIB),
         "--output-dir",
         str(tmp_path / "paper"),
     ]
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "ACL" in done.stdout
-    assert (tmp_path / "paper" / "draft.tex").is_file()
+    assert (tmp_path / "paper" / "draft.tex").is_file()  # from the package's templates
+    assert (tmp_path / "paper" / "related_work.bib").read_text() == BIB.read_text()
     bad = args[:]
     bad[bad.index("--statistics") + 1] = str(tmp_path / "nope.json")
     done = subprocess.run(bad, capture_output=True, text=True, check=False)

@@ -1,15 +1,14 @@
-"""Activation patching (PM3): exact known answers on tiny models, and the arithmetic by hand."""
+"""Activation patching and PM3: exact known answers on tiny models, and the arithmetic by hand."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from helpers.pairs import answered_pairs, one_token_diff_prompts
+from helpers.scripts import assert_clean_exit, load_script
 
 from actspace.lm.hooks import patch_residual
 from actspace.lm.models import load_model, residual_blocks
@@ -20,13 +19,15 @@ from actspace.methods.patching import (
     load_prompt_pairs,
     logit_diff_recovery,
     patched_logits,
-    pm3_from_patching,
     run_patching_layers,
-    run_pm3,
-    summary_markdown,
 )
+from actspace.premortems.pm3 import pm3_from_patching, run_pm3, summary_markdown
 
-ROOT = Path(__file__).resolve().parents[1]
+#: The statistics' keywords, spelled out (the schema's defaults), so that these known answers do
+#: not move when a default in the schema does.
+STATS = {"n_bootstrap": 1000, "seed": 0, "threshold": 0.5, "selection_fraction": 0.5}
+#: run_pm3's keywords: every layer at the differing token, every pair.
+PM3 = {**STATS, "position": "diff", "layers": None, "n_pairs": 1000}
 #: Fast families on every run; the others (same code paths, more CPU time) under ``-m slow``.
 FAMILIES = (
     "gpt2",
@@ -209,7 +210,7 @@ def test_recovery_arithmetic():
 
 
 def test_pm3_arithmetic_by_hand():
-    res = pm3_from_patching(_hand_run(), n_blocks=3, n_bootstrap=200, seed=0, threshold=0.5)
+    res = pm3_from_patching(_hand_run(), n_blocks=3, **{**STATS, "n_bootstrap": 200})
     assert res["baseline"]["n_usable"] == 5
     assert res["baseline"]["clean_accuracy"] == pytest.approx(5 / 6)
     assert res["baseline"]["corrupted_accuracy"] == pytest.approx(1.0)
@@ -241,7 +242,7 @@ def test_pm3_layer_choice_by_selection_half():
     # Make layer 1 flip everything and layer 2 nothing: layer 1 must be chosen, value 1.0.
     run.patched_diff[:, 1], run.patched_diff[:, 2] = 1.0, -1.0
     run.flipped = run.patched_diff > 0
-    res = pm3_from_patching(run, n_blocks=3, n_bootstrap=200, seed=3)
+    res = pm3_from_patching(run, n_blocks=3, **{**STATS, "n_bootstrap": 200, "seed": 3})
     assert res["chosen_layer"] == 1
     assert res["value"] == 1.0
     assert res["selection"]["change_rate"]["1"] == 1.0
@@ -250,7 +251,7 @@ def test_pm3_layer_choice_by_selection_half():
 def test_pm3_too_few_usable_is_inconclusive():
     run = _hand_run()
     run.corrupted_diff = np.array([1.0, 1.0, 1.0, 1.0, 1.0, -2.0])  # none right on corrupted
-    res = pm3_from_patching(run, n_blocks=3, n_bootstrap=100)
+    res = pm3_from_patching(run, n_blocks=3, **{**STATS, "n_bootstrap": 100})
     assert res["verdict"] == "INCONCLUSIVE" and res["n"] == 0 and res["chosen_layer"] is None
     assert "pair" in res["note"]
     summary_markdown({**res, "date": "2024-01-01", "duration_s": 0.1})
@@ -274,7 +275,7 @@ def test_large_all_flip_sample_passes():
         skipped={},
         n_multi_token_answers=0,
     )
-    res = pm3_from_patching(run, n_blocks=3, n_bootstrap=200)
+    res = pm3_from_patching(run, n_blocks=3, **{**STATS, "n_bootstrap": 200})
     assert res["chosen_layer"] == 1 and res["value"] == 1.0 and res["n"] == 20
     assert res["ci"][0] == pytest.approx(0.025 ** (1 / 20))  # Clopper-Pearson for 20/20
     assert res["verdict"] == "PASS"
@@ -287,7 +288,7 @@ def test_run_pm3_schema(tiny):
     model, tokenizer = tiny
     pairs = answered_pairs(model, tokenizer, n=6)
     bad = PromptPair("bad", "The cat sat", "The cat sat on the", "a", "o", {})
-    res = run_pm3(model, tokenizer, [*pairs, bad], n_bootstrap=100, seed=1)
+    res = run_pm3(model, tokenizer, [*pairs, bad], **{**PM3, "n_bootstrap": 100, "seed": 1})
     for key, kind in {
         "premortem": str,
         "name": str,
@@ -360,10 +361,8 @@ def test_load_prompt_pairs(tmp_path):
         load_prompt_pairs(path)
 
 
-def test_script_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import pm3_patching
-
+def test_script_end_to_end(tmp_path, tiny_model_dir):
+    pm3_patching = load_script("pm3_patching")
     folder = tiny_model_dir("gpt2")
     model, tokenizer = load_model(folder, dtype="float32", device="cpu")
     pairs = answered_pairs(model, tokenizer, n=6)
@@ -372,16 +371,24 @@ def test_script_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
         "".join(json.dumps({**p.__dict__}) + "\n" for p in pairs), encoding="utf-8"
     )
     out = tmp_path / "pm3"
+    section = {**PM3, "model": "tiny", "pairs": None, "n_pairs": 50, "n_bootstrap": 100}
+    params = ["--params", json.dumps({**section, "dtype": "auto", "device": "cpu"})]
     args = ["--model", str(folder), "--pairs", str(pairs_path), "--output-dir", str(out)]
-    pm3_patching.main([*args, "--n-bootstrap", "100", "--device", "cpu", "--layers", "0,1,2,3"])
+    pm3_patching.main([*params, *args, "--layers", "0,1,2,3"])
     results = json.loads((out / "results.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert results["premortem"] == "pm3" and results["model"] == str(folder)
     assert "per_pair" not in results
     assert len((out / "per_pair.jsonl").read_text().splitlines()) == len(pairs)
     assert config["position"] == "diff" and "provenance" in config
+    assert config["pairs"] == str(pairs_path) and config["layers"] == [0, 1, 2, 3]
     assert "Verdict" in (out / "summary.md").read_text()
-    with pytest.raises(SystemExit, match="^error: .*layers must lie in 0..3"):
-        pm3_patching.main([*args, "--layers", "0,9"])
-    with pytest.raises(SystemExit, match="^error: prompt pairs file not found"):
-        pm3_patching.main([*args[:2], "--pairs", str(tmp_path / "missing.jsonl")])
+    pm3_patching.main([*params, *args, "--n-samples", "4"])
+    assert json.loads((out / "results.json").read_text())["n_pairs_loaded"] == 4
+    main = pm3_patching.main
+    assert_clean_exit(main, [*params, *args, "--layers", "0,9"], "layers must lie in 0..3")
+    missing = ["--pairs", str(tmp_path / "missing.jsonl"), "--output-dir", str(out)]
+    with_model = [*params, "--model", str(folder), *missing]
+    assert_clean_exit(main, with_model, "prompt pairs file not found")
+    assert_clean_exit(main, [*params, *missing], "missing parameter(s) model_ref")
+    assert_clean_exit(main, args, "missing parameter(s) position, layers")

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 from helpers.pairs import answered_pairs
-from helpers.scripts import ROOT
+from helpers.scripts import load_script
 
 from actspace.branches.patching.patching_layers import (
     PairSweep,
     figure_data,
-    run_patching_layers_sweep,
+    run_layer_position_sweep,
     strongest_cell,
     summarise_sweeps,
     summary_markdown,
     sweep_pairs,
 )
+from actspace.core.schema import validate_schema
 from actspace.lm.hooks import patch_residual
 from actspace.lm.models import load_model, residual_blocks
 from actspace.methods.patching import encode_pairs
+
+#: experiments.patching_layers with the schema's defaults.
+SECTION = validate_schema({})["experiments"]["patching_layers"]
 
 
 @pytest.fixture(scope="module", params=("gpt2", "llama"))
@@ -36,7 +39,7 @@ def test_cells_with_known_effects(tiny):
     before the difference and layer 0 elsewhere carry nothing."""
     model, tokenizer, pairs = tiny
     n_blocks = len(residual_blocks(model))
-    sweeps, layers, _ = sweep_pairs(model, tokenizer, pairs, max_batch=7)
+    sweeps, layers, _ = sweep_pairs(model, tokenizer, pairs, layers=None, max_batch=7)
     assert layers == list(range(n_blocks + 1))
     for sweep in sweeps:
         assert sweep.usable
@@ -58,7 +61,7 @@ def test_batched_cells_equal_one_patch_at_a_time(tiny):
     blocks = residual_blocks(model)
     encoded, _ = encode_pairs(tokenizer, pairs[:1])
     pair = encoded[0]
-    sweeps, layers, _ = sweep_pairs(model, tokenizer, pairs[:1], max_batch=5)
+    sweeps, layers, _ = sweep_pairs(model, tokenizer, pairs[:1], layers=None, max_batch=5)
     clean = torch.tensor([pair.clean_ids])
     corrupted = torch.tensor([pair.corrupted_ids])
     with torch.no_grad():
@@ -154,8 +157,8 @@ def test_strongest_cell_ignores_layers_that_change_answers_by_construction():
 
 def test_experiment_results_and_summary(tiny):
     model, tokenizer, pairs = tiny
-    results, per_pair = run_patching_layers_sweep(
-        model, tokenizer, pairs, layers=[0, 1, 2], max_batch=64, n_bootstrap=200
+    results, per_pair = run_layer_position_sweep(
+        model, tokenizer, pairs, layers=[0, 1, 2], max_batch=64, n_bootstrap=200, seed=0
     )
     assert results["layers"] == [0, 1, 2] and len(per_pair) == len(pairs)
     assert results["patched_forward_rows"] == sum(2 * (3 * p["n_tokens"] + 1) for p in per_pair)
@@ -163,13 +166,15 @@ def test_experiment_results_and_summary(tiny):
     assert "Strongest layer" in text and "| 0 |" in text
     json.dumps(figure_data(results))
     with pytest.raises(ValueError, match="layers must lie in 0"):
-        sweep_pairs(model, tokenizer, pairs, layers=[99])
+        sweep_pairs(model, tokenizer, pairs, layers=[99], max_batch=SECTION["max_batch"])
+    with pytest.raises(ValueError, match="max_batch must be positive"):
+        run_layer_position_sweep(
+            model, tokenizer, pairs, layers=None, max_batch=0, n_bootstrap=200, seed=0
+        )
 
 
 def test_script_writes_the_experiment(tiny_model_dir, tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import patching_layers as script
-
+    script = load_script("patching_layers")
     model, tokenizer = load_model(tiny_model_dir("gpt2"), dtype="float32", device="cpu")
     pairs = answered_pairs(model, tokenizer, n=3)
     pairs_file = tmp_path / "pairs.jsonl"
@@ -189,18 +194,40 @@ def test_script_writes_the_experiment(tiny_model_dir, tmp_path):
             for p in pairs
         )
     )
+    # The section as the workflow passes it: schema defaults, resolved choices, the extras.
+    params = {
+        **SECTION,
+        "model": "tiny",
+        "pairs": str(pairs_file),
+        "n_pairs": 50,
+        "n_bootstrap": 200,
+        "model_ref": {"name": "tiny", "path": str(tiny_model_dir("gpt2")), "revision": None},
+        "dtype": "auto",
+        "device": "cpu",
+        "seed": 0,
+    }
     out = tmp_path / "out"
     script.main(
-        ["--model", str(tiny_model_dir("gpt2")), "--pairs", str(pairs_file),
-         "--n-bootstrap", "200", "--output-dir", str(out)]
-    )  # fmt: skip
+        ["--params", json.dumps(params), "--pairs", str(pairs_file), "--output-dir", str(out)]
+    )
     for name in ("results.json", "config.json", "summary.md", "figure_data.json", "per_pair.jsonl"):
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())
     assert results["n_usable"] == 3 and results["strongest_layer"] in results["selectable_layers"]
+    assert results["model"] == str(tiny_model_dir("gpt2"))
+    assert results["layers"] == list(range(results["n_blocks"] + 1))
+    # The common flags override --params: --n-samples is this step's n_pairs.
+    script.main(
+        ["--params", json.dumps(params), "--pairs", str(pairs_file), "--n-samples", "2",
+         "--layers", "0,1", "--output-dir", str(tmp_path / "two")]
+    )  # fmt: skip
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["n_pairs_loaded"] == 2 and two["layers"] == [0, 1]
     with pytest.raises(SystemExit, match="^error: layers must lie"):
         script.main(
-            ["--model", str(tiny_model_dir("gpt2")), "--pairs", str(pairs_file),
-             "--layers", "0,99", "--output-dir", str(tmp_path / "bad")]
+            ["--params", json.dumps(params), "--pairs", str(pairs_file), "--layers", "0,99",
+             "--output-dir", str(tmp_path / "bad")]
         )  # fmt: skip
     assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit, match="^error: missing parameter"):
+        script.main(["--pairs", str(pairs_file), "--output-dir", str(tmp_path / "bad")])

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.scripts import assert_clean_exit, load_script
 
-from actspace.premortems.pm12 import run_pm1, run_pm2, summary_markdown
+from actspace.premortems.pm1 import run_pm1
+from actspace.premortems.pm1 import summary_markdown as pm1_summary
+from actspace.premortems.pm2 import run_pm2
+from actspace.premortems.pm2 import summary_markdown as pm2_summary
 
 TOP_LEVEL = {
     "premortem",
@@ -84,12 +88,36 @@ def _probe_store(planted: bool, n: int = 300, seed: int = 0) -> FakeStore:
     return FakeStore(layers, correct=correct, logliks=logliks)
 
 
-FAST = {"n_bootstrap": 300}
-FAST_PROBE = {"n_bootstrap": 300, "cv_folds": 3, "Cs": 5}
+#: Every keyword of the entry functions, spelled out (the schema's defaults, all items), so that
+#: these known answers do not move when a default in the schema does.
+PM1 = {
+    "layer_depth": 0.5,
+    "pooling": "last",
+    "n_samples": None,
+    "test_fraction": 0.3,
+    "ridge_alpha": "auto",
+    "n_permutations": 5,
+    "n_bootstrap": 1000,
+    "threshold": 0.3,
+    "seed": 0,
+}
+PM2 = {
+    "layer": "auto",
+    "pooling": "last",
+    "n_samples": None,
+    "test_fraction": 0.3,
+    "val_fraction": 0.2,
+    "cv_folds": 5,
+    "n_bootstrap": 1000,
+    "threshold": 0.55,
+    "seed": 0,
+}
+FAST = {**PM1, "n_bootstrap": 300}
+FAST_PROBE = {**PM2, "n_bootstrap": 300, "cv_folds": 3, "Cs": 5}
 
 
 def test_pm1_planted_linear_passes() -> None:
-    results = run_pm1(_model_stores(planted=True), n_permutations=2, **FAST)
+    results = run_pm1(_model_stores(planted=True), **{**FAST, "n_permutations": 2})
     assert set(results) >= TOP_LEVEL
     assert results["premortem"] == "pm1" and results["name"] == "cross_model"
     assert results["verdict"] == "PASS"
@@ -104,31 +132,33 @@ def test_pm1_planted_linear_passes() -> None:
     assert results["cka_debiased"] > 0.5
     assert results["n"] == results["n_test"] == 72
     json.dumps(results)  # plain JSON types throughout
-    text = summary_markdown(results)
+    text = pm1_summary(results)
     assert "**PASS**" in text and "Pre-mortem 1" in text and "small (L2)" in text
 
 
 def test_pm1_random_fails_and_is_deterministic() -> None:
     stores = _model_stores(planted=False)
-    results = run_pm1(stores, n_permutations=2, seed=3, **FAST)
+    results = run_pm1(stores, **{**FAST, "n_permutations": 2, "seed": 3})
     assert results["verdict"] == "FAIL"
     assert abs(results["value"]) < 0.1
     assert abs(results["cka_debiased"]) < 0.1
-    again = run_pm1(stores, n_permutations=2, seed=3, **FAST)
+    again = run_pm1(stores, **{**FAST, "n_permutations": 2, "seed": 3})
     assert again["value"] == results["value"] and again["ci"] == results["ci"]
 
 
 def test_pm1_subsamples_and_checks_input() -> None:
     stores = _model_stores(planted=True)
-    results = run_pm1(stores, n_samples=100, n_permutations=1, **FAST)
+    results = run_pm1(stores, **{**FAST, "n_samples": 100, "n_permutations": 1})
     assert results["n_items"] == 100 and results["n_train"] + results["n_test"] == 100
     with pytest.raises(ValueError, match="two models"):
-        run_pm1({"small": stores["small"]})
+        run_pm1({"small": stores["small"]}, **PM1)
     short = _model_stores(planted=True, n=120)
     with pytest.raises(ValueError, match="same items"):
-        run_pm1({"small": stores["small"], "other": short["large"]})
+        run_pm1({"small": stores["small"], "other": short["large"]}, **PM1)
     with pytest.raises(ValueError, match="pooling"):
-        run_pm1(stores, pooling="mean")
+        run_pm1(stores, **{**PM1, "pooling": "mean"})
+    with pytest.raises(ValueError, match="ridge_alpha"):
+        run_pm1(stores, **{**PM1, "ridge_alpha": "gcv"})
 
 
 def test_pm2_planted_passes_and_picks_the_layer() -> None:
@@ -146,12 +176,12 @@ def test_pm2_planted_passes_and_picks_the_layer() -> None:
     assert balance["n_correct"] + balance["n_incorrect"] == results["n_items"] == 300
     assert results["n"] == results["n_test"] == 90
     json.dumps(results)
-    text = summary_markdown(results)
+    text = pm2_summary(results)
     assert "**PASS**" in text and "output confidence" in text and "majority class" in text
 
 
 def test_pm2_noise_does_not_pass() -> None:
-    results = run_pm2(_probe_store(planted=False), layer=1, **FAST_PROBE)
+    results = run_pm2(_probe_store(planted=False), **{**FAST_PROBE, "layer": 1})
     assert results["verdict"] in {"FAIL", "INCONCLUSIVE"}
     assert results["layer"] == 1 and results["layer_selection"] == "configured"
     assert results["validation"] == []
@@ -161,12 +191,12 @@ def test_pm2_noise_does_not_pass() -> None:
 def test_pm2_input_checks() -> None:
     store = _probe_store(planted=True)
     with pytest.raises(ValueError, match="layer must be 0..3"):
-        run_pm2(store, layer=9)
+        run_pm2(store, **{**PM2, "layer": 9})
     with pytest.raises(ValueError, match="below 1"):
-        run_pm2(store, test_fraction=0.6, val_fraction=0.5)
+        run_pm2(store, **{**PM2, "test_fraction": 0.6, "val_fraction": 0.5})
     one_sided = FakeStore(store._layers, correct=np.ones(300, bool), logliks=store.logliks())
     with pytest.raises(ValueError, match="0 incorrect"):
-        run_pm2(one_sided, layer=1)
+        run_pm2(one_sided, **{**PM2, "layer": 1})
 
 
 # ---- the command-line scripts, on real store folders written in the contract's format ----
@@ -215,18 +245,7 @@ def _write_store(folder: Path, layers: list[np.ndarray], correct: np.ndarray, mo
     return folder
 
 
-def test_scripts_write_experiment_folders(tmp_path: Path, monkeypatch, capsys) -> None:
-    pytest.importorskip("safetensors")
-    import importlib.util
-
-    root = Path(__file__).resolve().parents[1]
-
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(name, root / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
+def test_scripts_write_experiment_folders(tmp_path: Path, capsys) -> None:
     stores = _model_stores(planted=True, n=80)
     probe = _probe_store(planted=True, n=80)
     paths = []
@@ -235,51 +254,62 @@ def test_scripts_write_experiment_folders(tmp_path: Path, monkeypatch, capsys) -
         paths.append(_write_store(tmp_path / name / "synthetic", store._layers, correct, name))
     probe_path = _write_store(tmp_path / "probe" / "synthetic", probe._layers, probe.correct(), "p")
 
-    pm1 = load("pm1_cross_model")
+    pm1 = load_script("pm1_cross_model")
     out1 = tmp_path / "pm1_cross_model"
-    pm1.main(
-        [
-            "--stores",
-            ",".join(map(str, paths)),
-            "--n-permutations",
-            "1",
-            "--n-bootstrap",
-            "200",
-            "--ridge-alpha",
-            "1.0",
-            "--output-dir",
-            str(out1),
-        ]
-    )
+    section = {**PM1, "models": None, "task": "synthetic", "n_permutations": 1, "n_bootstrap": 200}
+    stores_arg = ["--stores", ",".join(map(str, paths))]
+    params = ["--params", json.dumps({**section, "ridge_alpha": 1})]
+    pm1.main([*params, *stores_arg, "--output-dir", str(out1)])
     results = json.loads((out1 / "results.json").read_text())
     assert results["verdict"] == "PASS" and results["models"] == ["small", "large"]
+    assert {p["ridge_alpha"] for p in results["pairs"]} == {1.0}
     config = json.loads((out1 / "config.json").read_text())
-    assert config["ridge_alpha"] == 1.0 and "provenance" in config
+    assert config["ridge_alpha"] == 1 and "provenance" in config
     assert (out1 / "summary.md").read_text().startswith("# Pre-mortem 1")
+    # premortems.pm1.models names the stores (the workflow passes them in that order)
+    named = ["--params", json.dumps({**section, "models": ["a", "b"]})]
+    pm1.main([*named, *stores_arg, "--output-dir", str(tmp_path / "named")])
+    named_results = json.loads((tmp_path / "named" / "results.json").read_text())
+    assert named_results["models"] == ["a", "b"]
 
-    pm2 = load("pm2_error_prediction")
+    pm2 = load_script("pm2_error_prediction")
     out2 = tmp_path / "pm2_error_prediction"
-    pm2.main(
-        [
-            "--store",
-            str(probe_path),
-            "--layer",
-            "2",
-            "--n-bootstrap",
-            "200",
-            "--cv-folds",
-            "3",
-            "--output-dir",
-            str(out2),
-        ]
-    )
+    section2 = {**PM2, "model": "p", "task": "synthetic", "n_bootstrap": 200, "cv_folds": 3}
+    params2 = ["--params", json.dumps(section2)]
+    pm2.main([*params2, "--layers", "2", "--store", str(probe_path), "--output-dir", str(out2)])
     results = json.loads((out2 / "results.json").read_text())
     assert results["layer"] == 2 and results["verdict"] in {"PASS", "INCONCLUSIVE"}
+    assert results["layer_selection"] == "configured"
     assert "pm2 heldout_balanced_accuracy" in capsys.readouterr().out
 
-    with pytest.raises(SystemExit, match="^error: .*not found"):
-        pm2.main(["--store", str(tmp_path / "missing"), "--output-dir", str(out2)])
-    with pytest.raises(SystemExit, match="^error: --model-names has 1 names for 2 stores"):
-        pm1.main(
-            ["--stores", ",".join(map(str, paths)), "--model-names", "a", "--output-dir", str(out1)]
-        )
+    missing = ["--store", str(tmp_path / "missing"), "--output-dir", str(out2)]
+    assert_clean_exit(pm2.main, [*params2, *missing], "not found")
+    assert_clean_exit(pm2.main, missing, "missing parameter(s) layer, pooling")
+    assert_clean_exit(
+        pm1.main,
+        [*params, *stores_arg, "--model-names", "a", "--output-dir", str(out1)],
+        "--model-names has 1 names for 2 stores",
+    )
+
+
+# ---- each parameter declared once: the entry functions take the schema's keys ----
+
+
+def test_entry_functions_take_the_schema_keys() -> None:
+    """Every keyword without a default is a key of premortems.<pm> (or the study's seed), and
+    every key of the section is either such a keyword or what the script reads itself."""
+    from actspace.core.schema import load_schema
+    from actspace.premortems.common import required_keywords
+    from actspace.premortems.pm3 import run_pm3
+
+    sections = load_schema()["properties"]["premortems"]["properties"]
+    read_by_script = {
+        "pm1": {"models", "task"},
+        "pm2": {"model", "task"},
+        "pm3": {"model", "pairs"},
+    }
+    for pm, function in {"pm1": run_pm1, "pm2": run_pm2, "pm3": run_pm3}.items():
+        keys = set(sections[pm]["properties"])
+        required = set(required_keywords(function))
+        assert required - {"seed"} == keys - read_by_script[pm], pm
+        assert "seed" in required

@@ -3,7 +3,6 @@ recorded, I/O errors survived; and the long steps that keep one."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -13,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.scripts import load_script
 from helpers.world import SMALL_WORLD
 
 from actspace.core.progress import Progress, optional_progress, peak_rss_mb
-
-ROOT = Path(__file__).resolve().parents[1]
+from actspace.core.schema import validate_schema
 
 
 class FakeClock:
@@ -195,8 +194,10 @@ def test_extraction_counts_items_and_shards(gpt2, tmp_path):
             tokenizer,
             items,
             tmp_path / "store",
+            poolings=["last", "mean"],
             batch_size=2,
             shard_size=2,
+            storage_dtype="auto",
             progress=False,
             progress_file=tracker,
         )
@@ -207,12 +208,22 @@ def test_extraction_counts_items_and_shards(gpt2, tmp_path):
 
 def test_patching_sweeps_count_pairs(gpt2, tmp_path):
     from actspace.branches.patching.patching_layers import run_patching_layers_sweep
-    from actspace.methods.patching import run_pm3
+    from actspace.premortems.pm3 import run_pm3
 
     model, tokenizer = gpt2
     pairs = _pairs(tokenizer)
     with _tracker(tmp_path, "pm3") as tracker:
-        run_pm3(model, tokenizer, pairs, n_bootstrap=10, progress=tracker)
+        stats = {"n_bootstrap": 10, "seed": 0, "threshold": 0.5, "selection_fraction": 0.5}
+        run_pm3(
+            model,
+            tokenizer,
+            pairs,
+            **stats,
+            position="diff",
+            layers=None,
+            n_pairs=3,
+            progress=tracker,
+        )
     assert (tracker.items_done, tracker.total) == (3, 3)
     with _tracker(tmp_path, "sweep") as tracker:
         run_patching_layers_sweep(model, tokenizer, pairs, n_bootstrap=10, progress=tracker)
@@ -261,27 +272,27 @@ def test_training_counts_steps(tmp_path):
     from actspace.world.synthetic import World
 
     world = World.generate(3, **SMALL_WORLD)
-    prepare_world(tmp_path / "w", world, vocab_size=1024, n_pairs=20, n_attribute=10, n_prompts=5)
+    prepare_world(
+        tmp_path / "w",
+        world,
+        vocab_size=1024,
+        n_prompt_pairs=20,
+        n_attribute_texts=10,
+        n_neutral_prompts=5,
+    )
     with _tracker(tmp_path, "train") as tracker:
         train_organism(
             "gpt2",
             read_corpus(tmp_path / "w" / "corpus.txt"),
             tmp_path / "w" / "tokenizer",
             tmp_path / "model",
+            train_seed=0,
             size="small",
-            steps=3,
+            train_steps=3,
             progress=tracker,
         )
     assert (tracker.items_done, tracker.total) == (3, 3)
     assert tracker.last_checkpoint.startswith("saved to")
-
-
-def _script(name: str):
-    path = ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_extract_script_keeps_the_progress_file_and_records_a_failure(tiny_model_dir, tmp_path):
@@ -292,12 +303,14 @@ def test_extract_script_keeps_the_progress_file_and_records_a_failure(tiny_model
     items = [Item(f"i{k}", f"The cat sat {k}", ["mat", "roof"], 0, {}) for k in range(3)]
     write_jsonl(task, items_to_rows(items))
     progress = tmp_path / "progress" / "extract" / "m" / "demo.json"
+    section = validate_schema({})["extract"]
     args = ["--task", str(task), "--output-dir", str(tmp_path / "store"), "--no-progress"]
+    args += ["--params", json.dumps(section)]
     args += ["--progress-file", str(progress)]
-    assert _script("extract").main(["--model", str(tiny_model_dir("gpt2")), *args]) == 0
+    assert load_script("extract").main(["--model", str(tiny_model_dir("gpt2")), *args]) == 0
     record = _read(progress)
     assert (record["state"], record["items_done"], record["total"]) == ("done", 3, 3)
     with pytest.raises(SystemExit, match="could not load model"):
-        _script("extract").main(["--model", str(tmp_path / "nope"), *args])
+        load_script("extract").main(["--model", str(tmp_path / "nope"), *args])
     record = _read(progress)
     assert record["state"] == "failed" and "nope" in record["error"]

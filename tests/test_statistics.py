@@ -15,6 +15,25 @@ from actspace.analysis.statistics import (
     locate,
 )
 from actspace.core.io import atomic_write_json
+from actspace.core.schema import load_schema
+
+#: The schema's analysis.statistics defaults, and the seed the old keyword defaults used.
+SETTINGS = {
+    key: spec["default"]
+    for key, spec in load_schema()["properties"]["analysis"]["properties"]["statistics"][
+        "properties"
+    ].items()
+}
+STATS = {
+    "n_bootstrap": SETTINGS["n_bootstrap"],
+    "n_permutations": SETTINGS["n_permutations"],
+    "seed": 0,
+}
+
+
+def compare(comparison, **overrides):
+    """comparison_statistics with the schema's settings, some overridden."""
+    return comparison_statistics(comparison, **{**STATS, **overrides})
 
 
 def paired(a, b, **extra):
@@ -25,7 +44,7 @@ def test_paired_binary_uses_mcnemar_and_scales_to_points():
     # 8 items only the method gets right, 2 only the baseline, 10 both, 5 neither.
     a = [1] * 8 + [0] * 2 + [1] * 10 + [0] * 5
     b = [0] * 8 + [1] * 2 + [1] * 10 + [0] * 5
-    out = comparison_statistics(paired(a, b, binary=True, scale=100.0), n_bootstrap=500)
+    out = compare(paired(a, b, binary=True, scale=100.0), n_bootstrap=500)
     assert out["test"] == "McNemar exact"
     assert out["p_value"] == pytest.approx(scipy_stats.binomtest(2, 10, 0.5).pvalue)
     assert out["difference"] == pytest.approx(100 * 6 / 25)
@@ -36,7 +55,7 @@ def test_paired_binary_uses_mcnemar_and_scales_to_points():
 def test_paired_continuous_effect_is_hedges_g_z_below_50_units():
     base = np.linspace(0, 1, 5)
     diff = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    out = comparison_statistics(paired(base + diff, base), n_bootstrap=500)
+    out = compare(paired(base + diff, base), n_bootstrap=500)
     d = 3.0 / np.std(diff, ddof=1)
     assert out["effect_size"]["name"] == "hedges_g_z"
     assert out["effect_size"]["uncorrected_d"] == pytest.approx(d)
@@ -49,36 +68,34 @@ def test_paired_continuous_effect_is_hedges_g_z_below_50_units():
 def test_large_samples_report_cohens_d_and_null_data_are_not_significant():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=200), rng.normal(size=200)
-    out = comparison_statistics(
+    out = compare(
         {"kind": "two_groups", "a": list(a), "b": list(b)}, n_bootstrap=300, n_permutations=999
     )
     pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     assert out["effect_size"]["name"] == "cohens_d"
     assert out["effect_size"]["value"] == pytest.approx((a.mean() - b.mean()) / pooled)
     assert out["p_value"] > 0.05 and out["ci"][0] < 0 < out["ci"][1]
-    shifted = comparison_statistics(
-        {"kind": "two_groups", "a": list(a + 1.0), "b": list(b)}, n_permutations=999
-    )
+    shifted = compare({"kind": "two_groups", "a": list(a + 1.0), "b": list(b)}, n_permutations=999)
     assert shifted["p_value"] <= 0.002 and shifted["ci"][0] > 0.5
 
 
 def test_one_sample_against_a_null_value():
-    out = comparison_statistics(
+    out = compare(
         {"kind": "one_sample", "values": [0.5, 0.7, 0.9, 1.1], "null_value": 0.5},
         n_bootstrap=300,
     )
     assert out["difference"] == pytest.approx(0.3)
     assert out["effect_size"]["name"] == "hedges_g"
-    zeros = comparison_statistics({"kind": "one_sample", "values": [0.0] * 6})
+    zeros = compare({"kind": "one_sample", "values": [0.0] * 6})
     assert zeros["p_value"] == 1.0 and zeros["difference"] == 0.0
 
 
 def test_bad_or_tiny_comparisons():
     with pytest.raises(ValueError, match="kind must be one of paired, two_groups, one_sample"):
-        comparison_statistics({"kind": "unpaired", "a": [1], "b": [2]})
+        compare({"kind": "unpaired", "a": [1], "b": [2]})
     with pytest.raises(ValueError, match="equal lengths"):
-        comparison_statistics(paired([1, 2, 3], [1, 2]))
-    tiny = comparison_statistics({"kind": "two_groups", "a": [1.0, 0.0], "b": [1.0]})
+        compare(paired([1, 2, 3], [1, 2]))
+    tiny = compare({"kind": "two_groups", "a": [1.0, 0.0], "b": [1.0]})
     assert tiny["p_value"] is None and "fewer than 2" in tiny["note"]
 
 
@@ -146,7 +163,12 @@ def test_seeds_holm_and_the_order_of_the_plan(tmp_path):
             },
         ),  # fmt: skip
     ]
-    out = experiment_statistics(files, primary_seed=42, n_bootstrap=300, n_permutations=999)
+    out = experiment_statistics(
+        files,
+        **{**SETTINGS, "n_bootstrap": 300, "n_permutations": 999},
+        seed=0,
+        primary_seed=42,
+    )
     ids = [e["id"] for e in out["comparisons"]]
     assert ids == [
         "activation_transfer",
@@ -185,7 +207,7 @@ def test_locate_and_build(tmp_path):
                     "measured_verdict": "PASS", "forced": True},
         },
     }  # fmt: skip
-    out = build_statistics(decision, [])
+    out = build_statistics(decision, [], **SETTINGS, seed=0)
     assert out["comparisons"] == [] and out["holm"]["n_comparisons"] == 0
     assert out["premortems"]["pm2"]["forced"] and out["premortems"]["pm2"]["verdict"] == "FAIL"
     assert out["premortems"]["pm2"]["measured_verdict"] == "PASS"
@@ -198,3 +220,32 @@ def test_a_results_file_without_a_headline_is_named():
         headlines({"value": 1.0, "ci": [0.0, 2.0]}, "x/results.json")
     empty = headlines({"metric": "m", "value": None, "ci": [None, None]}, "x")
     assert empty[0]["value"] is None and empty[0]["comparison"] is None
+
+
+def test_the_script_takes_the_analysis_statistics_section(tmp_path):
+    from helpers.scripts import assert_clean_exit, load_script
+
+    from actspace.core.io import read_json
+
+    decision = tmp_path / "decision.json"
+    atomic_write_json(decision, {"branches": ["2C"], "forced": [], "premortems": {}})
+    result = _write(
+        tmp_path,
+        "patching_layers",
+        None,
+        {"metric": "m", "value": 0.5, "ci": [0.4, 0.6], "n": 6, "success": None,
+         "comparison": {"kind": "one_sample", "values": [1.0, 0.9, 0.8, 1.2, 1.1, 0.7]}},
+    )  # fmt: skip
+    out = tmp_path / "analysis"
+    params = '{"n_bootstrap": 200, "n_permutations": 99, "alpha": 0.05, "seed": 3}'
+    script = load_script("make_statistics")
+    argv = ["--decision", str(decision), "--results", str(result), "--output-dir", str(out)]
+    script.main(["--params", params, *argv])
+    written = read_json(out / "statistics.json")
+    assert written["settings"]["n_bootstrap"] == 200 and written["settings"]["seed"] == 3
+    expected = experiment_statistics(
+        [result], n_bootstrap=200, n_permutations=99, alpha=0.05, seed=3
+    )
+    assert written["comparisons"][0]["p_value"] == expected["comparisons"][0]["p_value"]
+    assert (out / "summary_table.md").is_file()
+    assert_clean_exit(script.main, argv, "missing parameter(s) n_bootstrap")

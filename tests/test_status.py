@@ -4,7 +4,6 @@ combined into one state per job; the watch loop; and one real ``--summary`` on a
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import os
@@ -12,27 +11,20 @@ import platform
 from pathlib import Path
 
 import pytest
+from helpers.scripts import load_script
 
-from actspace.monitor.status import (
-    classify,
-    eta_text,
-    format_duration,
-    format_table,
+from actspace.monitor.dry_run import parse_dry_run, parse_summary
+from actspace.monitor.jobs import classify, format_duration, step_name
+from actspace.monitor.status import render, watch
+from actspace.monitor.table import eta_text, format_table, progress_text, where_text
+from actspace.monitor.workdir import (
     incomplete_outputs,
-    parse_dry_run,
-    parse_summary,
     progress_path_for,
-    progress_text,
-    render,
     run_in_progress,
     snakemake_locked,
     snakemake_process_running,
-    step_name,
-    watch,
-    where_text,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_795_250_000.0
 DEAD_PID = 2**22 + 12345  # above Linux's largest pid_max: no such process
 
@@ -339,7 +331,7 @@ def test_a_progress_file_whose_process_died_is_failed(study):
 
 
 def test_render_has_a_header_the_table_and_the_gate_note(study, monkeypatch):
-    monkeypatch.setattr("actspace.monitor.status.snakemake_process_running", lambda workdir: True)
+    monkeypatch.setattr("actspace.monitor.workdir.snakemake_process_running", lambda workdir: True)
     text = render(parse_summary(SUMMARY), parse_dry_run(DRY_RUN), DRY_RUN, study, NOW)
     first = text.splitlines()[0]
     assert first.endswith("2 done, 1 running, 1 failed, 1 outdated, 2 pending")
@@ -387,10 +379,7 @@ def test_watch_runs_n_times_with_an_injected_sleep_and_stops_on_ctrl_c():
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("script_status", ROOT / "scripts" / "status.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("status")
 
 
 def test_script_passes_config_and_refuses_bad_flags(tmp_path, monkeypatch, capsys):

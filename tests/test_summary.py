@@ -70,7 +70,7 @@ def test_the_study_summary_says_what_ran_why_and_where():
         figures=[{"name": "transfer_gain", "caption": "Gain."}],
     )
     assert "PM3 (activation patching)" in text and "forced; measured FAIL" in text
-    assert "2A (cross-model analysis and activation transfer)" in text
+    assert "2A (cross-model transfer); 2C (activation patching and behaviour editing)" in text
     assert "did NOT meet its success criterion" in text
     assert "met its success criterion" in text
     assert "- paper draft: `results/paper/draft.tex`" in text

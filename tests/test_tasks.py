@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.scripts import load_script
+from helpers.workflow import copy_workflow, dry_run, scheduled_jobs, snakemake
 
 from actspace.core.io import read_jsonl
 from actspace.lm.tasks import (
@@ -20,7 +22,6 @@ from actspace.lm.tasks import (
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-ROOT = Path(__file__).resolve().parents[1]
 
 #: The harness's truthfulqa_mc1.yaml doc_to_text rendered for the question "Why?" (pyyaml + jinja2).
 TRUTHFULQA_RENDERED_WHY = (
@@ -372,19 +373,15 @@ def test_limit_and_seeded_subsample(tmp_path: Path) -> None:
 
 
 def test_prepare_task_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import prepare_task
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    prepare_task = load_script("prepare_task")
     spec = {"type": "hellaswag", "source": "local", "path": str(FIXTURES / "tasks_hellaswag.jsonl")}
     prepare_task.main(
         [
             "--task",
             "hs",
-            "--spec-json",
-            json.dumps(spec),
-            "--limit",
+            "--params",
+            json.dumps({**spec, "seed": 42}),
+            "--n-samples",  # by hand: the section's limit
             "2",
             "--output-dir",
             str(tmp_path),
@@ -405,26 +402,35 @@ def test_prepare_task_script(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         3,
         {"task": "hellaswag", "ind": 12, "activity_label": "Roof shingle removal"},
     )
-    prepare_task.main(
-        [
-            "--task",
-            "p",
-            "--type",
-            "jsonl",
-            "--path",
-            str(FIXTURES / "tasks_plain.jsonl"),
-            "--output-dir",
-            str(tmp_path),
-        ]
-    )
+    plain = {"type": "jsonl", "path": str(FIXTURES / "tasks_plain.jsonl")}
+    argv = ["--task", "p", "--params", json.dumps(plain), "--seed", "1"]
+    prepare_task.main([*argv, "--output-dir", str(tmp_path)])
     assert len(read_jsonl(tmp_path / "p.jsonl")) == 5
-    bad = write_lines(
-        tmp_path / "input.jsonl", ['{"id": 1, "context": "c", "choices": ["a"], "label": 9}']
-    )
-    with pytest.raises(SystemExit, match="^error: .*input.jsonl, line 1: label 9 is out of range"):
-        prepare_task.main(
-            ["--task", "bad", "--type", "jsonl", "--path", str(bad), "--output-dir", str(tmp_path)]
-        )
-    assert not (tmp_path / "bad.jsonl").exists()
-    with pytest.raises(SystemExit, match="^error: give the task type"):
-        prepare_task.main(["--task", "x", "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="^error: missing parameter.*seed"):
+        prepare_task.main([*argv[:-2], "--output-dir", str(tmp_path)])
+
+
+def test_changing_a_task_setting_reruns_only_that_tasks_preparation(tmp_path: Path) -> None:
+    """``tasks.<name>.limit`` reaches prepare_task as a parameter Snakemake tracks (built from the
+    configuration, not from the rule's input), so changing it schedules that task's
+    prepare_task again, and only that one."""
+    workdir = copy_workflow(tmp_path / "wf")
+    tasks = [f"results/tasks/{name}.jsonl" for name in ("facts", "arithmetic")]
+    # the files of a finished make_world and prepare_task; --touch records their metadata
+    world = ["world.json", "corpus.txt", "tokenizer/tokenizer.json", "prompt_pairs.jsonl"]
+    world += ["attributes.jsonl", "neutral_prompts.jsonl", "tasks/facts.jsonl"]
+    world += ["tasks/arithmetic.jsonl"]
+    for path in [*(f"results/world/{name}" for name in world), *tasks]:
+        (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / path).touch()
+    snakemake(workdir, "--touch", "--forceall", "--cores", "1", *tasks)
+    assert dry_run(workdir, *tasks) == Counter()
+    config = workdir / "config" / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    old = "facts: {type: builtin, builtin: facts}"
+    assert old in text
+    config.write_text(text.replace(old, old[:-1] + ", limit: 5}"), encoding="utf-8")
+    result = snakemake(workdir, "-n", "--cores", "1", *tasks)
+    assert scheduled_jobs(result.stdout + result.stderr) == Counter({"prepare_task": 1})
+    assert "wildcards: task=facts" in result.stdout + result.stderr
+    assert "params have changed" in (result.stdout + result.stderr).lower()

@@ -55,8 +55,8 @@ def test_runs_are_logged_offline_with_metrics_and_figures(tmp_path, monkeypatch)
     manifest = [{"name": "steering_effect", "png": "steering_effect.png",
                  "sources": ["experiments/behavior_edit/seed42/results.json"]}]  # fmt: skip
     logged = track_study(
-        STATISTICS, manifest, figures, project="actspace-test", mode="offline",
-        run_dir=tmp_path / "runs", study_config={"seed": 42},
+        STATISTICS, manifest, figures, project="actspace-test", entity=None, group=None,
+        mode="offline", seed=42, run_dir=tmp_path / "runs", study_config={"seed": 42},
     )  # fmt: skip
     by_name = {run["name"]: run for run in logged}
     assert set(by_name) == {"pm1", "behavior_edit/seed42"}
@@ -72,11 +72,16 @@ def test_runs_are_logged_offline_with_metrics_and_figures(tmp_path, monkeypatch)
 
 
 def test_without_the_key_wandb_is_never_imported_nor_scheduled(tmp_path):
-    modules = [p.stem for p in (Path(__file__).parents[1] / "src" / "actspace").glob("*.py")]
+    package = Path(__file__).parents[1] / "src" / "actspace"
+    modules = sorted(
+        ".".join(("actspace", *path.relative_to(package).with_suffix("").parts))
+        for path in package.rglob("*.py")
+        if path.stem != "__init__"
+    )
     code = (
         "import importlib, sys\n"
-        f"for name in {sorted(m for m in modules if m not in ('tracking', '__init__'))!r}:\n"
-        "    importlib.import_module('actspace.' + name)\n"
+        f"for name in {[m for m in modules if m != 'actspace.analysis.tracking']!r}:\n"
+        "    importlib.import_module(name)\n"
         "print('wandb' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -28,12 +28,26 @@ class PreMortem:
     """A cheap Phase-1 experiment whose verdict opens one branch."""
 
     name: str  #: key in the configuration (``premortems.<name>``) and in every record
-    title: str  #: how reports name it
+    subject: str  #: what it measures, in a few words ("cross-model similarity")
     rule: str  #: the Snakemake rule, its script and its folder under results/pre_mortems
     metric: str  #: the metric its verdict reads
     metric_label: str  #: the metric for a person, with its unit
+    axis_label: str  #: the metric on a figure's axis, with its unit
+    scale: float  #: the factor that puts a value in ``axis_label``'s unit (1 or 100 for percent)
     branch: str  #: the branch it opens when it passes
     control: str  #: what a trivial explanation would already give on the same items
+    #: what its FAIL rules out, for the negative-results report (completes "...threshold: ")
+    fail_meaning: str
+
+    @property
+    def label(self) -> str:
+        """How tables name it: ``PM1``."""
+        return self.name.upper()
+
+    @property
+    def title(self) -> str:
+        """How reports name it: ``PM1 cross-model similarity``."""
+        return f"{self.label} {self.subject}"
 
     @property
     def folder(self) -> str:
@@ -84,30 +98,44 @@ class Branch:
 PREMORTEMS: tuple[PreMortem, ...] = (
     PreMortem(
         name="pm1",
-        title="PM1 cross-model similarity",
+        subject="cross-model similarity",
         rule="pm1_cross_model",
         metric="heldout_projection_correlation",
         metric_label="held-out correlation after a linear map (Pearson r)",
+        axis_label="Pearson r (held-out)",
+        scale=1.0,
         branch="2A",
         control="surface features of the input (token embeddings) mapped across models",
+        fail_meaning="a linear map does not carry one model's activations onto another's on "
+        "held-out items, so activation transfer between these models has nothing to build on",
     ),
     PreMortem(
         name="pm2",
-        title="PM2 error prediction",
+        subject="error prediction",
         rule="pm2_error_prediction",
         metric="heldout_balanced_accuracy",
         metric_label="held-out balanced accuracy of the correctness probe",
+        axis_label="balanced accuracy (%)",
+        scale=100.0,
         branch="2B",
         control="a probe on the output confidence alone",
+        fail_meaning="a linear probe on the model's own activations does not tell its right "
+        "answers from its wrong ones better than the threshold, so error prediction and "
+        "abstention would not pay",
     ),
     PreMortem(
         name="pm3",
-        title="PM3 activation patching",
+        subject="activation patching",
         rule="pm3_patching",
         metric="change_rate",
         metric_label="share of corrupted answers flipped to the clean answer",
+        axis_label="answers changed (% of pairs)",
+        scale=100.0,
         branch="2C",
         control="the cells next to the input and the read-out, kept as known-answer checks",
+        fail_meaning="patching one layer's clean activation into the corrupted run rarely "
+        "restores the clean answer, so single-layer interventions are too weak a handle for "
+        "behaviour editing",
     ),
 )
 

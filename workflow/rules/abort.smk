@@ -5,11 +5,13 @@ rule abort_report:
     """results/negative_results.md: the numbers, thresholds, implications and pivot options."""
     input:
         script="scripts/abort_report.py",
-        decision=rules.decision.output.json,
+        decision=gate_output("decision"),
     output:
-        f"{R}/negative_results.md",
+        plan.ABORT_REPORT,
     params:
-        force=force_arg(),
+        # Not read by the script (the decision records what was forced): it re-runs the report
+        # when gate.force changes.
+        gate=gate_params(),
     conda:
         CONDA_ENV
     log:

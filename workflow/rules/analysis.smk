@@ -6,16 +6,13 @@
 #   study_summary  results/summary.md: what ran and why, headline numbers, where outputs are
 #   track          (only with tracking.wandb) every experiment logged to Weights & Biases
 
-ANALYSIS = config["analysis"]
-A_DIR = f"{R}/analysis"
-
 
 rule study_config:
     """The resolved configuration (defaults filled in), for the paper's appendix."""
     input:
         script="scripts/write_config.py",
     output:
-        f"{A_DIR}/config.json",
+        analysis_output("config"),
     params:
         config=as_json(config),
     conda:
@@ -33,20 +30,19 @@ rule statistics:
     across experiments, with per-seed values; and the summary table."""
     input:
         script="scripts/make_statistics.py",
-        decision=rules.decision.output.json,
+        decision=gate_output("decision"),
         results=experiment_results,
     output:
-        statistics=f"{A_DIR}/statistics.json",
+        statistics=analysis_output("statistics"),
         table=report(
-            f"{A_DIR}/summary_table.md",
+            analysis_output("summary_table"),
             caption="../report/summary_table.rst",
             category="Summary",
         ),
     params:
-        stats=ANALYSIS["statistics"],
-        results=lambda wc, input: ",".join(input.results),
-        primary_seed=config["seed"],
-        seed=config["seed"],
+        step=step_params(
+            config["analysis"]["statistics"], seed=config["seed"], primary_seed=config["seed"]
+        ),
         outdir=folder_of("output.statistics"),
     conda:
         CONDA_ENV
@@ -55,28 +51,27 @@ rule statistics:
     benchmark:
         f"{R}/benchmarks/statistics.tsv"
     shell:
-        "python {input.script} --decision {input.decision} --results '{params.results}' "
-        "--primary-seed {params.primary_seed} --n-bootstrap {params.stats[n_bootstrap]} "
-        "--n-permutations {params.stats[n_permutations]} --alpha {params.stats[alpha]} "
-        "--seed {params.seed} --output-dir {params.outdir} > {log} 2>&1"
+        "python {input.script} --params {params.step:q} --decision {input.decision} "
+        "--results {input.results} --output-dir {params.outdir} > {log} 2>&1"
 
 
 rule figures:
     """Draw the figures of the branches that ran (PNG and PDF) and a manifest with captions."""
     input:
         script="scripts/make_figures.py",
-        decision=rules.decision.output.json,
+        decision=gate_output("decision"),
         results=experiment_results,
     output:
         report(
-            directory(f"{A_DIR}/figures"),
+            directory(analysis_output("figures")),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",
         ),
     params:
-        style=as_json(ANALYSIS["figures"]),
-        results=lambda wc, input: os.path.dirname(os.path.dirname(input.decision)),
+        style=step_params(config["analysis"]["figures"]),
+        # the results folder the figures' data live in (two levels above the figures folder)
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
     conda:
         CONDA_ENV
     log:
@@ -85,33 +80,22 @@ rule figures:
         f"{R}/benchmarks/figures.tsv"
     shell:
         "MPLBACKEND=Agg python {input.script} --results-dir {params.results} "
-        "--style-json {params.style:q} --output-dir {output} > {log} 2>&1"
+        "--params {params.style:q} "
+        "--output-dir {output} > {log} 2>&1"
 
 
 rule study_summary:
     """results/summary.md for a person: the decision, the headline numbers, the outputs."""
     input:
         script="scripts/study_summary.py",
-        statistics=rules.statistics.output.statistics,
-        table=rules.statistics.output.table,
-        figures=rules.figures.output[0],
-        decision=rules.decision.output.md,
+        statistics=analysis_output("statistics"),
+        table=analysis_output("summary_table"),
+        figures=analysis_output("figures"),
+        decision=gate_output("decision_md"),
         paper=paper_targets,
         abort=abort_targets,
     output:
-        report(f"{R}/summary.md", caption="../report/summary.rst", category="Summary"),
-    params:
-        outputs=lambda wc, input: as_json(
-            {
-                "decision": input.decision,
-                "statistics": input.statistics,
-                "summary_table": input.table,
-                "figures": input.figures,
-                **({"paper_draft": input.paper[0]} if input.paper else {}),
-                **({"negative_results": input.abort[0]} if input.abort else {}),
-                "report": "snakemake --report results/report.html",
-            }
-        ),
+        report(analysis_output("summary"), caption="../report/summary.rst", category="Summary"),
     conda:
         CONDA_ENV
     log:
@@ -119,25 +103,22 @@ rule study_summary:
     benchmark:
         f"{R}/benchmarks/study_summary.tsv"
     shell:
-        "python {input.script} --statistics {input.statistics} "
-        "--figures-manifest {input.figures}/figures.json --outputs-json {params.outputs:q} "
-        "--output {output} > {log} 2>&1"
+        "python {input.script} --statistics {input.statistics} --summary-table {input.table} "
+        "--decision {input.decision} --figures {input.figures} --paper {input.paper} "
+        "--negative-results {input.abort} --output {output} > {log} 2>&1"
 
 
 rule track:
     """Log every pre-mortem and experiment (configuration, metrics, figures) to W&B."""
     input:
         script="scripts/track.py",
-        statistics=rules.statistics.output.statistics,
-        figures=rules.figures.output[0],
-        config=rules.study_config.output[0],
+        statistics=analysis_output("statistics"),
+        figures=analysis_output("figures"),
+        config=analysis_output("config"),
     output:
-        f"{A_DIR}/tracking.json",
+        analysis_output("tracking"),
     params:
-        wandb=config["tracking"]["wandb"] or {},
-        group=lambda wc: (config["tracking"]["wandb"] or {}).get("group")
-        or f"seed{config['seed']}",
-        entity=lambda wc: (config["tracking"]["wandb"] or {}).get("entity") or "",
+        step=step_params(config["tracking"]["wandb"] or {}, seed=config["seed"]),
         run_dir=folder_of("output.0"),
     conda:
         CONDA_ENV
@@ -146,8 +127,6 @@ rule track:
     benchmark:
         f"{R}/benchmarks/track.tsv"
     shell:
-        "python {input.script} --statistics {input.statistics} --figures-dir {input.figures} "
-        "--config-json {input.config} --project {params.wandb[project]:q} "
-        "--group {params.group:q} --mode {params.wandb[mode]} --run-dir {params.run_dir} "
-        "$([ -n '{params.entity}' ] && echo --entity {params.entity:q}) "
+        "python {input.script} --params {params.step:q} --statistics {input.statistics} "
+        "--figures-dir {input.figures} --config-json {input.config} --run-dir {params.run_dir} "
         "--output {output} > {log} 2>&1"

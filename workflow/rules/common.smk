@@ -3,6 +3,8 @@
 import json
 import os
 import re
+from importlib import resources
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
@@ -104,8 +106,8 @@ def store_files(model, task):
 def scheduled_branches():
     """The branches the gate schedules, with gate.force applied on top (an input-function helper).
 
-    When all three verdicts are forced, the checkpoint is not read at all, so even a fresh clone
-    previews the whole forced path.
+    When every pre-mortem's verdict is forced, the checkpoint is not read at all, so even a fresh
+    clone previews the whole forced path.
     """
     force = config["gate"]["force"]
     branches = forced_branches(force)
@@ -123,11 +125,14 @@ def branch_targets(wildcards):
 
 
 def experiment_results(wildcards):
-    """The results.json of every branch experiment the gate schedules."""
+    """The results.json of every branch experiment the gate schedules (each seed's, if seeded)."""
     return [
-        os.path.join(os.path.dirname(target), "results.json")
-        for target in branch_targets(wildcards)
-        if target.startswith(f"{R}/experiments")
+        path
+        for branch in scheduled_branches()
+        if branch != plan.ABORT
+        for name in plan.branch_experiments(branch)
+        for path in plan.experiment_outputs(name, config["seeds"])
+        if os.path.basename(path) == "results.json"
     ]
 
 
@@ -137,6 +142,44 @@ def progress_arg(name):
     return f"--progress-file {R}/progress/{name}.json "
 
 
+def gate_output(name):
+    """A file of the gate, by name: ``verdicts`` (the checkpoint's), ``decision`` (JSON) or
+    ``decision_md`` (for people)."""
+    files = {
+        "verdicts": f"{R}/gate/verdicts.json",
+        "decision": f"{R}/gate/decision.json",
+        "decision_md": f"{R}/gate/decision.md",
+    }
+    return files[name]
+
+
+def gate_params():
+    """The ``--params`` of the steps written from the decision: the resolved gate section, so that
+    they re-run when gate.force changes."""
+    return step_params(config["gate"])
+
+
+def analysis_output(name):
+    """A file of Phase 3, by name: ``config``, ``statistics``, ``summary_table``, ``figures`` (a
+    folder), ``tracking`` or ``summary``."""
+    files = {
+        "config": f"{R}/analysis/config.json",
+        "statistics": f"{R}/analysis/statistics.json",
+        "summary_table": f"{R}/analysis/summary_table.md",
+        "figures": f"{R}/analysis/figures",
+        "tracking": f"{R}/analysis/tracking.json",
+        "summary": f"{R}/summary.md",
+    }
+    return files[name]
+
+
+def paper_templates():
+    """The paper's templates and its bibliography: package data of actspace, found wherever it is
+    installed (make_paper.py reads them from there by default)."""
+    folder = Path(str(resources.files("actspace") / "templates"))
+    return sorted(str(path) for path in folder.rglob("*") if path.suffix in (".j2", ".bib"))
+
+
 def paper_targets(wildcards):
     """The paper is drafted unless the plan aborted."""
     return [] if scheduled_branches() == [plan.ABORT] else [f"{R}/paper/draft.tex"]
@@ -144,18 +187,12 @@ def paper_targets(wildcards):
 
 def tracking_targets(wildcards):
     """The W&B log, only when tracking.wandb is configured."""
-    return [f"{R}/analysis/tracking.json"] if config["tracking"]["wandb"] else []
+    return [analysis_output("tracking")] if config["tracking"]["wandb"] else []
 
 
 def abort_targets(wildcards):
     """The negative-results report when the plan aborted."""
     return [plan.ABORT_REPORT] if scheduled_branches() == [plan.ABORT] else []
-
-
-def force_arg():
-    """gate.force as the --force argument of the decision scripts (pm1=PASS,...)."""
-    force = config["gate"]["force"]
-    return ",".join(f"{pm}={verdict}" for pm, verdict in sorted(force.items()) if verdict)
 
 
 # --- inputs of the prepare phase -----------------------------------------------------------------
@@ -168,22 +205,30 @@ def organism_spec(wildcards):
     return spec
 
 
+def builtin_task_file(builtin):
+    """The world's file of a built-in task (make_world writes it)."""
+    return f"{R}/world/tasks/{builtin}.jsonl"
+
+
 def task_inputs(wildcards):
     """A built-in task's world file, or a local task's data files; nothing for the hub."""
     spec = TASKS[wildcards.task]
     if spec["type"] == "builtin":
-        return [f"{R}/world/tasks/{spec['builtin']}.jsonl"]
+        return [builtin_task_file(spec["builtin"])]
     if spec["type"] == "jsonl" or spec["source"] == "local":
         return [spec[key] for key in ("path", "dev_path") if key in spec]
     return []
 
 
-def prepared_task_spec(task, input):
-    """The task's spec as prepare_task reads it: a built-in task is the world's JSONL file."""
+def prepared_task_spec(task):
+    """The task's spec as prepare_task reads it: a built-in task is the world's JSONL file.
+
+    Built from the configuration alone (not from the rule's input), so that Snakemake tracks it
+    as a parameter: changing a task's setting re-runs prepare_task for that task.
+    """
     spec = dict(TASKS[task])
     if spec["type"] == "builtin":
-        spec.update(type="jsonl", source="local", path=input.data[0])
-        spec.pop("builtin")
+        spec.update(type="jsonl", source="local", path=builtin_task_file(spec.pop("builtin")))
     return spec
 
 

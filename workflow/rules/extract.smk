@@ -11,17 +11,8 @@ rule extract:
     output:
         **store_files("{model}", "{task}"),
     params:
-        model=lambda wc: model_ref(wc.model),
-        revision=lambda wc: (
-            f"--revision {MODELS[wc.model]['revision']}" if MODELS[wc.model].get("revision") else ""
-        ),
-        poolings=",".join(EXTRACT["poolings"]),
-        batch_size=EXTRACT["batch_size"],
-        shard_size=EXTRACT["shard_size"],
-        dtype=EXTRACT["dtype"],
-        device=EXTRACT["device"],
-        storage_dtype=EXTRACT["storage_dtype"],
-        outdir=folder_of("output.meta"),
+        step=lambda wc: step_params(config["extract"], model_ref=model_reference(wc.model)),
+        outdir=store_path("{model}", "{task}"),
     threads: 2
     resources:
         runs_model=1,
@@ -32,10 +23,7 @@ rule extract:
     benchmark:
         f"{R}/benchmarks/extract/{{model}}/{{task}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} python {input.script} --model {params.model} "
-        "{params.revision} --model-name {wildcards.model} --task {input.task} --task-name {wildcards.task} "
-        "--poolings {params.poolings} --batch-size {params.batch_size} "
-        "--shard-size {params.shard_size} --dtype {params.dtype} --device {params.device} "
-        "--storage-dtype {params.storage_dtype} --output-dir {params.outdir} "
+        "OMP_NUM_THREADS={threads} python {input.script} --params {params.step:q} "
+        "--task {input.task} --task-name {wildcards.task} --output-dir {params.outdir} "
         + progress_arg("extract/{wildcards.model}/{wildcards.task}")
         + "> {log} 2>&1"

@@ -1,16 +1,15 @@
 # The gate. The checkpoint records the *measured* verdicts and has no params a preview changes;
 # the decision rule applies gate.force on top, so forcing a verdict never re-runs the checkpoint.
+# The pre-mortems it reads are the plan's (actspace.plan.PREMORTEMS), one --<name> flag each.
 
 
 checkpoint gate:
-    """Read the three pre-mortem verdicts; the branches downstream are chosen from this output."""
+    """Read every pre-mortem's verdict; the branches downstream are chosen from this output."""
     input:
         script="scripts/gate.py",
-        pm1=pm_outputs("pm1")["results"],
-        pm2=pm_outputs("pm2")["results"],
-        pm3=pm_outputs("pm3")["results"],
+        **{pm: pm_outputs(pm)["results"] for pm in plan.PREMORTEM_NAMES},
     output:
-        verdicts=f"{R}/gate/verdicts.json",
+        verdicts=gate_output("verdicts"),
     conda:
         CONDA_ENV
     log:
@@ -18,8 +17,9 @@ checkpoint gate:
     benchmark:
         f"{R}/benchmarks/gate.tsv"
     shell:
-        "python {input.script} --pm1 {input.pm1} --pm2 {input.pm2} --pm3 {input.pm3} "
-        "--output {output.verdicts} > {log} 2>&1"
+        "python {input.script} "
+        + "".join(f"--{pm} {{input.{pm}}} " for pm in plan.PREMORTEM_NAMES)
+        + "--output {output.verdicts} > {log} 2>&1"
 
 
 rule decision:
@@ -27,12 +27,14 @@ rule decision:
     every later output."""
     input:
         script="scripts/decide.py",
-        verdicts=rules.gate.output.verdicts,
+        verdicts=gate_output("verdicts"),
     output:
-        json=f"{R}/gate/decision.json",
-        md=report(f"{R}/gate/decision.md", caption="../report/decision.rst", category="Decision"),
+        json=gate_output("decision"),
+        md=report(
+            gate_output("decision_md"), caption="../report/decision.rst", category="Decision"
+        ),
     params:
-        force=force_arg(),
+        gate=gate_params(),
     conda:
         CONDA_ENV
     log:
@@ -40,5 +42,5 @@ rule decision:
     benchmark:
         f"{R}/benchmarks/decision.tsv"
     shell:
-        "python {input.script} --verdicts {input.verdicts} --force '{params.force}' "
+        "python {input.script} --params {params.gate:q} --verdicts {input.verdicts} "
         "--output-json {output.json} --output-md {output.md} > {log} 2>&1"

@@ -1,20 +1,19 @@
 # Phase 4: the paper draft (skipped when the plan aborts). The venue template is chosen by the
-# strongest result; the abstract and draft are Jinja templates filled from statistics.json.
-from pathlib import Path
-
-PAPER_TEMPLATES = sorted(str(p) for p in Path("paper/templates").glob("*.j2"))
+# strongest result; the abstract and draft are Jinja templates filled from statistics.json. The
+# templates and the bibliography are package data of actspace: make_paper.py reads them from the
+# installed package, and the rule lists them as inputs (common.smk's paper_templates), so that
+# editing one re-runs the paper.
 
 
 rule paper:
     """abstract.txt, draft.tex, related_work.bib and the figures the draft includes."""
     input:
         script="scripts/make_paper.py",
-        statistics=rules.statistics.output.statistics,
-        table=rules.statistics.output.table,
-        figures=rules.figures.output[0],
-        config=rules.study_config.output[0],
-        templates=PAPER_TEMPLATES,
-        bib="paper/related_work.bib",
+        statistics=analysis_output("statistics"),
+        table=analysis_output("summary_table"),
+        figures=analysis_output("figures"),
+        config=analysis_output("config"),
+        templates=paper_templates(),
     output:
         abstract=f"{R}/paper/abstract.txt",
         draft=f"{R}/paper/draft.tex",
@@ -32,6 +31,4 @@ rule paper:
     shell:
         "python {input.script} --statistics {input.statistics} "
         "--figures-manifest {input.figures}/figures.json --config-json {input.config} "
-        "--summary-table {input.table} "
-        "--templates paper/templates --bib {input.bib} --output-dir {params.outdir} "
-        "> {log} 2>&1"
+        "--summary-table {input.table} --output-dir {params.outdir} > {log} 2>&1"

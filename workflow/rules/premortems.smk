@@ -1,7 +1,7 @@
 # Phase 1: the three cheap pre-mortem experiments, each with a PASS / INCONCLUSIVE / FAIL verdict.
-# Each rule's params hold exactly its own section of the configuration (and the seed), so that
-# changing one pre-mortem's key re-runs that pre-mortem, the gate and what follows, nothing else.
-
+# Each rule passes its own resolved section of the configuration (and the seed) as --params, so
+# that changing one pre-mortem's key re-runs that pre-mortem, the gate and what follows, nothing
+# else. Null model/task choices are already resolved (actspace.premortems.resolve).
 
 
 rule pm1_cross_model:
@@ -12,10 +12,8 @@ rule pm1_cross_model:
     output:
         **pm_outputs("pm1"),
     params:
+        step=step_params(PM["pm1"], seed=config["seed"]),
         stores=folder_of("input.stores"),
-        names=",".join(PM["pm1"]["models"]),
-        pm=PM["pm1"],
-        seed=config["seed"],
         outdir=folder_of("output.results"),
     conda:
         CONDA_ENV
@@ -24,12 +22,8 @@ rule pm1_cross_model:
     benchmark:
         f"{R}/benchmarks/pm1_cross_model.tsv"
     shell:
-        "python {input.script} --stores {params.stores} --model-names {params.names} "
-        "--layer-depth {params.pm[layer_depth]} --pooling {params.pm[pooling]} "
-        "--n-samples {params.pm[n_samples]} --test-fraction {params.pm[test_fraction]} "
-        "--ridge-alpha {params.pm[ridge_alpha]} --n-permutations {params.pm[n_permutations]} "
-        "--n-bootstrap {params.pm[n_bootstrap]} --threshold {params.pm[threshold]} "
-        "--seed {params.seed} --output-dir {params.outdir} > {log} 2>&1"
+        "python {input.script} --params {params.step:q} --stores {params.stores} "
+        "--output-dir {params.outdir} > {log} 2>&1"
 
 
 rule pm2_error_prediction:
@@ -40,9 +34,8 @@ rule pm2_error_prediction:
     output:
         **pm_outputs("pm2"),
     params:
+        step=step_params(PM["pm2"], seed=config["seed"]),
         store=folder_of("input.store"),
-        pm=PM["pm2"],
-        seed=config["seed"],
         outdir=folder_of("output.results"),
     conda:
         CONDA_ENV
@@ -51,13 +44,8 @@ rule pm2_error_prediction:
     benchmark:
         f"{R}/benchmarks/pm2_error_prediction.tsv"
     shell:
-        "python {input.script} --store {params.store} --layer {params.pm[layer]} "
-        "--pooling {params.pm[pooling]} --n-samples {params.pm[n_samples]} "
-        "--test-fraction {params.pm[test_fraction]} --val-fraction {params.pm[val_fraction]} "
-        "--cv-folds {params.pm[cv_folds]} --n-bootstrap {params.pm[n_bootstrap]} "
-        "--threshold {params.pm[threshold]} --seed {params.seed} "
+        "python {input.script} --params {params.step:q} --store {params.store} "
         "--output-dir {params.outdir} > {log} 2>&1"
-
 
 
 rule pm3_patching:
@@ -70,12 +58,13 @@ rule pm3_patching:
         **pm_outputs("pm3"),
         per_pair=f"{plan.premortem('pm3').folder}/per_pair.jsonl",
     params:
-        model=lambda wc, input: input.model or model_ref(PM["pm3"]["model"]),
-        pm=PM["pm3"],
-        layers=",".join(map(str, PM["pm3"]["layers"] or [])),
-        dtype=EXTRACT["dtype"],
-        device=EXTRACT["device"],
-        seed=config["seed"],
+        step=step_params(
+            PM["pm3"],
+            seed=config["seed"],
+            model_ref=model_reference(PM["pm3"]["model"]),
+            dtype=EXTRACT["dtype"],
+            device=EXTRACT["device"],
+        ),
         outdir=folder_of("output.results"),
     threads: 2
     resources:
@@ -87,12 +76,7 @@ rule pm3_patching:
     benchmark:
         f"{R}/benchmarks/pm3_patching.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} python {input.script} --model {params.model} "
-        "--pairs {input.pairs} --position {params.pm[position]} "
-        "--n-samples {params.pm[n_pairs]} --selection-fraction {params.pm[selection_fraction]} "
-        "--n-bootstrap {params.pm[n_bootstrap]} --threshold {params.pm[threshold]} "
-        "--dtype {params.dtype} --device {params.device} --seed {params.seed} "
-        "$([ -n '{params.layers}' ] && echo --layers {params.layers}) "
-        "--output-dir {params.outdir} "
+        "OMP_NUM_THREADS={threads} python {input.script} --params {params.step:q} "
+        "--pairs {input.pairs} --output-dir {params.outdir} "
         + progress_arg("pm3_patching")
         + "> {log} 2>&1"

@@ -1,7 +1,6 @@
 # Phase 0: the synthetic world, the built-in organisms trained on it, and the task files.
 
-WORLD = config["world"]
-BUILTIN_TASK_FILES = [f"{R}/world/tasks/{name}.jsonl" for name in ("facts", "arithmetic")]
+from actspace.world.synthetic import BUILTIN_TASKS
 
 
 rule make_world:
@@ -13,13 +12,13 @@ rule make_world:
         world=f"{R}/world/world.json",
         corpus=f"{R}/world/corpus.txt",
         tokenizer=f"{R}/world/tokenizer/tokenizer.json",
-        tasks=BUILTIN_TASK_FILES,
+        tasks=[builtin_task_file(name) for name in BUILTIN_TASKS],
         pairs=f"{R}/world/prompt_pairs.jsonl",
         attributes=f"{R}/world/attributes.jsonl",
         neutral=f"{R}/world/neutral_prompts.jsonl",
     params:
-        world=as_json(WORLD),
-        outdir=folder_of("output.world"),
+        step=step_params(config["world"]),
+        outdir=f"{R}/world",
     conda:
         CONDA_ENV
     log:
@@ -27,7 +26,7 @@ rule make_world:
     benchmark:
         f"{R}/benchmarks/make_world.tsv"
     shell:
-        "python {input.script} --world-json '{params.world}' --output-dir {params.outdir} > {log} 2>&1"
+        "python {input.script} --params {params.step:q} --output-dir {params.outdir} > {log} 2>&1"
 
 
 rule train_organism:
@@ -39,11 +38,8 @@ rule train_organism:
     output:
         directory(f"{R}/models/{{model}}"),
     params:
-        family=lambda wc: organism_spec(wc)["family"],
-        size=lambda wc: organism_spec(wc)["size"],
-        seed=lambda wc: organism_spec(wc)["train_seed"],
-        steps=lambda wc: organism_spec(wc)["train_steps"] or "default",
-        tokenizer=folder_of("input.tokenizer"),
+        step=lambda wc: step_params(organism_spec(wc)),
+        tokenizer=f"{R}/world/tokenizer",
     threads: 2
     resources:
         runs_model=1,
@@ -54,8 +50,7 @@ rule train_organism:
     benchmark:
         f"{R}/benchmarks/train_organism/{{model}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} python {input.script} --family {params.family} "
-        "--size {params.size} --seed {params.seed} --steps {params.steps} "
+        "OMP_NUM_THREADS={threads} python {input.script} --params {params.step:q} "
         "--corpus {input.corpus} --tokenizer {params.tokenizer} --threads {threads} "
         "--output-dir {output} "
         + progress_arg("train_organism/{wildcards.model}")
@@ -70,9 +65,8 @@ rule prepare_task:
     output:
         f"{R}/tasks/{{task}}.jsonl",
     params:
-        spec=lambda wc, input: as_json(prepared_task_spec(wc.task, input)),
-        seed=config["seed"],
-        outdir=folder_of("output.0"),
+        step=lambda wc: step_params(prepared_task_spec(wc.task), seed=config["seed"]),
+        outdir=f"{R}/tasks",
     conda:
         CONDA_ENV
     log:
@@ -80,6 +74,5 @@ rule prepare_task:
     benchmark:
         f"{R}/benchmarks/prepare_task/{{task}}.tsv"
     shell:
-        "python {input.script} --task {wildcards.task} --spec-json '{params.spec}' "
-        "--seed {params.seed} --output-dir {params.outdir} "
-        "> {log} 2>&1"
+        "python {input.script} --params {params.step:q} --task {wildcards.task} "
+        "--output-dir {params.outdir} > {log} 2>&1"

@@ -36,21 +36,10 @@ from scipy import stats as _scipy_stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
+from actspace import plan
 from actspace.core.io import read_json
 from actspace.core.resampling import bootstrap_ci
 
-#: Experiments of each branch, in the order the plan lists them.
-BRANCH_EXPERIMENTS: dict[str, tuple[str, ...]] = {
-    "2A": ("cross_model_extended", "activation_transfer"),
-    "2B": ("error_prediction_extended", "unsupervised_error", "abstention"),
-    "2C": ("patching_layers", "behavior_edit", "patching_vs_prompting"),
-}
-EXPERIMENT_BRANCH = {e: b for b, names in BRANCH_EXPERIMENTS.items() for e in names}
-PREMORTEM_NAMES = {
-    "pm1": "cross-model similarity",
-    "pm2": "error prediction",
-    "pm3": "activation patching",
-}
 SMALL_SAMPLE = 50
 COMPARISON_KINDS = ("paired", "two_groups", "one_sample")
 _PATH = re.compile(r"experiments/(?P<experiment>[a-z_]+)/(?:seed(?P<seed>\d+)/)?results\.json$")
@@ -79,14 +68,9 @@ def _standardised(mean: float, sd: float, n: int, df: int, paired: bool) -> dict
 
 
 def _permutation_p(data: tuple[np.ndarray, ...], kind: str, n_resamples: int, seed: int) -> float:
-    def mean_difference(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
-        if len(arrays) == 1:
-            return np.mean(arrays[0], axis=axis)
-        return np.mean(arrays[0], axis=axis) - np.mean(arrays[1], axis=axis)
-
     result = _scipy_stats.permutation_test(
         data,
-        mean_difference,
+        _difference_axis,
         permutation_type="independent" if kind == "two_groups" else "samples",
         vectorized=True,
         n_resamples=n_resamples,
@@ -110,11 +94,15 @@ def _mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[str, float]:
 def comparison_statistics(
     comparison: Mapping[str, Any],
     *,
-    n_bootstrap: int = 2000,
-    n_permutations: int = 9999,
-    seed: int = 0,
+    n_bootstrap: int,
+    n_permutations: int,
+    seed: int,
 ) -> dict[str, Any]:
-    """Difference, bootstrap CI, effect size and p-value of one comparison block."""
+    """Difference, bootstrap CI, effect size and p-value of one comparison block.
+
+    ``n_bootstrap`` and ``n_permutations`` are the ``analysis.statistics`` settings; ``seed`` seeds
+    both resamplings.
+    """
     kind = comparison.get("kind")
     if kind not in COMPARISON_KINDS:
         raise ValueError(
@@ -198,10 +186,10 @@ def _difference_axis(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
 def locate(path: str | Path) -> tuple[str, int | None]:
     """``(experiment, seed)`` of a ``.../experiments/{experiment}[/seed{N}]/results.json`` path."""
     match = _PATH.search(Path(path).as_posix())
-    if not match or match["experiment"] not in EXPERIMENT_BRANCH:
+    if not match or match["experiment"] not in plan.EXPERIMENT_NAMES:
         raise ValueError(
             f"{path}: not an experiment results file (expected experiments/<name>[/seed<N>]/"
-            f"results.json with name one of {', '.join(EXPERIMENT_BRANCH)})"
+            f"results.json with name one of {', '.join(plan.EXPERIMENT_NAMES)})"
         )
     return match["experiment"], int(match["seed"]) if match["seed"] else None
 
@@ -234,18 +222,23 @@ def _seed_summary(values: Sequence[float | None]) -> dict[str, Any]:
 def experiment_statistics(
     result_files: Sequence[str | Path],
     *,
+    n_bootstrap: int,
+    n_permutations: int,
+    alpha: float,
+    seed: int,
     primary_seed: int | None = None,
-    n_bootstrap: int = 2000,
-    n_permutations: int = 9999,
-    seed: int = 0,
-    alpha: float = 0.05,
 ) -> dict[str, Any]:
-    """One entry per experiment headline, across seeds, with Holm-corrected p-values."""
+    """One entry per experiment headline, across seeds, with Holm-corrected p-values.
+
+    ``n_bootstrap``, ``n_permutations`` and ``alpha`` are the ``analysis.statistics`` settings.
+    ``primary_seed`` is the seed whose run gives each headline's value and test (None: the lowest
+    seed that ran).
+    """
     runs: dict[str, dict[int | None, dict[str, Any]]] = {}
     for path in result_files:
         experiment, run_seed = locate(path)
         runs.setdefault(experiment, {})[run_seed] = {"path": Path(path), "data": read_json(path)}
-    order = [e for names in BRANCH_EXPERIMENTS.values() for e in names if e in runs]
+    order = [e for e in plan.EXPERIMENT_NAMES if e in runs]
     entries: list[dict[str, Any]] = []
     for experiment in order:
         by_seed = runs[experiment]
@@ -259,7 +252,7 @@ def experiment_statistics(
                 "id": experiment if label is None else f"{experiment}:{label}",
                 "experiment": experiment,
                 "label": label,
-                "branch": EXPERIMENT_BRANCH[experiment],
+                "branch": plan.experiment_branch(experiment),
                 "metric": head["metric"],
                 "value": head["value"],
                 "ci": head["ci"],
@@ -337,9 +330,10 @@ def _holm(entries: list[dict[str, Any]], alpha: float) -> None:
 def premortem_table(decision: Mapping[str, Any]) -> dict[str, Any]:
     """The pre-mortems as the decision records them, forced verdicts marked."""
     out = {}
+    subjects = {pm.name: pm.subject for pm in plan.PREMORTEMS}
     for pm, info in decision["premortems"].items():
         out[pm] = {
-            "name": PREMORTEM_NAMES.get(pm, pm),
+            "name": subjects.get(pm, pm),
             "metric": info.get("metric"),
             "value": info.get("value"),
             "ci": info.get("ci"),
@@ -353,10 +347,28 @@ def premortem_table(decision: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_statistics(
-    decision: Mapping[str, Any], result_files: Sequence[str | Path], **options: Any
+    decision: Mapping[str, Any],
+    result_files: Sequence[str | Path],
+    *,
+    n_bootstrap: int,
+    n_permutations: int,
+    alpha: float,
+    seed: int,
+    primary_seed: int | None = None,
 ) -> dict[str, Any]:
-    """The whole ``statistics.json``: the decision, the pre-mortems and the comparisons."""
-    stats = experiment_statistics(result_files, **options)
+    """The whole ``statistics.json``: the decision, the pre-mortems and the comparisons.
+
+    The keywords are the ``analysis.statistics`` section with the study's ``seed`` (see
+    :func:`experiment_statistics`).
+    """
+    stats = experiment_statistics(
+        result_files,
+        n_bootstrap=n_bootstrap,
+        n_permutations=n_permutations,
+        alpha=alpha,
+        seed=seed,
+        primary_seed=primary_seed,
+    )
     return {
         "decision": {
             "branches": list(decision["branches"]),

@@ -10,16 +10,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from actspace import plan
+
 TABLE_HEADER = (
     "| Experiment | Metric | Value | 95% CI | p-value |",
     "| --- | --- | --- | --- | --- |",
 )
-BRANCH_TITLES = {
-    "2A": "cross-model analysis and activation transfer",
-    "2B": "error prediction, unsupervised discovery and abstention",
-    "2C": "layer-by-layer patching, behaviour editing and patching against prompting",
-    "X": "abort: the negative-results report",
-}
 
 
 def number(value: Any) -> str:
@@ -118,14 +114,14 @@ def study_summary(
     lines += [
         "",
         "INCONCLUSIVE (the CI straddles the threshold) counts as FAIL for planning. Branches run: "
-        + "; ".join(f"{b} ({BRANCH_TITLES.get(b, b)})" for b in branches)
+        + "; ".join(f"{b} ({plan.branch(b).title})" for b in branches)
         + ".",
     ]
-    if branches == ["X"]:
+    if branches == [plan.ABORT]:
         lines += [
             "",
             "No pre-mortem passed: the plan aborts. The negative-results report is "
-            f"`{outputs.get('negative_results', 'results/negative_results.md')}`; no paper is "
+            f"`{outputs.get('negative_results', plan.ABORT_REPORT)}`; no paper is "
             "drafted.",
         ]
     if statistics["comparisons"]:

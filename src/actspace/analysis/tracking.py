@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from actspace import plan
 from actspace.core.io import read_json
 
 
@@ -85,7 +86,8 @@ def _figures_for(experiment: str, manifest: Sequence[Mapping[str, Any]], folder:
     out = {}
     for figure in manifest:
         sources = " ".join(figure.get("sources", []))
-        if experiment in sources or (experiment.startswith("pm") and "decision" in sources):
+        premortem = experiment in plan.PREMORTEM_NAMES
+        if experiment in sources or (premortem and "decision" in sources):
             out[f"figures/{figure['name']}"] = folder / figure["png"]
     return out
 
@@ -96,13 +98,18 @@ def track_study(
     figures_dir: str | Path,
     *,
     project: str,
-    entity: str | None = None,
-    group: str | None = None,
-    mode: str | None = None,
+    entity: str | None,
+    group: str | None,
+    mode: str,
+    seed: int,
     run_dir: str | Path | None = None,
     study_config: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Log every pre-mortem and experiment as a W&B run; returns what was logged per run."""
+    """Log every pre-mortem and experiment as a W&B run; returns what was logged per run.
+
+    ``project``, ``entity``, ``group`` and ``mode`` are the ``tracking.wandb`` section; a null
+    ``group`` groups the runs by the study's ``seed`` (``seed42``).
+    """
     try:
         import wandb
     except ImportError:
@@ -118,7 +125,7 @@ def track_study(
         run = wandb.init(
             project=project,
             entity=entity,
-            group=group,
+            group=group or f"seed{seed}",
             name=run_spec["name"],
             job_type=run_spec["job_type"],
             config=config,

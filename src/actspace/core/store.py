@@ -21,6 +21,7 @@ import json
 import os
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -338,20 +339,41 @@ class ActivationStore:
                         raise ValueError(f"{file}: tensor {name!r} has NaN or infinite values")
 
 
-def open_named_stores(stores: str, model_names: str | None = None) -> dict[str, ActivationStore]:
+@dataclass(frozen=True)
+class NamedStore:
+    """An activation store with the names of its model and task."""
+
+    model: str
+    task: str
+    store: StoreLike
+
+
+def open_stores(folders: str | Sequence[str]) -> list[NamedStore]:
+    """Open activation stores (comma-separated folders, or a list), in the given order.
+
+    Each is named by the workflow's layout ``results/activations/{model}/{task}``: the model is
+    the folder's parent's name, the task the folder's own name.
+    """
+    parts = folders.split(",") if isinstance(folders, str) else list(folders)
+    paths = [Path(part.strip()) for part in parts if part.strip()]
+    if not paths:
+        raise ValueError("no activation stores given")
+    return [
+        NamedStore(model=path.parent.name, task=path.name, store=ActivationStore(path))
+        for path in paths
+    ]
+
+
+def open_named_stores(stores: str, model_names: str | None = None) -> dict[str, StoreLike]:
     """Stores by model name from comma-separated ``--stores`` (and optional ``--model-names``;
     default: each store's meta.json model, else its parent folder's name), in the given order."""
-    paths = [part for part in stores.split(",") if part]
-    opened = [ActivationStore(path) for path in paths]
+    opened = open_stores(stores)
     if model_names:
         names = [part for part in model_names.split(",") if part]
         if len(names) != len(opened):
             raise ValueError(f"--model-names has {len(names)} names for {len(opened)} stores")
     else:
-        names = [
-            str(store.meta.get("model") or Path(path).parent.name)
-            for store, path in zip(opened, paths, strict=True)
-        ]
+        names = [str(named.store.meta.get("model") or named.model) for named in opened]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be distinct, got {names}")
-    return dict(zip(names, opened, strict=True))
+    return {name: named.store for name, named in zip(names, opened, strict=True)}

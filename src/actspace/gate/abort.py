@@ -5,23 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from actspace.gate.decision import PREMORTEM_TITLES, PREMORTEMS
-
-#: What each failed pre-mortem rules out, in the plan's words.
-_MEANING = {
-    "pm1": (
-        "a linear map does not carry one model's activations onto another's on held-out items, "
-        "so activation transfer between these models has nothing to build on"
-    ),
-    "pm2": (
-        "a linear probe on the model's own activations does not tell its right answers from its "
-        "wrong ones better than the threshold, so error prediction and abstention would not pay"
-    ),
-    "pm3": (
-        "patching one layer's clean activation into the corrupted run rarely restores the clean "
-        "answer, so single-layer interventions are too weak a handle for behaviour editing"
-    ),
-}
+from actspace import plan
 
 _PIVOTS = (
     "**Scale.** Repeat the pre-mortems on larger models of the same families (e.g. pythia-410m, "
@@ -38,67 +22,76 @@ _PIVOTS = (
 )
 
 
-def _line(pm: str, info: Mapping[str, Any]) -> str:
+def _verdict(info: Mapping[str, Any]) -> str:
+    if not info.get("forced"):
+        return str(info["verdict"])
+    return f"{info['verdict']} (forced; measured {info.get('measured_verdict') or 'nothing'})"
+
+
+def _line(pm: plan.PreMortem, info: Mapping[str, Any]) -> str:
     low, high = info["ci"]
-    verdict = info["verdict"] + (" (forced)" if info.get("forced") else "")
     return (
-        f"| {PREMORTEM_TITLES[pm]} | {info['metric']} | {info['value']:.3f} "
-        f"| [{low:.3f}, {high:.3f}] | {info['threshold']:.3f} | {verdict} |"
+        f"| {pm.title} | {info['metric']} | {info['value']:.3f} "
+        f"| [{low:.3f}, {high:.3f}] | {info['threshold']:.3f} | {_verdict(info)} |"
     )
 
 
-def _interpretation(pm: str, info: Mapping[str, Any]) -> str:
+def _interpretation(pm: plan.PreMortem, info: Mapping[str, Any]) -> str:
+    """What the measurement says; a forced verdict is named as such, never read as a measurement."""
     low, high = info["ci"]
     threshold = info["threshold"]
-    if info["verdict"] == "INCONCLUSIVE":
+    measured = info.get("measured_verdict", info["verdict"])
+    if info.get("forced"):
         return (
-            f"- **{pm.upper()}**: the 95% CI [{low:.3f}, {high:.3f}] straddles the threshold "
+            f"- **{pm.label}**: verdict {info['verdict']} (forced; the measurement said "
+            f"{measured})."
+        )
+    if measured == "INCONCLUSIVE":
+        return (
+            f"- **{pm.label}**: the 95% CI [{low:.3f}, {high:.3f}] straddles the threshold "
             f"{threshold:.3f}. The data can neither confirm nor rule out the effect at this sample "
             f"size (n = {info.get('n')}); the plan counts this as FAIL, and more items would "
             "narrow the interval."
         )
-    if info["verdict"] == "FAIL":
+    if measured == "FAIL":
         return (
-            f"- **{pm.upper()}**: the whole 95% CI [{low:.3f}, {high:.3f}] lies below the "
-            f"threshold {threshold:.3f}: {_MEANING[pm]}."
+            f"- **{pm.label}**: the whole 95% CI [{low:.3f}, {high:.3f}] lies below the "
+            f"threshold {threshold:.3f}: {pm.fail_meaning}."
         )
-    return (
-        f"- **{pm.upper()}**: verdict {info['verdict']}"
-        + (" (forced; the measurement said " + str(info.get("measured_verdict")) + ")")
-        * bool(info.get("forced"))
-        + "."
-    )
+    return f"- **{pm.label}**: verdict {info['verdict']}."
 
 
 def negative_results_markdown(decision: Mapping[str, Any]) -> str:
     """The abort report: summary, numbers against thresholds, implications, value, pivots."""
     premortems = decision["premortems"]
     forced = decision.get("forced") or []
+    lines_of_work = "; ".join(
+        f"{pm.branch} {plan.branch(pm.branch).title}" for pm in plan.PREMORTEMS
+    )
     lines = ["# Negative results", ""]
     if forced:
         lines += [
-            f"**Forced verdicts: {', '.join(pm.upper() for pm in forced)}.** This report was "
-            "produced from forced verdicts for a preview or a test; the measured verdicts are "
-            "listed beside them below.",
+            f"**Forced verdicts: {', '.join(plan.premortem(pm).label for pm in forced)}.** "
+            "This report was produced from forced verdicts for a preview or a test; the "
+            "measured verdicts are listed beside them below.",
             "",
         ]
     lines += [
         "## Summary",
         "",
-        "None of the three pre-mortem experiments cleared its threshold, so the gate scheduled "
-        "none of the three lines of work (cross-model transfer, error prediction, activation "
-        "patching) and the plan stops here. The numbers below are the measurements; a verdict is "
-        "PASS when the 95% confidence interval lies above the threshold, FAIL when it lies below "
-        "and INCONCLUSIVE when it straddles it.",
+        "None of the pre-mortem experiments cleared its threshold, so the gate scheduled none "
+        f"of the lines of work they open ({lines_of_work}) and the plan stops here. The numbers "
+        "below are the measurements; a verdict is PASS when the 95% confidence interval lies "
+        "above the threshold, FAIL when it lies below and INCONCLUSIVE when it straddles it.",
         "",
         "## Pre-mortems against their thresholds",
         "",
         "| Pre-mortem | Metric | Value | 95% CI | Threshold | Verdict |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [_line(pm, premortems[pm]) for pm in PREMORTEMS]
+    lines += [_line(pm, premortems[pm.name]) for pm in plan.PREMORTEMS]
     lines += ["", "## Interpretation", ""]
-    lines += [_interpretation(pm, premortems[pm]) for pm in PREMORTEMS]
+    lines += [_interpretation(pm, premortems[pm.name]) for pm in plan.PREMORTEMS]
     lines += [
         "",
         "## Implications",

@@ -1,4 +1,4 @@
-"""Activation patching of the residual stream (pre-mortem PM3, and the core of branch 2C).
+"""Activation patching of the residual stream: the core of pre-mortem PM3 and of branch 2C.
 
 A *prompt pair* is a clean and a corrupted prompt of equal token length that differ in one token
 and call for different answers. *Patching layer k* runs the corrupted prompt with the residual
@@ -10,17 +10,18 @@ The core, :func:`patched_logits`, is batched: the source (clean) prompt runs onc
 captured, then ONE batched forward of the target (corrupted) prompt runs with one row per requested
 ``(layer, position)``; row ``i`` is patched at its own layer and position only. Swapping source and
 target gives noising instead of denoising; a list of positions gives a position sweep.
+:func:`run_patching_layers` denoises each prompt pair at every layer; the pre-mortem built on it
+is :mod:`actspace.premortems.pm3`, the layer-by-layer experiment
+:mod:`actspace.branches.patching.patching_layers`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import inspect
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,6 @@ import torch
 from scipy import stats as _scipy_stats
 
 from actspace.core.progress import Progress
-from actspace.core.resampling import bootstrap_ci, verdict
 from actspace.lm.hooks import capture_residual, patch_residual
 from actspace.lm.models import residual_blocks
 
@@ -47,15 +47,6 @@ PAIR_FIELDS: dict[str, type] = {
     "corrupted_answer": str,
     "metadata": dict,
 }
-
-FLIP_RULE = (
-    "an answer flips when, in the patched corrupted run, logit(clean answer token) > "
-    "logit(corrupted answer token) at the final position (a two-way comparison)"
-)
-RECOVERY_RULE = (
-    "per pair (patched - corrupted) / (clean - corrupted) of the logit difference "
-    "logit(clean answer) - logit(corrupted answer) at the final position, then averaged"
-)
 
 
 @dataclass(frozen=True)
@@ -462,16 +453,6 @@ def logit_diff_recovery(
         return np.where(span != 0, (patched - corrupted) / span, np.nan)
 
 
-def _ci(values: np.ndarray, n_bootstrap: int, seed: int) -> list[float]:
-    """Percentile bootstrap 95% interval of the mean; NaN bounds below two observations."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size < 2:
-        return [math.nan, math.nan]
-    low, high = bootstrap_ci(np.mean, values, n_resamples=n_bootstrap, seed=seed)
-    return [low, high]
-
-
 def exact_proportion_ci(successes: int, n: int, level: float = 0.95) -> list[float]:
     """Clopper-Pearson interval of a proportion (NaN for n = 0)."""
     if n == 0:
@@ -482,306 +463,11 @@ def exact_proportion_ci(successes: int, n: int, level: float = 0.95) -> list[flo
     return [float(interval.low), float(interval.high)]
 
 
-def _mean(values: np.ndarray) -> float:
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else math.nan
-
-
-def choose_layer(
-    change_rate: np.ndarray, recovery: np.ndarray, layers: Sequence[int], selectable: Sequence[int]
-) -> int:
-    """The selectable layer with the highest change rate; ties go to the higher mean recovery,
-    then to the lower layer."""
-    best: tuple[float, float, int] | None = None
-    for j, layer in enumerate(layers):
-        if layer not in selectable:
-            continue
-        rec = recovery[j] if np.isfinite(recovery[j]) else -math.inf
-        key = (float(change_rate[j]), float(rec), -layer)
-        if best is None or key > best:
-            best = key
-    if best is None:
-        raise ValueError(f"no selectable layer among {list(layers)}")
-    return -best[2]
-
-
 def selectable_layers(layers: Sequence[int], n_blocks: int) -> list[int]:
-    """Layers the pre-mortem may choose: 1..L-1.
+    """Layers a layer choice may pick (PM3's and branch 2C's): 1..L-1.
 
     Layer 0 at the differing position restores the clean input itself and layer L at the final
     position is the read-out itself; both flip every pair by construction, so they are reported as
     known-answer checks but never chosen.
     """
     return [k for k in layers if 0 < k < n_blocks]
-
-
-def pm3_from_patching(
-    run: LayerPatching,
-    *,
-    n_blocks: int,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    threshold: float = 0.5,
-    selection_fraction: float = 0.5,
-    level: float = 0.95,
-) -> dict[str, Any]:
-    """PM3 statistics from per-pair patching results (no model needed; tested by hand).
-
-    Uses pairs the model gets right on both runs. Splits them at random (``seed``) into a selection
-    part (``selection_fraction``) that picks the layer and a held-out part that measures the
-    change rate at that layer. The interval is the percentile bootstrap over held-out pairs,
-    widened to contain the Clopper-Pearson exact interval: with few pairs that all flip (or none)
-    the bootstrap collapses to a point, and the verdict must not PASS on such a sample by accident.
-    """
-    if not 0.0 < selection_fraction < 1.0:
-        raise ValueError(f"selection_fraction must lie in (0, 1), got {selection_fraction}")
-    layers = list(run.layers)
-    selectable = selectable_layers(layers, n_blocks)
-    if not selectable:
-        raise ValueError(
-            f"no selectable layer among {layers}: the choice is made over layers 1..{n_blocks - 1}"
-        )
-    usable = run.usable
-    idx = np.flatnonzero(usable)
-    recovery = logit_diff_recovery(run.patched_diff, run.clean_diff, run.corrupted_diff)
-
-    per_layer = []
-    for j, layer in enumerate(layers):
-        flips = run.flipped[idx, j].astype(float)
-        rec = recovery[idx, j]
-        per_layer.append(
-            {
-                "layer": layer,
-                "change_rate": _mean(flips),
-                "change_rate_ci": _ci(flips, n_bootstrap, seed),
-                "recovery_mean": _mean(rec),
-                "recovery_ci": _ci(rec, n_bootstrap, seed),
-                "change_rate_argmax": _mean(run.flipped_argmax[idx, j]),
-                "patched_logit_diff_mean": _mean(run.patched_diff[idx, j]),
-                "selectable": layer in selectable,
-            }
-        )
-
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(idx)
-    n_use = len(order)
-    n_select = min(max(round(n_use * selection_fraction), 1), n_use - 1) if n_use >= 2 else 0
-    select_idx, heldout_idx = np.sort(order[:n_select]), np.sort(order[n_select:])
-
-    selection: dict[str, Any] = {"n": int(n_select), "ids": [run.ids[i] for i in select_idx]}
-    chosen: int | None = None
-    heldout: dict[str, Any] = {"n": int(len(heldout_idx)), "ids": [run.ids[i] for i in heldout_idx]}
-    value, ci = math.nan, [math.nan, math.nan]
-    result_verdict = "INCONCLUSIVE"
-    note = ""
-    if n_select >= 1 and len(heldout_idx) >= 1:
-        sel_rate = run.flipped[select_idx].mean(axis=0)
-        sel_rec = np.array([_mean(recovery[select_idx, j]) for j in range(len(layers))])
-        selection["change_rate"] = {str(k): float(r) for k, r in zip(layers, sel_rate, strict=True)}
-        selection["recovery_mean"] = {
-            str(k): float(r) for k, r in zip(layers, sel_rec, strict=True)
-        }
-        chosen = choose_layer(sel_rate, sel_rec, layers, selectable)
-        j = layers.index(chosen)
-        flips = run.flipped[heldout_idx, j]
-        value = float(flips.mean())
-        ci_boot = _ci(flips.astype(float), n_bootstrap, seed)
-        ci_exact = exact_proportion_ci(int(flips.sum()), len(flips), level)
-        ci = [
-            float(np.nanmin([ci_boot[0], ci_exact[0]])),
-            float(np.nanmax([ci_boot[1], ci_exact[1]])),
-        ]
-        result_verdict = verdict(ci[0], ci[1], threshold)
-        heldout.update(
-            {
-                "change_rate": value,
-                "ci_bootstrap": ci_boot,
-                "ci_exact": ci_exact,
-                "recovery_mean": _mean(recovery[heldout_idx, j]),
-                "recovery_ci": _ci(recovery[heldout_idx, j], n_bootstrap, seed),
-                "change_rate_argmax": _mean(run.flipped_argmax[heldout_idx, j]),
-            }
-        )
-    else:
-        note = (
-            f"only {n_use} pair(s) where the model is right on both prompts; at least 2 are "
-            "needed to choose a layer on one part and measure it on the other"
-        )
-
-    n_pairs = len(run.ids)
-    in_selection = {int(i) for i in select_idx}
-    return {
-        "premortem": "pm3",
-        "name": "patching",
-        "metric": "change_rate",
-        "value": value,
-        "ci": ci,
-        "ci_level": level,
-        "threshold": float(threshold),
-        "verdict": result_verdict,
-        "n": int(len(heldout_idx)),
-        "position": run.position,
-        "chosen_layer": chosen,
-        "layers": layers,
-        "selectable_layers": selectable,
-        "n_blocks": int(n_blocks),
-        "per_layer": per_layer,
-        "selection": selection,
-        "heldout": heldout,
-        "baseline": {
-            "n_pairs": n_pairs,
-            "n_usable": int(n_use),
-            "clean_accuracy": _mean(run.clean_diff > 0),
-            "corrupted_accuracy": _mean(run.corrupted_diff < 0),
-            "n_candidates": len(run.candidate_tokens),
-            "clean_accuracy_argmax": _mean(run.clean_argmax_correct),
-            "corrupted_accuracy_argmax": _mean(run.corrupted_argmax_correct),
-            "clean_logit_diff_mean": _mean(run.clean_diff),
-            "corrupted_logit_diff_mean": _mean(run.corrupted_diff),
-        },
-        "skipped": dict(run.skipped),
-        "n_multi_token_answers": int(run.n_multi_token_answers),
-        "flip_rule": FLIP_RULE,
-        "recovery_rule": RECOVERY_RULE,
-        "ci_method": (
-            "percentile bootstrap over held-out pairs, widened to contain the Clopper-Pearson "
-            "exact interval"
-        ),
-        "note": note,
-        "per_pair": [
-            {
-                "id": run.ids[i],
-                "position": int(run.positions[i]),
-                "clean_logit_diff": float(run.clean_diff[i]),
-                "corrupted_logit_diff": float(run.corrupted_diff[i]),
-                "patched_logit_diff": [float(x) for x in run.patched_diff[i]],
-                "usable": bool(usable[i]),
-                "split": "selection" if i in in_selection else "heldout" if usable[i] else None,
-            }
-            for i in range(n_pairs)
-        ],
-    }
-
-
-def run_pm3(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    pairs: Sequence[PromptPair],
-    *,
-    position: Position = "diff",
-    layers: Sequence[int] | None = None,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    threshold: float = 0.5,
-    selection_fraction: float = 0.5,
-    max_batch: int | None = None,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Pre-mortem PM3: patch every layer, choose one on half the pairs, test it on the rest.
-
-    Returns the results dict (the pre-mortem schema plus details; ``per_pair`` holds the per-pair
-    logit differences, which a caller may write to a file of its own).
-    """
-    start = time.perf_counter()
-    run = run_patching_layers(
-        model,
-        tokenizer,
-        pairs,
-        layers=layers,
-        position=position,
-        max_batch=max_batch,
-        progress=progress,
-    )
-    results = pm3_from_patching(
-        run,
-        n_blocks=len(residual_blocks(model)),
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        threshold=threshold,
-        selection_fraction=selection_fraction,
-    )
-    results["n_pairs_loaded"] = len(pairs)
-    results["duration_s"] = round(time.perf_counter() - start, 3)
-    results["date"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    return results
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _fmt_ci(ci: Sequence[Any]) -> str:
-    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
-
-
-def summary_markdown(results: dict[str, Any]) -> str:
-    """A short report of a PM3 results dict for a person."""
-    base = results["baseline"]
-    skipped = {k: v for k, v in results.get("skipped", {}).items() if v}
-    lines = [
-        "# PM3: activation patching",
-        "",
-        f"- Date: {results['date']}",
-        f"- Duration: {_fmt(results['duration_s'], 1)} s",
-    ]
-    if "model" in results:
-        lines.append(f"- Model: `{results['model']}`")
-    lines += [
-        f"- Metric: {results['metric']} (held-out share of corrupted prompts whose answer flips "
-        f"to the clean answer when one layer is patched at the {results['position']} position)",
-        f"- Result: {_fmt(results['value'])} on n = {results['n']} held-out pairs, "
-        f"chosen layer {results['chosen_layer']}",
-        f"- {int(results['ci_level'] * 100)}% CI: {_fmt_ci(results['ci'])} "
-        f"({results['ci_method']})",
-        f"- Threshold: {results['threshold']}",
-        f"- Verdict: **{results['verdict']}**",
-    ]
-    if results.get("note"):
-        lines.append(f"- Note: {results['note']}")
-    lines += [
-        "",
-        "## Pairs",
-        "",
-        f"{base['n_pairs']} pairs encoded of {results.get('n_pairs_loaded', base['n_pairs'])} "
-        f"loaded; skipped: {skipped or 'none'}. Clean accuracy {_fmt(base['clean_accuracy'])}, "
-        f"corrupted accuracy {_fmt(base['corrupted_accuracy'])} (two-way, clean vs corrupted "
-        f"answer); {base['n_usable']} pairs right on both are used, "
-        f"{results['selection']['n']} to choose the layer and {results['n']} to test it.",
-    ]
-    lines.append(
-        f"Over the {base['n_candidates']} answer tokens of all pairs (argmax), clean accuracy is "
-        f"{_fmt(base['clean_accuracy_argmax'])} and corrupted accuracy "
-        f"{_fmt(base['corrupted_accuracy_argmax'])}; per-layer argmax change rates are in "
-        "results.json."
-    )
-    if results.get("n_multi_token_answers"):
-        lines.append(
-            f"{results['n_multi_token_answers']} pairs have a multi-token answer; "
-            "they are scored by the answer's first token."
-        )
-    lines += [
-        "",
-        f"Flip rule: {results['flip_rule']}. Recovery: {results['recovery_rule']}. "
-        "Layer k is the residual stream after k blocks (0 = embeddings); layers "
-        f"{results['selectable_layers']} are selectable (0 and {results['n_blocks']} flip "
-        "by construction at the differing and final positions).",
-        "",
-        "## Per layer (all usable pairs)",
-        "",
-        "| layer | change rate | 95% CI | recovery | 95% CI | selection change rate |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    sel = results["selection"].get("change_rate", {})
-    for row in results["per_layer"]:
-        mark = " *" if row["layer"] == results["chosen_layer"] else ""
-        lines.append(
-            f"| {row['layer']}{mark} | {_fmt(row['change_rate'])} | "
-            f"{_fmt_ci(row['change_rate_ci'])} | {_fmt(row['recovery_mean'])} | "
-            f"{_fmt_ci(row['recovery_ci'])} | {_fmt(sel.get(str(row['layer'])))} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -3,9 +3,9 @@
 *Toxicity* is the analogue of hostile language: insulting adjectives ("the stupid dog") and insult
 tails (", you idiot") from a small lexicon. *Formality* is the register: formal text uses
 connectives and adverbs such as "furthermore", "therefore", "kindly"; informal text uses "yeah",
-"gonna", "lol". The corpus generator (:mod:`actspace.world.synthetic`) writes sentences with these words and
-marks each line, so a model trained on it learns to produce them, and steering can be measured by
-how many of them a generated text carries.
+"gonna", "lol". The corpus generator (:mod:`actspace.world.synthetic`) writes sentences with these
+words and marks each line, so a model trained on it learns to produce them, and steering can be
+measured by how many of them a generated text carries.
 
 :func:`attribute_score` is the share of a text's words that belong to the attribute's lexicon:
 for toxicity the toxic words, for formality the formal markers. Informal markers do not count for

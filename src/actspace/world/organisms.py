@@ -1,9 +1,9 @@
 """Built-in model organisms: a tokenizer and tiny causal LMs trained on the synthetic world.
 
 The organisms are real Hugging Face models (GPT-2 and GPT-NeoX families, about a million
-parameters at the default size) trained from scratch on the corpus of :mod:`actspace.world.synthetic` and
-saved with ``save_pretrained``, so the rest of the workflow loads them through the same
-``from_pretrained`` path as a hub model.
+parameters at the default size) trained from scratch on the corpus of
+:mod:`actspace.world.synthetic` and saved with ``save_pretrained``, so the rest of the workflow
+loads them through the same ``from_pretrained`` path as a hub model.
 
 Training reads one corpus line per sequence (starting at position 0, ending in the EOS token,
 padded on the right), the same position at which every task context and prompt starts, so that
@@ -232,9 +232,9 @@ def train_organism(
     tokenizer_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    seed: int = 0,
-    size: str = "default",
-    steps: int | None = None,
+    train_seed: int,
+    size: str,
+    train_steps: int | None,
     batch_size: int | None = None,
     lr: float | None = None,
     seq_len: int | None = None,
@@ -243,7 +243,9 @@ def train_organism(
 ) -> dict[str, Any]:
     """Train an organism of ``family`` on ``corpus_lines``; save model and tokenizer in ``out_dir``.
 
-    Unset training knobs take :data:`TRAINING_DEFAULTS` of ``size``. ``threads`` sets torch's CPU
+    ``train_seed``, ``size`` and ``train_steps`` are the keys of a ``models.<name>`` section of the
+    configuration; ``train_steps`` None and the other unset training knobs take
+    :data:`TRAINING_DEFAULTS` of ``size``. ``threads`` sets torch's CPU
     threads for the run (restored afterwards). The folder is written beside ``out_dir`` and moved
     into place when complete; it holds the ``save_pretrained`` files of model and tokenizer and a
     ``training.json`` with the statistics returned here (final loss, parameters, seconds, ...).
@@ -252,7 +254,7 @@ def train_organism(
     _check_family_size(family, size)
     knobs = dict(TRAINING_DEFAULTS[size])
     for name, value in (
-        ("steps", steps),
+        ("steps", train_steps),
         ("batch_size", batch_size),
         ("lr", lr),
         ("seq_len", seq_len),
@@ -271,7 +273,9 @@ def train_organism(
     if not encoded:
         raise ValueError("the corpus has no non-empty line")
     lengths = np.array([len(r) for r in encoded])
-    batches = _batches(lengths, knobs["batch_size"], knobs["steps"], np.random.default_rng(seed))
+    batches = _batches(
+        lengths, knobs["batch_size"], knobs["steps"], np.random.default_rng(train_seed)
+    )
     if progress is not None:
         progress.set_total(len(batches))
 
@@ -283,7 +287,7 @@ def train_organism(
         if threads is not None:
             torch.set_num_threads(int(threads))
         torch.use_deterministic_algorithms(True)
-        torch.manual_seed(seed)
+        torch.manual_seed(train_seed)
         ids = {
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
@@ -321,7 +325,7 @@ def train_organism(
     stats = {
         "family": family,
         "size": size,
-        "seed": int(seed),
+        "seed": int(train_seed),
         **knobs,
         "n_params": int(sum(p.numel() for p in model.parameters())),
         "vocab_size": len(tokenizer),
@@ -424,10 +428,10 @@ def prepare_world(
     output_dir: str | os.PathLike[str],
     world: World,
     *,
-    vocab_size: int = 2048,
-    n_pairs: int = 100,
-    n_attribute: int = 100,
-    n_prompts: int = 50,
+    vocab_size: int,
+    n_prompt_pairs: int,
+    n_attribute_texts: int,
+    n_neutral_prompts: int,
 ) -> dict[str, str]:
     """Write a world, its corpus, built-in tasks and tokenizer into the folder ``output_dir``.
 
@@ -435,7 +439,8 @@ def prepare_world(
     Files (returned by name): ``world.json``, ``corpus.txt`` (one line per training sequence),
     ``corpus_marks.jsonl``, ``tasks/{task}.jsonl`` for each built-in task, ``prompt_pairs.jsonl``,
     ``attributes.jsonl``, ``neutral_prompts.jsonl`` and the folder ``tokenizer/``. Schemas: see
-    :mod:`actspace.world.synthetic`. ``world.json`` is written last, so a folder that has it is complete.
+    :mod:`actspace.world.synthetic`. ``world.json`` is written last, so a folder that has it is
+    complete.
     """
     root = Path(output_dir)
     corpus = world.corpus()
@@ -456,11 +461,39 @@ def prepare_world(
     write_jsonl(paths["corpus_marks"], corpus.marks)
     for task in BUILTIN_TASKS:
         write_jsonl(paths[task], world.task_items(task))
-    write_jsonl(paths["prompt_pairs"], world.prompt_pairs(n_pairs))
-    write_jsonl(paths["attributes"], world.attribute_sets(n_attribute))
-    write_jsonl(paths["neutral_prompts"], world.neutral_prompts(n_prompts))
+    write_jsonl(paths["prompt_pairs"], world.prompt_pairs(n_prompt_pairs))
+    write_jsonl(paths["attributes"], world.attribute_sets(n_attribute_texts))
+    write_jsonl(paths["neutral_prompts"], world.neutral_prompts(n_neutral_prompts))
     atomic_write_json(paths["world"], world.to_json())
     return {name: str(path) for name, path in paths.items()}
+
+
+def make_world(
+    output_dir: str | os.PathLike[str],
+    *,
+    seed: int,
+    vocab_size: int,
+    n_prompt_pairs: int,
+    n_attribute_texts: int,
+    n_neutral_prompts: int,
+    **world_params: Any,
+) -> dict[str, str]:
+    """Draw the world the ``world:`` section describes and write it with :func:`prepare_world`.
+
+    The keywords are that section's keys: ``seed`` draws the world, ``world_params`` (such as
+    ``n_entities``, ``corpus_lines``) override fields of
+    :class:`~actspace.world.synthetic.WorldParams`, the others size what :func:`prepare_world`
+    writes.
+    """
+    world = World.generate(seed, **world_params)
+    return prepare_world(
+        output_dir,
+        world,
+        vocab_size=vocab_size,
+        n_prompt_pairs=n_prompt_pairs,
+        n_attribute_texts=n_attribute_texts,
+        n_neutral_prompts=n_neutral_prompts,
+    )
 
 
 def read_corpus(path: str | os.PathLike[str]) -> list[str]:

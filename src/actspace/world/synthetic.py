@@ -140,8 +140,9 @@ class WorldParams:
     Fact and sum counts follow :func:`zipf_counts` (``*_max_count``, ``*_shift``, ``*_exponent``,
     ``*_unseen_share``); a fact stated at least ``frequent_min`` times is *frequent*, one stated
     1 to ``frequent_min - 1`` times *rare*. The defaults are tuned with the organisms' default
-    training (:data:`actspace.world.organisms.TRAINING_DEFAULTS`, about 6 passes over the corpus), under
-    which the organisms know the frequent facts, part of the rare ones and none of the unseen.
+    training (:data:`actspace.world.organisms.TRAINING_DEFAULTS`, about 6 passes over the corpus),
+    under which the organisms know the frequent facts, part of the rare ones and none of the
+    unseen.
     """
 
     n_entities: int = 72

@@ -2,281 +2,49 @@
 
 Experiment 2A ``activation_transfer``. An affine map from the source's residual stream at one layer
 to the target's at one layer is fitted on training items (ridge on standardised features, the
-penalty by generalised cross-validation as in PM1). On held-out items, the mapped source
+penalty by generalised cross-validation as in PM1; :class:`actspace.methods.ridge_map.AffineMap`).
+On held-out items, the mapped source
 activation of the item is written into the target's residual stream at the **last context
 token**, either replacing the target's own vector or blended with it, ``h <- (1 - c) h + c m``;
 ``c`` is chosen on a validation split. The target then scores the choices as usual: every
 (context + choice) sequence runs with the patch at the context's last position, so every
 continuation token attends to the patched residual and the first choice token is predicted
-from it.
+from it (:mod:`actspace.methods.injection`).
 
 Reported on the test items: the source's, the target's and the target-with-transfer accuracy,
 the gain in points with a paired bootstrap interval and McNemar's test, and two controls: the
 mapped activation of a different item (a derangement of the test items), and the target's own
 activation passed through the target-to-target map (the cost of the map and of the injection
-alone). Success, as the plan defines it: a gain of at least 2 points whose interval excludes 0.
+alone). Success, as the plan defines it: a gain of at least ``min_gain`` points whose interval
+excludes 0.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import torch
 from statsmodels.stats.contingency_tables import mcnemar
 
-from actspace.core.results import binary_comparison
-from actspace.branches.cross_model.cross_model_extended import RidgeSVD, resolve_alpha
+from actspace import plan
 from actspace.core.resampling import mean_ci, paired_difference_ci
-from actspace.lm.hooks import capture_residual, patch_residual
+from actspace.core.results import binary_comparison, now
+from actspace.core.store import StoreLike
 from actspace.lm.models import hidden_size, residual_blocks
-from actspace.lm.scoring import encode_item, item_metrics, max_length, model_input, needs_bos
 from actspace.lm.tasks import Item
-from actspace.methods.similarity import DEFAULT_ALPHAS, depth_to_layer, rowwise_pearson
+from actspace.methods.injection import (
+    METRIC_COLUMNS,
+    correctness,
+    encode_items,
+    predictions,
+    score_items,
+)
+from actspace.methods.ridge_map import AffineMap, ridge_alphas
+from actspace.methods.similarity import depth_to_layer
 
-EXPERIMENT = "activation_transfer"
-METRIC_COLUMNS = {"acc": "correct", "acc_norm": "correct_norm"}
-#: The plan's bar: at least this gain, in accuracy points, with a CI that excludes 0.
-MIN_GAIN_POINTS = 2.0
-
-
-class StoreLike(Protocol):
-    """The part of :class:`actspace.core.store.ActivationStore` this module reads."""
-
-    meta: dict
-    n_items: int
-    n_layers: int
-    hidden_size: int
-
-    def layer(self, k: int, pooling: str = "last") -> np.ndarray: ...
-
-    def scores(self) -> list[dict]: ...
-
-
-# ---------------------------------------------------------------------------------------------
-# the affine map
-
-
-class AffineMap:
-    """Ridge map between two activation spaces, in the scikit-learn estimator style.
-
-    Inputs and targets are standardised with the training items' statistics; the penalty is
-    fixed or chosen from a grid by generalised cross-validation on standardised targets (so every
-    target dimension counts equally); predictions are returned in the target's own units, ready
-    to be written into its residual stream.
-    """
-
-    def __init__(self, alpha: float | Sequence[float] = DEFAULT_ALPHAS) -> None:
-        self.alpha = alpha
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> AffineMap:
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
-            raise ValueError(
-                f"need [items, d] arrays over the same items, got {x.shape}, {y.shape}"
-            )
-        if x.shape[0] < 4:
-            raise ValueError(f"an affine map needs at least 4 training items, got {x.shape[0]}")
-        self.x_mean_, self.x_std_ = _stats(x)
-        self.y_mean_, self.y_std_ = _stats(y)
-        xs = (x - self.x_mean_) / self.x_std_
-        ys = (y - self.y_mean_) / self.y_std_
-        ridge = RidgeSVD(xs)
-        self.alpha_ = resolve_alpha(ridge, ys, self.alpha)
-        self.coef_, self.intercept_ = ridge.coef(ys, self.alpha_)
-        return self
-
-    def predict_standardised(self, x: np.ndarray) -> np.ndarray:
-        """Predictions in the target's standardised units."""
-        xs = (np.asarray(x, dtype=np.float64) - self.x_mean_) / self.x_std_
-        return xs @ self.coef_ + self.intercept_
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predictions in the target's units."""
-        return self.predict_standardised(x) * self.y_std_ + self.y_mean_
-
-    def score(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """Held-out agreement: mean per-item correlation (PM1's unit) and R² (standardised)."""
-        pred = self.predict_standardised(x)
-        truth = (np.asarray(y, dtype=np.float64) - self.y_mean_) / self.y_std_
-        residual = np.sum((truth - pred) ** 2)
-        total = np.sum((truth - truth.mean(axis=0)) ** 2)
-        return {
-            "correlation": float(rowwise_pearson(pred, truth).mean()),
-            "r2": float(1.0 - residual / total) if total > 0 else float("nan"),
-        }
-
-
-def _stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean, std = a.mean(axis=0), a.std(axis=0)
-    std[std < 1e-12] = 1.0
-    return mean, std
-
-
-# ---------------------------------------------------------------------------------------------
-# scoring with an injected residual
-
-
-@dataclass(frozen=True)
-class EncodedItem:
-    """One item's model inputs: per choice, the input ids, the continuation and the patch spot."""
-
-    inputs: list[list[int]]
-    continuations: list[list[int]]
-    positions: list[int]  # index of the context's last token in each input
-
-
-def encode_items(model: Any, tokenizer: Any, items: Sequence[Item]) -> list[EncodedItem]:
-    """Harness encoding (:func:`actspace.lm.scoring.encode_item`), truncated as the harness does."""
-    add_bos = needs_bos(model)
-    limit = max_length(model, tokenizer)
-    encoded = []
-    for item in items:
-        context, continuations = encode_item(tokenizer, item, add_bos=add_bos)
-        inputs = [model_input(context, cont, limit) for cont in continuations]
-        positions = [len(inp) - len(cont) for inp, cont in zip(inputs, continuations, strict=True)]
-        if min(positions) < 0:
-            raise ValueError(f"item {item.id}: a choice is longer than the model's context")
-        encoded.append(EncodedItem(inputs, [list(c) for c in continuations], positions))
-    return encoded
-
-
-def _block_for_layer(model: Any, layer: int) -> torch.nn.Module:
-    blocks = residual_blocks(model)
-    if not 1 <= layer <= len(blocks):
-        raise ValueError(
-            f"injection layer {layer} out of range 1..{len(blocks)} (layer k is the output of "
-            "block k; the embeddings, layer 0, cannot be patched)"
-        )
-    return blocks[layer - 1]
-
-
-@torch.no_grad()
-def score_items(
-    model: Any,
-    encoded: Sequence[EncodedItem],
-    *,
-    layer: int | None = None,
-    vectors: np.ndarray | torch.Tensor | None = None,
-    coefficient: float = 1.0,
-    capture_layer: int | None = None,
-    batch_size: int = 8,
-    pad_token_id: int = 0,
-) -> tuple[list[list[float]], np.ndarray | None]:
-    """Choice log-likelihoods, optionally with ``vectors[i]`` injected for item ``i``.
-
-    With ``vectors`` the output of block ``layer`` (store layer index) at each item's last context
-    token becomes ``(1 - coefficient) h + coefficient vectors[i]``. With ``capture_layer`` the
-    unpatched-or-patched residual at that layer and position is returned too ([items, d], taken
-    from each item's first choice row).
-    """
-    if (vectors is None) != (layer is None):
-        raise ValueError("give both layer and vectors, or neither")
-    if vectors is not None and len(vectors) != len(encoded):
-        raise ValueError(f"{len(vectors)} vectors for {len(encoded)} items")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    device = next(model.parameters()).device
-    blocks = residual_blocks(model)
-    block = _block_for_layer(model, layer) if layer is not None else None
-    if capture_layer is not None and not 0 <= capture_layer <= len(blocks):
-        raise ValueError(f"capture layer {capture_layer} out of range 0..{len(blocks)}")
-    vec = None if vectors is None else torch.as_tensor(np.asarray(vectors), dtype=torch.float32)
-    logliks: list[list[float]] = []
-    captured: list[torch.Tensor] = []
-    for start in range(0, len(encoded), batch_size):
-        batch = encoded[start : start + batch_size]
-        owners = [i for i, item in enumerate(batch) for _ in item.inputs]
-        inputs = [inp for item in batch for inp in item.inputs]
-        conts = [cont for item in batch for cont in item.continuations]
-        positions = [pos for item in batch for pos in item.positions]
-        width = max(len(inp) for inp in inputs)
-        ids = torch.full((len(inputs), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(inputs), width), dtype=torch.long)
-        for row, inp in enumerate(inputs):
-            ids[row, : len(inp)] = torch.tensor(inp)
-            mask[row, : len(inp)] = 1
-        rows = torch.arange(len(inputs), device=device)
-        pos = torch.tensor(positions, device=device)
-        with _maybe_patch(block, vec, start, owners, rows, pos, coefficient, device):
-            with _maybe_capture(blocks, capture_layer) as states:
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            if capture_layer is not None:
-                firsts = [owners.index(i) for i in range(len(batch))]
-                hidden = states[capture_layer if capture_layer == 0 else 1]
-                captured.append(hidden[firsts, pos[firsts]].float().cpu())
-        slot = 0
-        for item in batch:
-            scores = []
-            for _ in item.inputs:
-                cont, p = conts[slot], positions[slot]
-                window = logits[slot, p : p + len(cont)].float()
-                logprobs = torch.log_softmax(window, dim=-1)
-                target = torch.tensor(cont, device=device)[:, None]
-                scores.append(float(logprobs.gather(1, target).sum()))
-                slot += 1
-            logliks.append(scores)
-        del logits
-    out = torch.cat(captured).numpy() if captured else None
-    return logliks, out
-
-
-def _maybe_capture(blocks: list[torch.nn.Module], layer: int | None) -> Any:
-    """Capture one layer: layer 0 is the input of the first block, layer k the output of block k."""
-    if layer is None:
-        return contextlib.nullcontext([])
-    return capture_residual(blocks[:1] if layer == 0 else blocks[layer - 1 : layer])
-
-
-def _maybe_patch(
-    block: torch.nn.Module | None,
-    vectors: torch.Tensor | None,
-    start: int,
-    owners: list[int],
-    rows: torch.Tensor,
-    positions: torch.Tensor,
-    coefficient: float,
-    device: torch.device,
-) -> Any:
-    if block is None or vectors is None:
-        return contextlib.nullcontext([])
-    batch_vectors = vectors[[start + owner for owner in owners]].to(device)
-
-    def inject(hidden: torch.Tensor) -> torch.Tensor:
-        patched = hidden.clone()
-        own = patched[rows, positions].float()
-        patched[rows, positions] = ((1.0 - coefficient) * own + coefficient * batch_vectors).to(
-            hidden.dtype
-        )
-        return patched
-
-    return patch_residual(block, inject)
-
-
-def correctness(
-    logliks: Sequence[Sequence[float]], items: Sequence[Item], metric: str
-) -> np.ndarray:
-    """Per item, whether the prediction under ``metric`` (acc or acc_norm) is right."""
-    column = METRIC_COLUMNS[metric]
-    return np.array(
-        [bool(item_metrics(ll, item)[column]) for ll, item in zip(logliks, items, strict=True)]
-    )
-
-
-def predictions(
-    logliks: Sequence[Sequence[float]], items: Sequence[Item], metric: str
-) -> np.ndarray:
-    """Per item, the predicted choice under ``metric``."""
-    key = "pred" if metric == "acc" else "pred_norm"
-    return np.array(
-        [int(item_metrics(ll, item)[key]) for ll, item in zip(logliks, items, strict=True)]
-    )
+EXPERIMENT = plan.experiment("activation_transfer").name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,10 +130,6 @@ def _accuracy(correct: np.ndarray, n_bootstrap: int, seed: int, level: float) ->
 # the experiment
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
 def split_transfer_items(
     n: int, n_samples: int | None, test_fraction: float, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -429,29 +193,35 @@ def run_activation_transfer(
     tokenizer: Any,
     items: Sequence[Item],
     *,
-    source_layer: int | str = "auto",
-    target_layer: int | str = "auto",
-    layer_depth: float = 0.5,
-    mode: str = "blend",
-    coefficients: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    source: str,
+    target: str,
+    source_layer: int | str,
+    target_layer: int | str,
+    layer_depth: float,
+    mode: str,
+    coefficients: Sequence[float],
+    metric: str,
+    n_samples: int | None,
+    test_fraction: float,
+    val_fraction: float,
+    ridge_alpha: str | float | list[float],
+    n_bootstrap: int,
+    min_gain: float,
+    batch_size: int,
+    seed: int,
     pooling: str = "last",
-    metric: str = "acc",
-    n_samples: int | None = None,
-    test_fraction: float = 0.4,
-    val_fraction: float = 0.2,
-    ridge_alpha: float | Sequence[float] = DEFAULT_ALPHAS,
-    n_bootstrap: int = 1000,
-    min_gain: float = MIN_GAIN_POINTS,
-    batch_size: int = 8,
-    seed: int = 0,
     ci_level: float = 0.95,
-    names: tuple[str, str] = ("source", "target"),
 ) -> dict[str, Any]:
     """Fit the map, choose the coefficient on validation items, and evaluate on test items.
 
-    ``pooling`` must be ``last``: the store's last-context-token vectors are what is injected.
+    The keywords are the keys of ``experiments.activation_transfer`` (``source`` and ``target``
+    name the two models in the results; ``ridge_alpha`` as the configuration gives it) and the
+    run's ``seed``. ``pooling`` must be ``last``: the store's last-context-token vectors are what
+    is injected.
     """
-    started, date = time.perf_counter(), _now()
+    started, date = time.perf_counter(), now()
+    if not 0.0 <= layer_depth <= 1.0:
+        raise ValueError(f"layer_depth must lie in [0, 1], got {layer_depth}")
     if pooling != "last":
         raise ValueError("activation transfer injects at the last context token: pooling 'last'")
     if metric not in METRIC_COLUMNS:
@@ -476,10 +246,11 @@ def run_activation_transfer(
     train, val, test = split_transfer_items(
         len(items), n_samples, test_fraction, val_fraction, seed
     )
+    alpha = ridge_alphas(ridge_alpha)
     x = np.asarray(source_store.layer(layer_s, pooling), dtype=np.float64)
     y = np.asarray(target_store.layer(layer_t, pooling), dtype=np.float64)
-    source_map = AffineMap(ridge_alpha).fit(x[train], y[train])
-    self_map = AffineMap(ridge_alpha).fit(y[train], y[train])
+    source_map = AffineMap(alpha).fit(x[train], y[train])
+    self_map = AffineMap(alpha).fit(y[train], y[train])
     mapped = source_map.predict(x)
     self_mapped = self_map.predict(y)
 
@@ -560,8 +331,8 @@ def run_activation_transfer(
             "accuracy, in points, on held-out items; paired bootstrap CI over items; success "
             f"means a gain of at least {min_gain} points whose CI excludes 0"
         ),
-        "source": names[0],
-        "target": names[1],
+        "source": source,
+        "target": target,
         "source_layer": layer_s,
         "target_layer": layer_t,
         "layer_depth": float(layer_depth),

@@ -26,24 +26,21 @@ from typing import Any
 
 import numpy as np
 
-from actspace.core.results import binary_comparison
-from actspace.branches.error_prediction.error_prediction_extended import (
-    CI_LEVEL,
-    NamedStore,
-    OneSidedAnswers,
-    correctness_split,
-    defined_ci,
-    fmt,
-    fmt_ci,
+from actspace.branches.error_prediction.intervals import CI_LEVEL, defined_ci
+from actspace.branches.error_prediction.probe import (
     inner_cv_score,
     make_probe,
-    now,
     positive_probability,
 )
+from actspace.branches.error_prediction.steps import fmt, fmt_ci, layer_choice
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci, verdict
+from actspace.core.results import binary_comparison, now
+from actspace.core.splits import OneSidedAnswers, correctness_split
+from actspace.core.store import NamedStore
 from actspace.methods.probes import max_choice_probability
+from actspace.plan import experiment
 
-EXPERIMENT = "abstention"
+EXPERIMENT = experiment("abstention").name
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,7 +86,7 @@ def oracle_aurc(correct: np.ndarray) -> float:
     return aurc(y, y.astype(float))
 
 
-def random_aurc(correct: np.ndarray, n_draws: int = 200, seed: int = 0) -> np.ndarray:
+def random_aurc(correct: np.ndarray, n_draws: int, seed: int = 0) -> np.ndarray:
     """AURCs of ``n_draws`` random abstainers (uniform random scores)."""
     rng = np.random.default_rng(seed)
     y = np.asarray(correct).astype(bool)
@@ -146,7 +143,7 @@ def selective(
     prob: np.ndarray,
     threshold: float,
     *,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Answer when ``prob >= threshold``: coverage, effective accuracy and the gain, with CIs."""
@@ -195,16 +192,16 @@ def at_coverage(correct: np.ndarray, score: np.ndarray, coverage: float) -> floa
 def analyse_store(
     named: NamedStore,
     *,
-    threshold: float = 0.3,
-    layer: int | None = None,
-    pooling: str = "last",
-    n_samples: int | None = None,
-    test_fraction: float = 0.3,
-    cv_folds: int = 5,
-    Cs: int | Sequence[float] = 10,
-    n_bootstrap: int = 1000,
-    n_random: int = 200,
-    seed: int = 0,
+    threshold: float,
+    layer: int | None,
+    pooling: str,
+    n_samples: int | None,
+    test_fraction: float,
+    cv_folds: int,
+    Cs: int | Sequence[float],
+    n_bootstrap: int,
+    n_random: int,
+    seed: int,
 ) -> dict[str, Any]:
     """Selective answering with the probe's P(correct) on one store's held-out items."""
     if not 0.0 <= threshold <= 1.0:
@@ -310,23 +307,26 @@ def analyse_store(
 def run_abstention(
     stores: Sequence[NamedStore],
     *,
-    threshold: float = 0.3,
-    layer: int | None = None,
-    pooling: str = "last",
-    n_samples: int | None = None,
-    test_fraction: float = 0.3,
-    cv_folds: int = 5,
-    Cs: int | Sequence[float] = 10,
-    n_bootstrap: int = 1000,
-    n_random: int = 200,
-    seed: int = 0,
+    threshold: float,
+    layer: int | str | None,
+    pooling: str,
+    n_samples: int | None,
+    test_fraction: float,
+    cv_folds: int,
+    Cs: int | Sequence[float],
+    n_bootstrap: int,
+    n_random: int,
+    seed: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Selective answering on every store; returns (results, figure data with the curves).
 
-    The headline is the first analysable store's effective-accuracy gain at the threshold.
+    The keywords are the keys of ``experiments.abstention`` (``layer``: an index, or
+    ``auto``/None for the best inner-CV log loss on the training items). The headline is the
+    first analysable store's effective-accuracy gain at the threshold.
     """
     if not stores:
         raise ValueError("abstention needs at least one store")
+    layer = layer_choice(layer)
     started, date = time.perf_counter(), now()
     records: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []

@@ -4,8 +4,8 @@ For each activation store (one model on one task) the items are split exactly as
 (the same seeded subsample, then a split stratified by correctness). At every layer two probes are
 fitted on the training items only:
 
-- the PM2 probe (:class:`actspace.methods.probes.LinearProbe`, balanced class weights): held-out balanced
-  accuracy and AUROC, the curve over layers;
+- the PM2 probe (:class:`actspace.methods.probes.LinearProbe`, balanced class weights):
+  held-out balanced accuracy and AUROC, the curve over layers;
 - the same probe without class weights, whose output is a probability that the answer is correct:
   held-out Brier score, log loss, expected calibration error and reliability data. Balanced
   weights move a probe's probabilities towards one half, so they are not probabilities of being
@@ -22,23 +22,32 @@ task's held-out items at the source task's selected layer.
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
-import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_curve
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from actspace.core.results import binary_comparison
-from actspace.core.io import atomic_write_json, write_experiment
+from actspace.branches.error_prediction.calibration import calibration
+from actspace.branches.error_prediction.groups import (
+    N_FOLDS,
+    group_table,
+    item_groups,
+    out_of_fold,
+)
+from actspace.branches.error_prediction.intervals import CI_LEVEL, defined_ci, difference
+from actspace.branches.error_prediction.probe import (
+    inner_cv_score,
+    make_probe,
+    positive_probability,
+)
+from actspace.branches.error_prediction.steps import fmt, fmt_ci
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci
-from actspace.core.store import ActivationStore
+from actspace.core.results import binary_comparison, now
+from actspace.core.splits import OneSidedAnswers, Split, correctness_split
+from actspace.core.store import NamedStore
 from actspace.methods.probes import (
     LinearProbe,
     accuracy,
@@ -48,245 +57,9 @@ from actspace.methods.probes import (
     majority_baseline,
     max_choice_probability,
 )
+from actspace.plan import experiment
 
-EXPERIMENT = "error_prediction_extended"
-CI_LEVEL = 0.95
-#: Smallest count of correct and of incorrect answers a store needs for a probe (as PM2).
-MIN_PER_CLASS = 6
-#: The order in which known group values are listed (the built-in tasks' frequency buckets).
-KNOWN_GROUP_ORDER = ("frequent", "rare", "unseen")
-
-
-class StoreLike(Protocol):
-    """The part of :class:`actspace.core.store.ActivationStore` that branch 2B reads."""
-
-    meta: dict
-    n_layers: int
-
-    def layer(self, k: int, pooling: str = "last") -> np.ndarray: ...
-
-    def choice_end(self, k: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def correct(self) -> np.ndarray: ...
-
-    def logliks(self) -> list[np.ndarray]: ...
-
-    def scores(self) -> list[dict]: ...
-
-
-@dataclass(frozen=True)
-class NamedStore:
-    """An activation store with the configured names of its model and task."""
-
-    model: str
-    task: str
-    store: StoreLike
-
-
-def now() -> str:
-    """The current UTC time, ISO formatted, for ``date`` fields."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def defined_ci(
-    statistic: Callable[..., Any],
-    *arrays: np.ndarray,
-    n_resamples: int = 1000,
-    level: float = CI_LEVEL,
-    seed: int = 0,
-) -> list[float | None]:
-    """Paired percentile bootstrap interval over the resamples where ``statistic`` is defined.
-
-    :func:`actspace.core.resampling.bootstrap_ci` returns NaN as soon as one resample is undefined (an
-    AUROC of a resample holding one class, an accuracy among answered items when a resample
-    answers none), which on small held-out sets is nearly always. Here such resamples are left
-    out; when more than half are undefined the interval is unknown (None, None). ``statistic``
-    is called vectorised when it takes an ``axis`` keyword.
-    """
-    data = [np.asarray(array) for array in arrays]
-    n = data[0].shape[0]
-    if n < 2 or any(array.shape[0] != n for array in data):
-        raise ValueError("defined_ci needs paired arrays of at least 2 observations")
-    index = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if "axis" in inspect.signature(statistic).parameters:
-            values = np.asarray(statistic(*[array[index] for array in data], axis=-1), float)
-        else:
-            values = np.array([statistic(*[array[row] for array in data]) for row in index], float)
-    values = values[np.isfinite(values)]
-    if values.size * 2 < n_resamples:
-        return [None, None]
-    tail = (1.0 - level) / 2.0
-    return [float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))]
-
-
-def difference(statistic: Callable[..., Any], k: int) -> Callable[..., Any]:
-    """``statistic(*first k arrays) - statistic(*the rest)``, vectorised like ``statistic``."""
-
-    def diff(*arrays: np.ndarray, axis: int = -1) -> Any:
-        return statistic(*arrays[:k], axis=axis) - statistic(*arrays[k:], axis=axis)
-
-    return diff
-
-
-# --------------------------------------------------------------------------------------------
-# Splits and probes
-# --------------------------------------------------------------------------------------------
-
-
-class OneSidedAnswers(ValueError):
-    """Too few correct or too few incorrect answers for a correctness probe."""
-
-
-@dataclass(frozen=True)
-class Split:
-    """The items one experiment uses and their held-out split.
-
-    ``items`` are store indices (sorted); ``y`` their correctness; ``train``/``test`` are positions
-    into ``items``.
-    """
-
-    items: np.ndarray
-    y: np.ndarray
-    train: np.ndarray
-    test: np.ndarray
-
-    @property
-    def y_train(self) -> np.ndarray:
-        return self.y[self.train]
-
-    @property
-    def y_test(self) -> np.ndarray:
-        return self.y[self.test]
-
-
-def correctness_split(
-    correct: np.ndarray,
-    *,
-    n_samples: int | None = None,
-    test_fraction: float = 0.3,
-    seed: int = 0,
-    min_per_class: int = MIN_PER_CLASS,
-) -> Split:
-    """PM2's split: a seeded subsample of ``n_samples`` items, then a stratified train/test split.
-
-    With the same seed, ``n_samples`` and ``test_fraction`` the held-out items are PM2's.
-    Raises :class:`OneSidedAnswers` when either class has fewer than ``min_per_class`` items.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    correct = np.asarray(correct).astype(bool)
-    rng = np.random.default_rng(seed)
-    n = correct.size
-    if n_samples is not None and n_samples < 1:
-        raise ValueError(f"n_samples must be positive, got {n_samples}")
-    if n_samples is None or n_samples >= n:
-        items = np.arange(n)
-    else:
-        items = np.sort(rng.choice(n, size=n_samples, replace=False))
-    y = correct[items]
-    n_correct, n_wrong = int(y.sum()), int(y.size - y.sum())
-    if min(n_correct, n_wrong) < min_per_class:
-        raise OneSidedAnswers(
-            f"needs at least {min_per_class} correct and {min_per_class} incorrect answers, got "
-            f"{n_correct} correct and {n_wrong} incorrect of {y.size}"
-        )
-    train, test = train_test_split(
-        np.arange(y.size), test_size=test_fraction, stratify=y, random_state=seed
-    )
-    return Split(items=items, y=y, train=np.sort(train), test=np.sort(test))
-
-
-def make_probe(
-    *, balanced: bool, cv_folds: int = 5, Cs: int | Sequence[float] = 10, seed: int = 0
-) -> LinearProbe:
-    """PM2's probe (``balanced=True``) or its unweighted twin, whose output is P(correct)."""
-    return LinearProbe(
-        Cs=Cs, cv=cv_folds, class_weight="balanced" if balanced else None, random_state=seed
-    )
-
-
-def inner_cv_score(probe: LinearProbe) -> float:
-    """The best mean inner cross-validation score over the penalty grid (neg. log loss)."""
-    scores = probe.pipeline_[-1].scores_
-    if isinstance(scores, dict):  # scikit-learn's legacy layout: {class: [folds, Cs]}
-        scores = next(iter(scores.values()))
-    array = np.asarray(scores, dtype=float)
-    return float(array.reshape(array.shape[0], -1).mean(axis=0).max())
-
-
-def positive_probability(probe: LinearProbe, X: np.ndarray) -> np.ndarray:
-    """The probe's probability of the positive class (the answer is correct)."""
-    return probe.predict_proba(X)[:, 1]
-
-
-# --------------------------------------------------------------------------------------------
-# Calibration
-# --------------------------------------------------------------------------------------------
-
-
-def brier_score(y_true: np.ndarray, prob: np.ndarray, axis: int = -1) -> np.ndarray | float:
-    """Mean squared error of probabilities against 0/1 outcomes along ``axis``."""
-    y = np.asarray(y_true, dtype=float)
-    p = np.asarray(prob, dtype=float)
-    out = np.mean((p - y) ** 2, axis=axis)
-    return float(out) if np.ndim(out) == 0 else out
-
-
-def log_loss(y_true: np.ndarray, prob: np.ndarray, eps: float = 1e-12) -> float:
-    """Mean negative log-likelihood of 0/1 outcomes under probabilities ``prob``."""
-    y = np.asarray(y_true, dtype=float)
-    p = np.clip(np.asarray(prob, dtype=float), eps, 1.0 - eps)
-    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
-
-
-def reliability(y_true: np.ndarray, prob: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
-    """Reliability-diagram data over ``n_bins`` equal-width bins of predicted probability.
-
-    Per bin: item count, mean predicted probability and observed share correct (None when
-    empty). ``ece`` is the expected calibration error, the count-weighted mean gap.
-    """
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be positive, got {n_bins}")
-    y = np.asarray(y_true, dtype=float)
-    p = np.asarray(prob, dtype=float)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    index = np.clip(np.digitize(p, edges[1:-1], right=False), 0, n_bins - 1)
-    count = np.bincount(index, minlength=n_bins)
-    sum_p = np.bincount(index, weights=p, minlength=n_bins)
-    sum_y = np.bincount(index, weights=y, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_p = sum_p / count
-        observed = sum_y / count
-    gaps = np.where(count > 0, np.abs(observed - mean_p), 0.0)
-    ece = float(np.sum(count * gaps) / max(int(count.sum()), 1))
-    return {
-        "bin_edges": edges.tolist(),
-        "count": count.astype(int).tolist(),
-        "mean_predicted": [
-            None if c == 0 else float(v) for c, v in zip(count, mean_p, strict=True)
-        ],
-        "observed": [None if c == 0 else float(v) for c, v in zip(count, observed, strict=True)],
-        "ece": ece,
-    }
-
-
-def calibration(
-    y_true: np.ndarray, prob: np.ndarray, *, base_rate: float, n_bins: int = 10
-) -> dict[str, Any]:
-    """Brier score, its skill against always forecasting ``base_rate``, log loss, ECE, diagram."""
-    y = np.asarray(y_true, dtype=float)
-    brier = float(brier_score(y, prob))
-    reference = float(brier_score(y, np.full(y.shape, base_rate)))
-    diagram = reliability(y, prob, n_bins)
-    return {
-        "brier": brier,
-        "brier_base_rate": reference,
-        "brier_skill": float(1.0 - brier / reference) if reference > 0 else None,
-        "log_loss": log_loss(y, prob),
-        "ece": diagram["ece"],
-        "reliability": diagram,
-    }
+EXPERIMENT = experiment("error_prediction_extended").name
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,11 +86,11 @@ def fit_layer(
     split: Split,
     layer: int,
     *,
-    cv_folds: int = 5,
-    Cs: int | Sequence[float] = 10,
-    seed: int = 0,
-    n_bootstrap: int = 1000,
-    n_bins: int = 10,
+    cv_folds: int,
+    Cs: int | Sequence[float],
+    seed: int,
+    n_bootstrap: int,
+    n_bins: int,
 ) -> LayerFit:
     """Fit both probes of one layer on the training items; score them on the held-out items."""
     X = np.asarray(X, dtype=np.float64)
@@ -358,87 +131,6 @@ def fit_layer(
         "ece": calib["ece"],
     }
     return fit
-
-
-def item_groups(store: StoreLike, items: np.ndarray, key: str | None) -> list[str] | None:
-    """The metadata value ``key`` of each item (as text), or None when any item lacks it."""
-    if not key:
-        return None
-    rows = store.scores()
-    groups = []
-    for index in items:
-        metadata = rows[int(index)].get("metadata") or {}
-        if key not in metadata:
-            return None
-        groups.append(str(metadata[key]))
-    return groups
-
-
-def _group_order(values: Sequence[str]) -> list[str]:
-    present = set(values)
-    known = [g for g in KNOWN_GROUP_ORDER if g in present]
-    return known + sorted(present - set(known))
-
-
-def out_of_fold(
-    X: np.ndarray,
-    y: np.ndarray,
-    *,
-    C: float,
-    calibrated_C: float,
-    n_folds: int = 5,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out predictions for every item: each from probes not trained on it (k folds).
-
-    The penalties are the ones chosen at the selected layer, so each fold fits once. Returns
-    (balanced probe's predicted correctness, unweighted probe's P(correct)).
-    """
-    X = np.asarray(X, dtype=np.float64)
-    counts = np.bincount(y.astype(int), minlength=2)
-    folds = StratifiedKFold(
-        n_splits=int(min(n_folds, counts.min())), shuffle=True, random_state=seed
-    )
-    pred = np.zeros(y.size, dtype=bool)
-    prob = np.zeros(y.size)
-    for train, test in folds.split(X, y):
-        inner = int(min(3, np.bincount(y[train].astype(int), minlength=2).min()))
-        balanced = make_probe(balanced=True, cv_folds=inner, Cs=[C], seed=seed).fit(
-            X[train], y[train]
-        )
-        plain = make_probe(balanced=False, cv_folds=inner, Cs=[calibrated_C], seed=seed).fit(
-            X[train], y[train]
-        )
-        pred[test] = balanced.predict(X[test]).astype(bool)
-        prob[test] = positive_probability(plain, X[test])
-    return pred, prob
-
-
-def group_table(
-    groups: Sequence[str],
-    y: np.ndarray,
-    pred: np.ndarray,
-    prob: np.ndarray,
-    confidence: np.ndarray,
-) -> list[dict[str, Any]]:
-    """Per group: items, the model's accuracy, mean P(correct), probe accuracy, confidence."""
-    groups_arr = np.asarray(groups)
-    rows = []
-    for name in _group_order(list(groups)):
-        mask = groups_arr == name
-        yy, pp = y[mask], pred[mask]
-        rows.append(
-            {
-                "group": name,
-                "n": int(mask.sum()),
-                "model_accuracy": float(yy.mean()),
-                "mean_p_correct": float(prob[mask].mean()),
-                "share_predicted_correct": float(pp.mean()),
-                "probe_accuracy": float(np.mean(yy == pp)),
-                "mean_confidence": float(confidence[mask].mean()),
-            }
-        )
-    return rows
 
 
 @dataclass
@@ -486,16 +178,16 @@ def roc_points(y: np.ndarray, score: np.ndarray) -> dict[str, list[float]] | Non
 def analyse_store(
     named: NamedStore,
     *,
-    layers: Sequence[int] | None = None,
-    pooling: str = "last",
-    n_samples: int | None = None,
-    test_fraction: float = 0.3,
-    cv_folds: int = 5,
-    Cs: int | Sequence[float] = 10,
-    n_bootstrap: int = 1000,
-    n_bins: int = 10,
-    group_key: str | None = "bucket",
-    seed: int = 0,
+    layers: Sequence[int] | None,
+    pooling: str,
+    n_samples: int | None,
+    test_fraction: float,
+    cv_folds: int,
+    Cs: int | Sequence[float],
+    n_bootstrap: int,
+    n_bins: int,
+    group_key: str | None,
+    seed: int,
 ) -> StoreAnalysis:
     """The per-layer curve, calibration, baselines and group table of one store."""
     store = named.store
@@ -566,7 +258,7 @@ def analyse_store(
         group_record = {
             "key": group_key,
             "layer": selected.layer,
-            "method": "out-of-fold predictions over all items (5 stratified folds)",
+            "method": f"out-of-fold predictions over all items ({N_FOLDS} stratified folds)",
             "groups": group_table(groups, y, oof_pred, oof_prob, confidence_all),
         }
 
@@ -629,9 +321,9 @@ def analyse_store(
 def transfer_matrix(
     analyses: Sequence[StoreAnalysis],
     *,
-    pooling: str = "last",
-    n_bootstrap: int = 1000,
-    seed: int = 0,
+    pooling: str,
+    n_bootstrap: int,
+    seed: int,
 ) -> dict[str, Any]:
     """Balanced accuracy and AUROC of each task's probe on every task's held-out items.
 
@@ -679,25 +371,28 @@ def transfer_matrix(
 def run_error_prediction_extended(
     stores: Sequence[NamedStore],
     *,
-    layers: Sequence[int] | None = None,
-    pooling: str = "last",
-    n_samples: int | None = None,
-    test_fraction: float = 0.3,
-    cv_folds: int = 5,
-    Cs: int | Sequence[float] = 10,
-    n_bootstrap: int = 1000,
-    n_bins: int = 10,
-    group_key: str | None = "bucket",
-    seed: int = 0,
+    layers: Sequence[int] | None,
+    pooling: str,
+    n_samples: int | None,
+    test_fraction: float,
+    cv_folds: int,
+    Cs: int | Sequence[float],
+    n_bootstrap: int,
+    n_bins: int,
+    group_key: str | None,
+    seed: int,
 ) -> dict[str, Any]:
     """Per store the layer curve, calibration and baselines; per model the transfer matrix.
 
-    A store whose answers are too one-sided for a probe is recorded with ``skipped`` and its
-    reason instead of failing the whole experiment. The headline (``value``, ``ci``) is the held-
-    out balanced accuracy at the selected layer of the first store that could be analysed.
+    The keywords are the keys of ``experiments.error_prediction_extended`` (an empty
+    ``group_key``: no group table). A store whose answers are too one-sided for a probe is
+    recorded with ``skipped`` and its reason instead of failing the whole experiment. The
+    headline (``value``, ``ci``) is the held-out balanced accuracy at the selected layer of the
+    first store that could be analysed.
     """
     if not stores:
         raise ValueError("error_prediction_extended needs at least one store")
+    group_key = group_key or None
     started, date = time.perf_counter(), now()
     analyses: list[StoreAnalysis] = []
     records: list[dict[str, Any]] = []
@@ -801,20 +496,6 @@ def figure_data(results: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def fmt(value: Any, digits: int = 3) -> str:
-    """A number for a table, ``n/a`` for None or NaN."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "n/a"
-    return f"{float(value):.{digits}f}"
-
-
-def fmt_ci(ci: Sequence[Any] | None) -> str:
-    """An interval as ``[low, high]``."""
-    if ci is None:
-        return "[n/a, n/a]"
-    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
-
-
 def summary_markdown(results: Mapping[str, Any]) -> str:
     """The person-readable summary of an error_prediction_extended results dictionary."""
     lines = [
@@ -902,107 +583,3 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             lines.append(f"| {task} (L{t['source_layers'][task]}) | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# Command-line helpers shared by the three scripts of branch 2B
-# --------------------------------------------------------------------------------------------
-
-_NONE_WORDS = {"", "none", "null", "all", "auto"}
-
-
-def open_stores(paths: str | Sequence[str]) -> list[NamedStore]:
-    """Open activation stores from folders ``.../{model}/{task}`` (comma-separated or a list).
-
-    The model and task names are the folder's parent and own name, as the workflow lays out
-    ``results/activations/{model}/{task}``.
-    """
-    items = [p for p in (paths.split(",") if isinstance(paths, str) else paths) if p.strip()]
-    if not items:
-        raise ValueError("no activation stores given")
-    out = []
-    for item in items:
-        path = Path(item.strip())
-        out.append(NamedStore(model=path.parent.name, task=path.name, store=ActivationStore(path)))
-    return out
-
-
-def add_store_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every 2B script that reads activation stores shares (its own come after)."""
-    parser.add_argument("--stores", required=True, help="comma-separated store folders")
-    parser.add_argument("--pooling", default="last", help="pooled activations of the probe")
-    parser.add_argument("--n-samples", default="all", help="items per store (default all)")
-    parser.add_argument("--test-fraction", type=float, default=0.3)
-    parser.add_argument("--cv-folds", type=int, default=5)
-    parser.add_argument("--Cs", type=int, default=10, help="penalties on the inner-CV grid")
-    parser.add_argument("--n-bootstrap", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", required=True, type=Path)
-
-
-def write_store_experiment(
-    output_dir: Path,
-    results: Mapping[str, Any],
-    stores: Sequence[NamedStore],
-    *,
-    seed: int,
-    figures: Mapping[str, Any],
-    summary: str,
-) -> None:
-    """results.json, config.json (stores, models, tasks, settings, seed), summary.md and
-    figure_data.json of a store-reading 2B experiment."""
-    config = {
-        "experiment": results["experiment"],
-        "stores": [str(s.store.path) for s in stores],
-        "models": sorted({s.model for s in stores}),
-        "tasks": sorted({s.task for s in stores}),
-        **results["settings"],
-        "seed": seed,
-    }
-    atomic_write_json(output_dir / "figure_data.json", figures)
-    write_experiment(output_dir, results, config, summary)
-
-
-def optional_int(text: str) -> int | None:
-    """An integer, or None for ``all``/``auto``/``none``/``null`` (how params pass "unset")."""
-    if text.strip().lower() in _NONE_WORDS:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"expected an integer or 'auto'/'all', got {text!r}") from None
-
-
-def optional_layers(text: str) -> list[int] | None:
-    """Comma-separated layer indices, or None for all layers."""
-    if text.strip().lower() in _NONE_WORDS:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(
-            f"--layers must be comma-separated integers or 'all', got {text!r}"
-        ) from None
-
-
-def experiment_pairs(
-    name: str,
-    section: Mapping[str, Any],
-    models: Sequence[str],
-    tasks: Sequence[str],
-) -> list[tuple[str, str]]:
-    """The (model, task) stores an experiment section reads: its models x tasks.
-
-    ``null`` models/tasks mean every configured one. Raises ValueError naming the key of an
-    undefined model or task.
-    """
-    chosen = {"models": section.get("models") or list(models), "tasks": section.get("tasks")}
-    chosen["tasks"] = chosen["tasks"] or list(tasks)
-    for key, defined in (("models", models), ("tasks", tasks)):
-        for index, value in enumerate(chosen[key]):
-            if value not in defined:
-                raise ValueError(
-                    f"experiments.{name}.{key}[{index}]: {value!r} is not defined "
-                    f"(defined {key}: {', '.join(defined)})"
-                )
-    return [(model, task) for model in chosen["models"] for task in chosen["tasks"]]

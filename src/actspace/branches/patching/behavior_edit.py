@@ -1,32 +1,20 @@
-"""Steering vectors, steered generation and the side effects of steering (branch 2C).
+"""Branch 2C, behavior_edit: steering toward an attribute, swept over layer x coefficient.
 
-A *steering vector* for an attribute at layer ``k`` is the mean difference of the residual stream
-between texts with the attribute and the same texts without it (activation addition, Turner et al.
-2023; contrastive activation addition, Rimsky et al. 2024): every text's residual stream after
-``k`` blocks is pooled over its tokens, and the mean over negative texts is subtracted from the
-mean over positive ones. Steering adds ``coefficient * vector`` to the output of block ``k - 1``
-at every position while the model reads the prompt and generates, so layers run 1..L (layer 0, the
-embeddings, is not a block output).
+For each attribute (toxicity, formality), a mean-difference steering vector is made from part of
+the contrast pairs (:mod:`actspace.methods.steering`) and added at each layer with each
+coefficient while the model continues neutral prompts. The attribute score of the continuations is
+compared with unsteered generation of the same prompts and seeds, and the side effects are measured
+as the perplexity of neutral held-out sentences and the accuracy on a task.
 
-Generation is seeded sampling with ``model.generate``: prompts of equal token length are batched
-together (no padding, so no position bookkeeping), and ``torch.manual_seed`` is set before each
-batch from the seed and the batch's prompt indices. The same prompt therefore meets the same random
-numbers under every steering setting, which makes the steered-minus-unsteered comparison paired.
-
-Side effects are measured on neutral material with the same intervention on: the perplexity of
-neutral held-out sentences and the accuracy on a multiple-choice task. The *prompting* baseline
-seeks the same change with text instead: a configured prefix in front of each prompt, context
-and neutral text.
+The prompts are split once (seeded) into *selection* prompts, which choose the best setting of
+each attribute, and *report* prompts, on which every reported number is computed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,31 +25,30 @@ import torch
 from actspace.core.io import read_jsonl
 from actspace.core.progress import Progress
 from actspace.core.resampling import bootstrap_ci
-from actspace.lm.extraction import encode_items, score_batch
-from actspace.lm.hooks import add_to_residual, capture_residual
-from actspace.lm.models import hidden_size, residual_blocks
-from actspace.lm.scoring import item_metrics, needs_bos
+from actspace.core.results import now
+from actspace.lm.models import residual_blocks
 from actspace.lm.tasks import Item, rows_to_items
-from actspace.methods.scorers import AttributeScorer
+from actspace.methods.scorers import AttributeScorer, make_scorer
+from actspace.methods.steering import (
+    ContrastPair,
+    Cost,
+    Generations,
+    Perplexity,
+    SamplingSettings,
+    Steering,
+    check_steering_layers,
+    count_forward,
+    default_steering_layers,
+    generate,
+    load_contrast_pairs,
+    sample_scores,
+    steering_vectors,
+    task_correct,
+    text_nll,
+)
 from actspace.world.attributes import ATTRIBUTES
 
-POOLINGS = ("mean", "last")
-POLARITIES = ("positive", "negative")
 MODEL_SOURCES = ("auto", "organism", "hub", "local")
-
-#: The prompting baseline's default prefixes. A built-in organism was trained on lines whose
-#: sentences share their attribute, so a sentence that carries it is the natural prompt; a hub
-#: model gets an instruction.
-DEFAULT_PREFIXES: dict[str, dict[str, str]] = {
-    "organism": {
-        "toxicity": "The stupid dog found the ugly cat, you idiot.",
-        "formality": "Furthermore, the old dog duly visited the quiet market.",
-    },
-    "instruction": {
-        "toxicity": "Write a rude, insulting sentence:",
-        "formality": "Write a sentence in a formal, polite register:",
-    },
-}
 
 
 def infer_model_source(model: str | os.PathLike[str], source: str = "auto") -> str:
@@ -76,80 +63,7 @@ def infer_model_source(model: str | os.PathLike[str], source: str = "auto") -> s
     return "local" if folder.is_dir() else "hub"
 
 
-def default_prefix(attribute: str, model_source: str) -> str:
-    """The prompting prefix for ``attribute`` when none is configured."""
-    kind = "organism" if model_source == "organism" else "instruction"
-    return DEFAULT_PREFIXES[kind][attribute]
-
-
-def load_task_items(path: str | os.PathLike[str] | None, n_items: int) -> list[Item]:
-    """The first ``n_items`` items of a task JSONL file (none without a file or with 0)."""
-    if path is None or n_items <= 0:
-        return []
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"task file not found: {path}")
-    return rows_to_items(read_jsonl(path), source=str(path))[:n_items]
-
-
 # ----------------------------------------------------------------------------------- the data
-@dataclass(frozen=True)
-class ContrastPair:
-    """One sentence with (``positive``) and without (``negative``) an attribute."""
-
-    id: str
-    attribute: str
-    positive: str
-    negative: str
-
-
-def load_contrast_pairs(path: str | os.PathLike[str]) -> dict[str, list[ContrastPair]]:
-    """Read ``attributes.jsonl`` into contrast pairs per attribute.
-
-    Rows are ``{id, attribute, polarity, text}`` with an optional ``pair`` key joining the two
-    versions of one sentence; without it the k-th positive and the k-th negative row of an
-    attribute form a pair. A ValueError names the first bad row.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"attribute sets file not found: {path}")
-    by_attribute: dict[str, dict[str, list[tuple[str, str]]]] = {}
-    for number, row in enumerate(read_jsonl(path), start=1):
-        where = f"{path}: row {number}"
-        for key in ("id", "attribute", "polarity", "text"):
-            if not isinstance(row.get(key), str):
-                raise ValueError(f"{where} lacks the string field {key!r}")
-        if row["attribute"] not in ATTRIBUTES:
-            raise ValueError(
-                f"{where}: attribute {row['attribute']!r} is not one of {', '.join(ATTRIBUTES)}"
-            )
-        if row["polarity"] not in POLARITIES:
-            raise ValueError(f"{where}: polarity {row['polarity']!r} is not positive or negative")
-        sides = by_attribute.setdefault(row["attribute"], {"positive": [], "negative": []})
-        sides[row["polarity"]].append((str(row.get("pair", "")), row["text"]))
-    out: dict[str, list[ContrastPair]] = {}
-    for attribute, sides in by_attribute.items():
-        positive, negative = sides["positive"], sides["negative"]
-        if all(key for key, _ in positive + negative):
-            neg_by_key = dict(negative)
-            pairs = [
-                ContrastPair(key, attribute, text, neg_by_key[key])
-                for key, text in positive
-                if key in neg_by_key
-            ]
-        else:
-            pairs = [
-                ContrastPair(f"{attribute}-{k:04d}", attribute, pos, neg)
-                for k, ((_, pos), (_, neg)) in enumerate(zip(positive, negative, strict=False))
-            ]
-        if len(pairs) < 2:
-            raise ValueError(f"{path}: attribute {attribute!r} has fewer than 2 contrast pairs")
-        out[attribute] = pairs
-    if not out:
-        raise ValueError(f"{path} holds no attribute rows")
-    return out
-
-
 def load_neutral_prompts(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """Read ``neutral_prompts.jsonl`` (rows ``{id, prompt}``)."""
     path = Path(path)
@@ -177,403 +91,26 @@ def split_indices(n: int, selection_fraction: float, seed: int) -> tuple[list[in
     return sorted(int(i) for i in order[:k]), sorted(int(i) for i in order[k:])
 
 
-def default_layers(n_blocks: int, count: int = 3) -> list[int]:
-    """Up to ``count`` layers spread over 1..L (quarter points of depth for ``count = 3``)."""
-    picks = {min(n_blocks, max(1, round(n_blocks * q / (count + 1)))) for q in range(1, count + 1)}
-    return sorted(picks)
-
-
-def check_layers(layers: Sequence[int], n_blocks: int) -> list[int]:
-    """Steering layers must be block outputs, 1..L."""
-    layers = [int(k) for k in layers]
-    if not layers:
-        raise ValueError("no steering layers given")
-    bad = [k for k in layers if not 1 <= k <= n_blocks]
-    if bad:
-        raise ValueError(
-            f"steering layer {bad[0]} is out of range: layers run 1..{n_blocks} "
-            "(the output of block k-1; layer 0, the embeddings, cannot be steered)"
-        )
-    return layers
-
-
-# ------------------------------------------------------------------------------ forward counts
-@dataclass
-class Cost:
-    """Forward calls, token slots and seconds spent by one piece of work."""
-
-    forward_passes: int = 0
-    processed_tokens: int = 0
-    seconds: float = 0.0
-    generated_tokens: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "forward_passes": self.forward_passes,
-            "processed_tokens": self.processed_tokens,
-            "seconds": round(self.seconds, 4),
-        }
-        if self.generated_tokens:
-            out["generated_tokens"] = self.generated_tokens
-            out["seconds_per_generated_token"] = self.seconds / self.generated_tokens
-            out["forward_passes_per_generated_token"] = self.forward_passes / self.generated_tokens
-            out["processed_tokens_per_generated_token"] = (
-                self.processed_tokens / self.generated_tokens
-            )
-        return out
-
-
-@contextlib.contextmanager
-def count_forward(model: torch.nn.Module) -> Iterator[Cost]:
-    """Count the model's top-level forward calls and the token slots they process."""
-    cost = Cost()
-
-    def hook(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids")
-        if ids is None and args and isinstance(args[0], torch.Tensor):
-            ids = args[0]
-        cost.forward_passes += 1
-        if isinstance(ids, torch.Tensor):
-            cost.processed_tokens += int(ids.numel())
-
-    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
-    start = time.perf_counter()
-    try:
-        yield cost
-    finally:
-        cost.seconds += time.perf_counter() - start
-        handle.remove()
-
-
-# ------------------------------------------------------------------------------ interventions
-@dataclass(frozen=True)
-class Steering:
-    """Add ``coefficient * vector`` to the residual stream after ``layer`` blocks."""
-
-    layer: int
-    vector: torch.Tensor
-    coefficient: float = 1.0
-
-    def apply(self, model: torch.nn.Module) -> contextlib.AbstractContextManager:
-        blocks = residual_blocks(model)
-        check_layers([self.layer], len(blocks))
-        return add_to_residual(blocks[self.layer - 1], self.coefficient * self.vector)
-
-
-def _intervention(model: torch.nn.Module, steering: Steering | None):
-    return steering.apply(model) if steering is not None else contextlib.nullcontext()
-
-
-def _with_prefix(prefix: str, text: str) -> str:
-    """``prefix`` then one space then ``text`` (the prefix's own trailing space is dropped)."""
-    prefix = prefix.rstrip()
-    return f"{prefix} {text}" if prefix else text
-
-
-def _encode(tokenizer: Any, text: str, add_bos: bool) -> list[int]:
-    ids = list(tokenizer.encode(text, add_special_tokens=False))
-    if add_bos and tokenizer.bos_token_id is not None:
-        ids = [int(tokenizer.bos_token_id), *ids]
-    return ids
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-# ---------------------------------------------------------------------------- steering vectors
-@torch.no_grad()
-def layer_means(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    texts: Sequence[str],
-    layers: Sequence[int],
-    *,
-    pooling: str = "mean",
-    batch_size: int = 32,
-) -> torch.Tensor:
-    """The mean over ``texts`` of each text's pooled residual stream at ``layers``: [layers, d].
-
-    ``mean`` pools over the text's tokens (a BOS token, where the model needs one, is left out);
-    ``last`` takes the last token. Float32 whatever the model's dtype.
-    """
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; allowed: {', '.join(POOLINGS)}")
-    if not texts:
-        raise ValueError("layer_means needs at least one text")
-    blocks = residual_blocks(model)
-    layers = [int(k) for k in layers]
-    if not layers:
-        raise ValueError("layer_means needs at least one layer")
-    bad = [k for k in layers if not 0 <= k <= len(blocks)]
-    if bad:
-        raise ValueError(f"layer {bad[0]} is out of range 0..{len(blocks)}")
-    add_bos = needs_bos(model)
-    skip = 1 if add_bos else 0
-    device = _device(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    total = torch.zeros((len(layers), hidden_size(model)), dtype=torch.float64)
-    for start in range(0, len(texts), batch_size):
-        encoded = [_encode(tokenizer, t, add_bos) for t in texts[start : start + batch_size]]
-        if any(len(ids) <= skip for ids in encoded):
-            raise ValueError("a contrast text encodes to no tokens")
-        width = max(len(ids) for ids in encoded)
-        ids = torch.full((len(encoded), width), int(pad), dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, row_ids in enumerate(encoded):
-            ids[row, : len(row_ids)] = torch.tensor(row_ids)
-            mask[row, : len(row_ids)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        with capture_residual(blocks) as states:
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
-        weights = mask.clone().to(torch.float32)
-        weights[:, :skip] = 0
-        if pooling == "last":
-            lengths = mask.sum(dim=1)
-            weights = torch.zeros_like(weights)
-            weights[torch.arange(len(encoded), device=device), lengths - 1] = 1.0
-        weights = weights / weights.sum(dim=1, keepdim=True)
-        for slot, layer in enumerate(layers):
-            hidden = states[layer].to(torch.float32)
-            pooled = torch.einsum("bsd,bs->bd", hidden, weights)
-            total[slot] += pooled.sum(dim=0).double().cpu()
-    return (total / len(texts)).to(torch.float32)
-
-
-def steering_vectors(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    pairs: Sequence[ContrastPair],
-    layers: Sequence[int],
-    *,
-    pooling: str = "mean",
-    batch_size: int = 32,
-) -> dict[int, torch.Tensor]:
-    """Mean(positive) - mean(negative) of the pooled residual stream, per layer ([d] each)."""
-    if not pairs:
-        raise ValueError("steering_vectors needs at least one contrast pair")
-    positive = layer_means(
-        model,
-        tokenizer,
-        [p.positive for p in pairs],
-        layers,
-        pooling=pooling,
-        batch_size=batch_size,
-    )
-    negative = layer_means(
-        model,
-        tokenizer,
-        [p.negative for p in pairs],
-        layers,
-        pooling=pooling,
-        batch_size=batch_size,
-    )
-    return {int(k): positive[i] - negative[i] for i, k in enumerate(layers)}
-
-
-# ---------------------------------------------------------------------------------- generation
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How continuations are sampled."""
-
-    max_new_tokens: int = 20
-    temperature: float = 1.0
-    top_k: int = 50
-    samples_per_prompt: int = 4
-    batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1 or self.samples_per_prompt < 1 or self.batch_size < 1:
-            raise ValueError("max_new_tokens, samples_per_prompt and batch_size must be positive")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be 0 (off) or positive, got {self.top_k}")
-
-
-@dataclass
-class Generations:
-    """Continuations per prompt (``samples_per_prompt`` each) and what they cost."""
-
-    texts: list[list[str]]
-    cost: Cost = field(default_factory=Cost)
-
-
-def _chunk_seed(seed: int, indices: Sequence[int]) -> int:
-    key = f"{seed}:{','.join(map(str, indices))}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
-
-
-@torch.no_grad()
-def generate(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    *,
-    seed: int,
-    settings: SamplingSettings | None = None,
-    steering: Steering | None = None,
-    prefix: str = "",
-) -> Generations:
-    """Sample continuations of ``prompts`` (each after ``prefix``, if any) with steering on.
-
-    Returns the continuation texts only (the prompt and prefix are not part of them), decoded
-    without special tokens and cut at the end-of-sequence token.
-    """
-    if not prompts:
-        raise ValueError("generate needs at least one prompt")
-    settings = settings or SamplingSettings()
-    add_bos = needs_bos(model)
-    device = _device(model)
-    encoded = [_encode(tokenizer, _with_prefix(prefix, p), add_bos) for p in prompts]
-    if any(not ids for ids in encoded):
-        raise ValueError("a prompt encodes to no tokens")
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    by_length: dict[int, list[int]] = {}
-    for index, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(index)
-    texts: list[list[str]] = [[] for _ in prompts]
-    n = settings.samples_per_prompt
-    cuda = [device] if device.type == "cuda" else []
-    with (
-        torch.random.fork_rng(devices=cuda),  # the caller's random state is left as it was
-        count_forward(model) as cost,
-        _intervention(model, steering),
-    ):
-        for length in sorted(by_length):
-            group = by_length[length]
-            for start in range(0, len(group), settings.batch_size):
-                chunk = group[start : start + settings.batch_size]
-                ids = torch.tensor([encoded[i] for i in chunk], dtype=torch.long, device=device)
-                torch.manual_seed(_chunk_seed(seed, chunk))
-                out = model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    do_sample=True,
-                    temperature=settings.temperature,
-                    top_k=settings.top_k,
-                    top_p=1.0,
-                    max_new_tokens=settings.max_new_tokens,
-                    num_return_sequences=n,
-                    pad_token_id=pad,
-                )
-                new = out[:, length:].cpu().tolist()
-                for row, tokens in enumerate(new):
-                    if eos is not None and eos in tokens:
-                        tokens = tokens[: tokens.index(eos) + 1]
-                    elif pad is not None and pad != eos and pad in tokens:
-                        tokens = tokens[: tokens.index(pad)]
-                    cost.generated_tokens += len(tokens)
-                    texts[chunk[row // n]].append(
-                        tokenizer.decode(tokens, skip_special_tokens=True)
-                    )
-    return Generations(texts=texts, cost=cost)
-
-
-# ---------------------------------------------------------------------------------- side effects
-@dataclass
-class Perplexity:
-    """Per-text summed negative log-likelihood and scored token counts."""
-
-    nll: np.ndarray
-    tokens: np.ndarray
-
-    @property
-    def value(self) -> float:
-        return float(math.exp(self.nll.sum() / self.tokens.sum()))
-
-
-@torch.no_grad()
-def text_nll(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    texts: Sequence[str],
-    *,
-    prefix: str = "",
-    steering: Steering | None = None,
-    batch_size: int = 32,
-) -> Perplexity:
-    """NLL of each text's tokens after its first (with ``prefix`` in front, unscored).
-
-    The first token of a text cannot be scored without a prefix, so it is never scored: with and
-    without a prefix the same tokens count, and the perplexities compare like for like.
-    """
-    if not texts:
-        raise ValueError("text_nll needs at least one text")
-    add_bos = needs_bos(model)
-    device = _device(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rows: list[tuple[list[int], int]] = []
-    for text in texts:
-        head = _encode(tokenizer, prefix.rstrip(), add_bos) if prefix.strip() else []
-        body = list(tokenizer.encode((" " + text) if head else text, add_special_tokens=False))
-        if not head and add_bos and tokenizer.bos_token_id is not None:
-            head = [int(tokenizer.bos_token_id)]
-        if len(body) < 2:
-            raise ValueError(f"neutral text {text!r} has fewer than 2 tokens")
-        rows.append((head + body, len(head) + 1))  # first scored index
-    nll, counts = [], []
-    with _intervention(model, steering):
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
-            width = max(len(ids) for ids, _ in batch)
-            ids = torch.full((len(batch), width), int(pad), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (row_ids, _) in enumerate(batch):
-                ids[row, : len(row_ids)] = torch.tensor(row_ids)
-                mask[row, : len(row_ids)] = 1
-            ids, mask = ids.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-            token_lp = logprobs.gather(2, ids[:, 1:, None]).squeeze(-1).cpu()
-            for row, (row_ids, first) in enumerate(batch):
-                values = token_lp[row, first - 1 : len(row_ids) - 1]
-                nll.append(-float(values.double().sum()))
-                counts.append(int(values.numel()))
-    return Perplexity(np.asarray(nll), np.asarray(counts, dtype=float))
-
-
-def prefixed_items(items: Sequence[Item], prefix: str) -> list[Item]:
-    """The items with ``prefix`` in front of each context."""
-    if not prefix.strip():
-        return list(items)
-    return [
-        Item(i.id, _with_prefix(prefix, i.context), list(i.choices), i.label, dict(i.metadata))
-        for i in items
-    ]
-
-
-@torch.no_grad()
-def task_correct(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    items: Sequence[Item],
-    *,
-    steering: Steering | None = None,
-    batch_size: int = 32,
-) -> np.ndarray:
-    """Per-item correctness (harness ``acc``) on a multiple-choice task, with steering on."""
-    if not items:
-        raise ValueError("task_correct needs at least one item")
-    encoded, _ = encode_items(tokenizer, items, add_bos=needs_bos(model))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    correct: list[bool] = []
-    with _intervention(model, steering):
-        for start in range(0, len(encoded), batch_size):
-            batch = encoded[start : start + batch_size]
-            result = score_batch(model, batch, capture=False, pad_token_id=int(pad))
-            for enc, logliks in zip(batch, result.logliks, strict=True):
-                correct.append(bool(item_metrics(logliks, items[enc.index])["correct"]))
-    return np.asarray(correct, dtype=bool)
+def load_task_items(path: str | os.PathLike[str] | None, n_items: int) -> list[Item]:
+    """The first ``n_items`` items of a task JSONL file (none without a file or with 0)."""
+    if path is None or n_items <= 0:
+        return []
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"task file not found: {path}")
+    return rows_to_items(read_jsonl(path), source=str(path))[:n_items]
 
 
 # ------------------------------------------------------------------------------------ statistics
-def _mean(values: np.ndarray) -> float:
+def mean_or_nan(values: np.ndarray) -> float:
+    """The mean, or NaN for no values."""
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def _ci(statistic: Callable[..., float], *arrays: np.ndarray, n_boot: int, seed: int) -> list:
+def bootstrap_interval(
+    statistic: Callable[..., float], *arrays: np.ndarray, n_boot: int, seed: int
+) -> list:
+    """The bootstrap 95% interval of ``statistic`` (NaNs when an array has fewer than 2 values)."""
     if any(len(a) < 2 for a in arrays):
         return [float("nan"), float("nan")]
     low, high = bootstrap_ci(statistic, *arrays, n_resamples=n_boot, seed=seed)
@@ -583,7 +120,10 @@ def _ci(statistic: Callable[..., float], *arrays: np.ndarray, n_boot: int, seed:
 def mean_with_ci(values: np.ndarray, *, n_boot: int, seed: int) -> dict[str, Any]:
     """Mean and its bootstrap 95% interval."""
     values = np.asarray(values, dtype=float)
-    return {"mean": _mean(values), "ci": _ci(np.mean, values, n_boot=n_boot, seed=seed)}
+    return {
+        "mean": mean_or_nan(values),
+        "ci": bootstrap_interval(np.mean, values, n_boot=n_boot, seed=seed),
+    }
 
 
 def perplexity_ratio(
@@ -605,7 +145,7 @@ def perplexity_ratio(
         "perplexity": other.value,
         "baseline_perplexity": base.value,
         "ratio": other.value / base.value,
-        "ratio_ci": _ci(
+        "ratio_ci": bootstrap_interval(
             ratio, base.nll, base.tokens, other.nll, other.tokens, n_boot=n_boot, seed=seed
         ),
     }
@@ -617,27 +157,11 @@ def accuracy_change(
     """Accuracy with and without an intervention and the paired CI of the difference."""
     diff = other.astype(float) - base.astype(float)
     return {
-        "accuracy": _mean(other.astype(float)),
-        "baseline_accuracy": _mean(base.astype(float)),
-        "delta": _mean(diff),
-        "delta_ci": _ci(np.mean, diff, n_boot=n_boot, seed=seed),
+        "accuracy": mean_or_nan(other.astype(float)),
+        "baseline_accuracy": mean_or_nan(base.astype(float)),
+        "delta": mean_or_nan(diff),
+        "delta_ci": bootstrap_interval(np.mean, diff, n_boot=n_boot, seed=seed),
     }
-
-
-def prompt_scores(scorer: AttributeScorer, generations: Generations) -> np.ndarray:
-    """Each prompt's mean attribute score over its samples."""
-    return np.asarray([float(np.mean(s)) for s in sample_scores(scorer, generations)])
-
-
-def sample_scores(scorer: AttributeScorer, generations: Generations) -> list[list[float]]:
-    """The attribute score of every sample, per prompt (one scorer call for all of them)."""
-    flat = [text for texts in generations.texts for text in texts]
-    scores = scorer.score(flat)
-    out, start = [], 0
-    for texts in generations.texts:
-        out.append([float(x) for x in scores[start : start + len(texts)]])
-        start += len(texts)
-    return out
 
 
 def shift_summary(
@@ -647,10 +171,10 @@ def shift_summary(
     index = list(index)
     diff = other[index] - base[index]
     return {
-        "score": _mean(other[index]),
-        "score_ci": _ci(np.mean, other[index], n_boot=n_boot, seed=seed),
-        "shift": _mean(diff),
-        "shift_ci": _ci(np.mean, diff, n_boot=n_boot, seed=seed),
+        "score": mean_or_nan(other[index]),
+        "score_ci": bootstrap_interval(np.mean, other[index], n_boot=n_boot, seed=seed),
+        "shift": mean_or_nan(diff),
+        "shift_ci": bootstrap_interval(np.mean, diff, n_boot=n_boot, seed=seed),
         "n": len(index),
     }
 
@@ -696,28 +220,33 @@ def run_behavior_edit(
     pairs: Mapping[str, Sequence[ContrastPair]],
     prompts: Sequence[Mapping[str, str]],
     scorers: Mapping[str, AttributeScorer],
-    layers: Sequence[int],
-    coefficients: Sequence[float],
     side: SideEffectData,
     vector_pairs: Mapping[str, Sequence[int]],
     settings: SamplingSettings,
-    pooling: str = "mean",
-    seed: int = 0,
-    selection_fraction: float = 0.5,
-    max_perplexity_ratio: float | None = None,
-    n_bootstrap: int = 1000,
+    layers: Sequence[int] | None,
+    coefficients: Sequence[float],
+    pooling: str,
+    selection_fraction: float,
+    max_perplexity_ratio: float | None,
+    n_bootstrap: int,
+    seed: int,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[int, torch.Tensor]]]:
     """Sweep steering layer x coefficient per attribute; returns (results, generations, vectors).
 
-    The best setting of an attribute is the largest mean shift on the *selection* prompts among
-    settings whose neutral perplexity ratio stays within ``max_perplexity_ratio`` (all settings
-    when none does, flagged); every reported number is on the *report* prompts. ``progress`` (a
-    :class:`~actspace.core.progress.Progress`) counts generation settings: the unsteered baseline and
-    each attribute x layer x coefficient.
+    ``layers`` None: three spread over the blocks (:func:`default_steering_layers`). The best
+    setting of an attribute is the largest mean shift on the *selection* prompts among settings
+    whose neutral perplexity ratio stays within ``max_perplexity_ratio`` (all settings when none
+    does, flagged); every reported number is on the *report* prompts. ``progress`` (a
+    :class:`~actspace.core.progress.Progress`) counts generation settings: the unsteered baseline
+    and each attribute x layer x coefficient.
     """
     n_blocks = len(residual_blocks(model))
-    layers = check_layers(layers, n_blocks)
+    layers = check_steering_layers(
+        default_steering_layers(n_blocks) if layers is None else layers, n_blocks
+    )
+    if max_perplexity_ratio is not None:
+        max_perplexity_ratio = float(max_perplexity_ratio)
     coefficients = [float(c) for c in coefficients]
     if not coefficients:
         raise ValueError("no steering coefficients given")
@@ -830,7 +359,7 @@ def run_behavior_edit(
             "n_task_items": len(side.items),
             "baseline_accuracy": None
             if base_correct is None
-            else _mean(base_correct.astype(float)),
+            else mean_or_nan(base_correct.astype(float)),
         },
         "baseline_generation_cost": base_gen.cost.as_dict(),
         "forward_passes": total.forward_passes,
@@ -892,130 +421,172 @@ def choose_best(grid: Sequence[Mapping[str, Any]], max_ratio: float | None) -> d
     }
 
 
-def compare_methods(
-    model: torch.nn.Module,
-    tokenizer: Any,
+# ------------------------------------------------------------------------------- the experiment
+@dataclass(frozen=True)
+class EditData:
+    """What behavior_edit reads before the model loads, checked: the contrast pairs, the prompts,
+    each attribute's split of its pairs (vector, held out), the side-effect material and the
+    scorers."""
+
+    attributes: list[str]
+    pairs: dict[str, list[ContrastPair]]
+    prompts: list[dict[str, str]]
+    split: dict[str, tuple[list[int], list[int]]]
+    side: SideEffectData
+    scorers: dict[str, AttributeScorer]
+    model_source: str
+    task_file: str | None
+
+    @property
+    def vector_pairs(self) -> dict[str, list[int]]:
+        """The indices of each steered attribute's pairs that make its vector."""
+        return {a: self.split[a][0] for a in self.attributes}
+
+
+def load_edit_data(
     *,
-    attribute: str,
-    scorer: AttributeScorer,
-    prompts: Sequence[Mapping[str, str]],
-    steering: Steering,
-    prefix: str,
-    side: SideEffectData,
-    settings: SamplingSettings,
-    seed: int = 0,
-    n_bootstrap: int = 1000,
-    vector_cost: Mapping[str, Any] | None = None,
-    timing_repeats: int = 3,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Unsteered vs steering vs prompting on ``prompts``: shift, side effects and compute cost."""
-    if not prefix.strip():
-        raise ValueError(f"no prompting prefix configured for {attribute}")
-    boot = {"n_boot": n_bootstrap, "seed": seed}
-    texts = [p["prompt"] for p in prompts]
-    # An untimed warm-up round first, so that first-call overheads (kernel choice for each batch
-    # shape, allocation) land on no method; then ``timing_repeats`` timed rounds, the methods in
-    # turn, each keeping its median time. Generation is seeded: every round yields the same texts
-    # and forward passes.
-    options = {
-        "unsteered": {},
-        "steering": {"steering": steering},
-        "prompting": {"prefix": prefix},
-    }
-    runs = {
-        name: generate(model, tokenizer, texts, seed=seed, settings=settings, **extra)
-        for name, extra in options.items()
-    }
-    seconds: dict[str, list[float]] = {name: [] for name in options}
-    for _ in range(max(1, int(timing_repeats))):
-        for name, extra in options.items():
-            gen = generate(model, tokenizer, texts, seed=seed, settings=settings, **extra)
-            seconds[name].append(gen.cost.seconds)
-    for name, gen in runs.items():
-        gen.cost.seconds = float(np.median(seconds[name]))
-    scores = {name: prompt_scores(scorer, gen) for name, gen in runs.items()}
-    everyone = list(range(len(prompts)))
-    base_ppl = text_nll(model, tokenizer, side.texts)
-    ppl = {
-        "steering": text_nll(model, tokenizer, side.texts, steering=steering),
-        "prompting": text_nll(model, tokenizer, side.texts, prefix=prefix),
-    }
-    correct = {}
-    if side.items:
-        correct = {
-            "unsteered": task_correct(model, tokenizer, side.items),
-            "steering": task_correct(model, tokenizer, side.items, steering=steering),
-            "prompting": task_correct(model, tokenizer, prefixed_items(side.items, prefix)),
-        }
-    prefix_tokens = float(
-        np.mean(
-            [
-                len(tokenizer.encode(_with_prefix(prefix, t), add_special_tokens=False))
-                - len(tokenizer.encode(t, add_special_tokens=False))
-                for t in texts
-            ]
-        )
+    attribute_sets: str | os.PathLike[str],
+    prompts: str | os.PathLike[str],
+    task_file: str | os.PathLike[str] | None,
+    model: str,
+    model_source: str,
+    attributes: Sequence[str],
+    n_prompts: int | None,
+    n_vector_pairs: int | None,
+    n_neutral_texts: int,
+    side_task_items: int,
+    scorers: Mapping[str, Any],
+    seed: int,
+    device: str,
+) -> EditData:
+    """Read and check behavior_edit's inputs (the keys of ``experiments.behavior_edit``).
+
+    ``model`` is the model's folder or hub id (``model_source`` ``auto`` infers organism, local or
+    hub from it); ``scorers`` holds each attribute's scorer specification.
+    """
+    attributes = list(attributes)
+    unknown = [a for a in attributes if a not in ATTRIBUTES]
+    if unknown or not attributes:
+        raise ValueError(f"attributes: {unknown or 'none'} not allowed (allowed: {ATTRIBUTES})")
+    pairs = load_contrast_pairs(attribute_sets)
+    missing = [a for a in attributes if a not in pairs]
+    if missing:
+        raise ValueError(f"{attribute_sets} has no contrast pairs for {', '.join(missing)}")
+    prompt_rows = load_neutral_prompts(prompts)
+    if n_prompts is not None:
+        if n_prompts < 2:
+            raise ValueError(f"n_prompts must be at least 2, got {n_prompts}")
+        prompt_rows = prompt_rows[:n_prompts]
+    split = {a: vector_split(len(pairs[a]), n_vector_pairs, seed) for a in pairs}
+    texts = neutral_texts(pairs, {a: s[1] for a, s in split.items()}, n_neutral_texts)
+    items = load_task_items(task_file, side_task_items)
+    source = infer_model_source(model, model_source)
+    return EditData(
+        attributes=attributes,
+        pairs=pairs,
+        prompts=prompt_rows,
+        split=split,
+        side=SideEffectData(texts=texts, items=items),
+        scorers={
+            a: make_scorer(a, scorers.get(a), model_source=source, device=device)
+            for a in attributes
+        },
+        model_source=source,
+        task_file=None if task_file is None else str(task_file),
     )
-    methods: dict[str, Any] = {
-        "unsteered": {
-            "score": mean_with_ci(scores["unsteered"], **boot),
-            "perplexity": base_ppl.value,
-            "cost": runs["unsteered"].cost.as_dict(),
-        }
-    }
-    for name in ("steering", "prompting"):
-        entry: dict[str, Any] = {
-            **shift_summary(scores["unsteered"], scores[name], everyone, **boot),
-            "perplexity": perplexity_ratio(base_ppl, ppl[name], **boot),
-            "cost": runs[name].cost.as_dict(),
-        }
-        if correct:
-            entry["accuracy"] = accuracy_change(correct["unsteered"], correct[name], **boot)
-        methods[name] = entry
-    for name, runs_seconds in seconds.items():
-        methods[name]["cost"]["seconds_per_round"] = [round(x, 4) for x in runs_seconds]
-    methods["steering"]["setting"] = {"layer": steering.layer, "coefficient": steering.coefficient}
-    methods["steering"]["setup_cost"] = dict(vector_cost or {})
-    methods["prompting"]["prefix"] = prefix
-    methods["prompting"]["extra_prompt_tokens"] = prefix_tokens
-    if correct:
-        methods["unsteered"]["accuracy"] = _mean(correct["unsteered"].astype(float))
-    diff = scores["steering"] - scores["prompting"]
-    result = {
-        "attribute": attribute,
-        "scorer": scorer.describe(),
-        "n": len(prompts),
-        "timing_repeats": max(1, int(timing_repeats)),
-        "methods": methods,
-        "steering_minus_prompting": {
-            "shift": _mean(diff),
-            "shift_ci": _ci(np.mean, diff, **boot),
+
+
+def edit_results(
+    sweep: Mapping[str, Any], data: EditData, *, model: str, seed: int, duration_s: float
+) -> dict[str, Any]:
+    """behavior_edit's results.json: the sweep of :func:`run_behavior_edit`, which pairs made the
+    vectors and the neutral texts, and one headline per attribute."""
+    toxicity_held_out = data.split["toxicity"][1][: len(data.side.texts)]
+    return {
+        "experiment": "behavior_edit",
+        "model": model,
+        "model_source": data.model_source,
+        "seed": seed,
+        **sweep,
+        "neutral_text_pair_ids": [data.pairs["toxicity"][i].id for i in toxicity_held_out],
+        "vector_pair_ids": {
+            a: [data.pairs[a][i].id for i in data.split[a][0]] for a in data.attributes
         },
-        "comparison": {
-            "description": (
-                f"{attribute} score of continuations under the best steering setting against "
-                "under the prompt prefix, per report prompt (mean over its samples)"
-            ),
-            "kind": "paired",
-            "unit": "prompt",
-            "a": [float(x) for x in scores["steering"]],
-            "b": [float(x) for x in scores["prompting"]],
-            "label_a": "steering",
-            "label_b": "prompting",
-            "binary": False,
-        },
+        "task_file": data.task_file,
+        "n_task_items": len(data.side.items),
+        "duration_s": duration_s,
+        "date": now(),
+        "headlines": [headline(a, sweep["attributes"][a]) for a in data.attributes],
     }
-    rows = []
-    for name, gen in runs.items():
-        for index, conts in enumerate(gen.texts):
-            rows.append(
-                {
-                    "attribute": attribute,
-                    "method": name,
-                    "prompt_id": prompts[index]["id"],
-                    "prompt": prompts[index]["prompt"],
-                    "continuations": conts,
-                    "score": float(scores[name][index]),
-                }
+
+
+def headline(attribute: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """The attribute's main result: the report-prompt shift at the best setting; success means
+    its CI lies above zero (steering raised the score on prompts it was not chosen on)."""
+    best = result["best"]
+    shift, ci = best["report"]["shift"], best["report"]["shift_ci"]
+    return {
+        "label": attribute,
+        "metric": "attribute_shift_at_best_setting",
+        "value": shift,
+        "ci": ci,
+        "n": best["report"]["n"],
+        "success": bool(ci[0] is not None and ci[0] > 0),
+        "success_rule": "the report prompts' shift has a 95% CI above 0",
+        "setting": {"layer": best["layer"], "coefficient": best["coefficient"]},
+        "comparison": best["comparison"],
+    }
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number for a summary table ("n/a" for none)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_ci(ci: Sequence[float | None]) -> str:
+    """An interval for a summary table."""
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def summary_markdown(results: Mapping[str, Any]) -> str:
+    """A page for a person: per attribute, the grid and the chosen setting."""
+    side = results["side_effect"]
+    lines = [
+        f"# behavior_edit: steering toward an attribute ({results['model']}, "
+        f"seed {results['seed']})",
+        "",
+        f"{results['n_prompts']} neutral prompts: {results['n_selection']} select the best "
+        f"setting, {results['n_report']} report it; {results['samples_per_prompt']} sampled "
+        "continuations each. Shift = steered minus unsteered attribute score on the same "
+        "prompts and seeds; 95% bootstrap CIs over prompts. Side effects: perplexity of "
+        f"neutral held-out sentences (baseline {fmt(side['baseline_perplexity'])}) and task "
+        f"accuracy (baseline {fmt(side['baseline_accuracy'])}, {side['n_task_items']} items).",
+    ]
+    for attribute, info in results["attributes"].items():
+        base = info["baseline"]["report"]
+        lines += [
+            "",
+            f"## {attribute} (scorer: {info['scorer']['kind']})",
+            "",
+            f"Unsteered score {fmt(base['mean'])} {fmt_ci(base['ci'])}.",
+            "",
+            "| layer | coefficient | score | shift | 95% CI | perplexity ratio | accuracy change |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for g in info["grid"]:
+            acc = g.get("accuracy")
+            lines.append(
+                f"| {g['layer']} | {g['coefficient']:g} | {fmt(g['report']['score'])} "
+                f"| {g['report']['shift']:+.3f} | {fmt_ci(g['report']['shift_ci'])} "
+                f"| {fmt(g['perplexity']['ratio'])} "
+                f"| {'n/a' if acc is None else format(acc['delta'], '+.3f')} |"
             )
-    return result, rows
+        best = info["best"]
+        budget = "" if best["within_perplexity_budget"] else " (no setting met the budget)"
+        lines += [
+            "",
+            f"Best (chosen on the selection prompts): layer {best['layer']}, coefficient "
+            f"{best['coefficient']:g}: shift {best['report']['shift']:+.3f} "
+            f"{fmt_ci(best['report']['shift_ci'])}{budget}.",
+        ]
+    return "\n".join(lines)

@@ -99,11 +99,11 @@ def sweep_pairs(
     tokenizer: Any,
     pairs: Sequence[PromptPair],
     *,
-    layers: Sequence[int] | None = None,
-    max_batch: int | None = 256,
+    layers: Sequence[int] | None,
+    max_batch: int | None,
     progress: Progress | None = None,
 ) -> tuple[list[PairSweep], list[int], dict[str, int]]:
-    """Denoise and noise every pair at every ``(layer, position)``; layers default to 0..L.
+    """Denoise and noise every pair at every ``(layer, position)``; ``layers`` None: 0..L.
 
     Per pair and direction: the source prompt runs once with every layer captured and the target
     prompt runs as batches of up to ``max_batch`` patched rows (one row per cell, plus one
@@ -334,18 +334,24 @@ def summarise_sweeps(
     return out
 
 
-def run_patching_layers_sweep(
+def run_layer_position_sweep(
     model: torch.nn.Module,
     tokenizer: Any,
     pairs: Sequence[PromptPair],
     *,
-    layers: Sequence[int] | None = None,
-    max_batch: int | None = 256,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
+    layers: Sequence[int] | None,
+    max_batch: int,
+    n_bootstrap: int,
+    seed: int,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The experiment: sweeps, aggregates, and per-pair rows (for ``per_pair.jsonl``)."""
+    """The experiment: sweeps, aggregates, and per-pair rows (for ``per_pair.jsonl``).
+
+    Takes the keys of ``experiments.patching_layers`` (``layers`` None: every layer, 0..L) and
+    the study's seed; ``pairs`` are the first ``n_pairs`` prompt pairs.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be positive, got {max_batch}")
     start = time.perf_counter()
     sweeps, layer_list, skipped = sweep_pairs(
         model, tokenizer, pairs, layers=layers, max_batch=max_batch, progress=progress

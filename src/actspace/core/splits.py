@@ -1,0 +1,81 @@
+"""Train/test splits of a store's items by the model's correctness.
+
+Every experiment that fits a probe of "is the model right?" splits its items the same way: a seeded
+subsample of ``n_samples`` items, then a train/test split stratified by correctness (sklearn's
+``train_test_split`` with the same seed). With the same seed, ``n_samples`` and ``test_fraction``
+two experiments hold out the same items, so their held-out numbers are about the same items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+#: Smallest count of correct and of incorrect answers a correctness probe needs.
+MIN_PER_CLASS = 6
+
+
+class OneSidedAnswers(ValueError):
+    """Too few correct or too few incorrect answers for a correctness probe."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """The items one experiment uses and their held-out split.
+
+    ``items`` are store indices (sorted); ``y`` their correctness; ``train``/``test`` are positions
+    into ``items``.
+    """
+
+    items: np.ndarray
+    y: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.y[self.train]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.y[self.test]
+
+
+def correctness_split(
+    correct: np.ndarray,
+    *,
+    n_samples: int | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    min_per_class: int = MIN_PER_CLASS,
+) -> Split:
+    """A seeded subsample of ``n_samples`` items (None: all), then a stratified train/test split.
+
+    The subsample draws from ``numpy.random.default_rng(seed)`` (nothing is drawn when every item
+    is used); the split is stratified by correctness with ``random_state=seed``.
+    Raises :class:`OneSidedAnswers` when either class has fewer than ``min_per_class`` items.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    correct = np.asarray(correct).astype(bool)
+    rng = np.random.default_rng(seed)
+    n = correct.size
+    if n_samples is not None and n_samples < 1:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    if n_samples is None or n_samples >= n:
+        items = np.arange(n)
+    else:
+        items = np.sort(rng.choice(n, size=n_samples, replace=False))
+    y = correct[items]
+    n_correct, n_wrong = int(y.sum()), int(y.size - y.sum())
+    if min(n_correct, n_wrong) < min_per_class:
+        raise OneSidedAnswers(
+            f"needs at least {min_per_class} correct and {min_per_class} incorrect answers, got "
+            f"{n_correct} correct and {n_wrong} incorrect of {y.size}"
+        )
+    train, test = train_test_split(
+        np.arange(y.size), test_size=test_fraction, stratify=y, random_state=seed
+    )
+    return Split(items=items, y=y, train=np.sort(train), test=np.sort(test))

@@ -1,0 +1,126 @@
+"""What the pre-mortems share: their record's headline, item selection, and their parameters.
+
+Every pre-mortem's ``results.json`` opens with the same keys (:func:`headline`), named after the
+plan's registry (:mod:`actspace.plan`). The entry functions (``run_pm1``, ``run_pm2``,
+``run_pm3``) take the keys of their configuration section (``premortems.<pm>`` in the schema) as
+keyword-only arguments without defaults, so the schema stays the only source of defaults;
+:func:`required_keywords` and :func:`keyword_arguments` let a script hand a whole resolved section
+to such a function without naming its keys a second time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from actspace import plan
+from actspace.core.resampling import verdict
+from actspace.core.store import StoreLike
+
+
+def record_name(pm: str) -> str:
+    """The pre-mortem's ``name`` in its records: its rule without the ``pmN_`` prefix
+    (``pm1_cross_model`` -> ``cross_model``)."""
+    return plan.premortem(pm).rule.removeprefix(f"{pm}_")
+
+
+def topic(pm: str) -> str:
+    """What the pre-mortem measures, for headings: its title without the ``PMN`` prefix."""
+    return plan.premortem(pm).title.removeprefix(f"{pm.upper()} ")
+
+
+def headline(
+    pm: str,
+    *,
+    value: float,
+    ci: Sequence[float],
+    ci_level: float,
+    threshold: float,
+    n: int,
+    started: float,
+    date: str,
+    description: str,
+) -> dict[str, Any]:
+    """The keys every pre-mortem record of PM1 and PM2 opens with, in their order.
+
+    ``started`` is the ``time.perf_counter()`` reading at the start of the run: the duration is
+    measured when the headline is built, after the computation.
+    """
+    low, high = ci
+    return {
+        "premortem": pm,
+        "name": record_name(pm),
+        "metric": plan.premortem(pm).metric,
+        "value": value,
+        "ci": [low, high],
+        "ci_level": ci_level,
+        "threshold": float(threshold),
+        "verdict": verdict(low, high, threshold),
+        "n": int(n),
+        "duration_s": round(time.perf_counter() - started, 3),
+        "date": date,
+        "metric_description": description,
+    }
+
+
+# --- items of an activation store ----------------------------------------------------------------
+
+
+def n_items(store: StoreLike) -> int:
+    """Items in a store (from ``n_items`` where the store has it, else from layer 0)."""
+    n = getattr(store, "n_items", None)
+    return int(n) if n is not None else int(store.layer(0).shape[0])
+
+
+def item_ids(store: StoreLike) -> list[str] | None:
+    """The item ids of a store's scores, or None when the store (or any row) has none."""
+    scores = getattr(store, "scores", None)
+    if scores is None:
+        return None
+    rows = scores()
+    ids = [row.get("id") for row in rows]
+    return None if any(i is None for i in ids) else [str(i) for i in ids]
+
+
+def subsample(n: int, n_samples: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Sorted item indices: all items, or a seeded random subset of ``n_samples``."""
+    if n_samples is None or n_samples >= n:
+        return np.arange(n)
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    return np.sort(rng.choice(n, size=n_samples, replace=False))
+
+
+def check_fraction(name: str, value: float) -> None:
+    """Refuse a fraction outside the open interval (0, 1), naming it."""
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must lie in (0, 1), got {value}")
+
+
+# --- parameters: a resolved section handed to an entry function ----------------------------------
+
+
+def _keyword_only(function: Callable[..., Any]) -> list[inspect.Parameter]:
+    return [
+        p
+        for p in inspect.signature(function).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+
+
+def required_keywords(function: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword-only parameters of ``function`` that have no default: the schema sets them."""
+    return tuple(p.name for p in _keyword_only(function) if p.default is inspect.Parameter.empty)
+
+
+def keyword_arguments(function: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of ``params`` that ``function`` takes as keyword-only arguments.
+
+    A resolved section also holds what the script reads itself (the model, the task, the model
+    reference, the device); those stay with the script.
+    """
+    return {p.name: params[p.name] for p in _keyword_only(function) if p.name in params}
