@@ -18,7 +18,7 @@ rule make_world:
         neutral=f"{R}/world/neutral_prompts.jsonl",
     params:
         step=step_params(config["world"]),
-        outdir=f"{R}/world",
+        outdir=folder_of("output.world"),
     conda:
         CONDA_ENV
     log:
@@ -39,7 +39,7 @@ rule train_organism:
         directory(f"{R}/models/{{model}}"),
     params:
         step=lambda wc: step_params(organism_spec(wc)),
-        tokenizer=f"{R}/world/tokenizer",
+        tokenizer=folder_of("input.tokenizer"),
     threads: 2
     resources:
         runs_model=1,
@@ -66,7 +66,7 @@ rule prepare_task:
         f"{R}/tasks/{{task}}.jsonl",
     params:
         step=lambda wc: step_params(prepared_task_spec(wc.task), seed=config["seed"]),
-        outdir=f"{R}/tasks",
+        outdir=folder_of("output.0"),
     conda:
         CONDA_ENV
     log:

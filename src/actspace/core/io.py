@@ -8,7 +8,6 @@ place with ``os.replace``, which is atomic on POSIX file systems.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import gzip
 import json
 import math
@@ -20,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from actspace.core.results import now
 
 #: Packages whose versions go into every ``config.json`` and ``meta.json``.
 TRACKED_PACKAGES = (
@@ -171,7 +172,7 @@ def package_versions() -> dict[str, str | None]:
 def provenance() -> dict[str, Any]:
     """Timestamp, package versions and git commit, for ``config.json`` and ``meta.json``."""
     return {
-        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "timestamp": now(),
         "versions": package_versions(),
         "git_commit": git_commit(),
         "host": platform.node(),
