@@ -207,7 +207,7 @@ def test_extraction_counts_items_and_shards(gpt2, tmp_path):
 
 
 def test_patching_sweeps_count_pairs(gpt2, tmp_path):
-    from actspace.branches.patching.patching_layers import run_patching_layers_sweep
+    from actspace.branches.patching.patching_layers import run_layer_position_sweep
     from actspace.premortems.pm3 import run_pm3
 
     model, tokenizer = gpt2
@@ -226,7 +226,16 @@ def test_patching_sweeps_count_pairs(gpt2, tmp_path):
         )
     assert (tracker.items_done, tracker.total) == (3, 3)
     with _tracker(tmp_path, "sweep") as tracker:
-        run_patching_layers_sweep(model, tokenizer, pairs, n_bootstrap=10, progress=tracker)
+        run_layer_position_sweep(
+            model,
+            tokenizer,
+            pairs,
+            layers=None,
+            max_batch=256,
+            n_bootstrap=10,
+            seed=0,
+            progress=tracker,
+        )
     assert (tracker.items_done, tracker.total) == (3, 3)
     assert _read(tmp_path / "sweep.json")["state"] == "done"
 
@@ -259,8 +268,14 @@ def test_behavior_edit_counts_generation_settings(gpt2, tmp_path):
             coefficients=[0.0, 2.0],
             side=SideEffectData(texts=texts[:2]),
             vector_pairs={"toxicity": [0, 1]},
-            settings=SamplingSettings(max_new_tokens=2, samples_per_prompt=1, batch_size=4),
+            settings=SamplingSettings(
+                max_new_tokens=2, temperature=1.0, top_k=50, samples_per_prompt=1, batch_size=4
+            ),
+            pooling="mean",
+            selection_fraction=0.5,
+            max_perplexity_ratio=None,
             n_bootstrap=10,
+            seed=0,
             progress=tracker,
         )
     assert (tracker.items_done, tracker.total) == (3, 3)  # the baseline and two settings
