@@ -9,35 +9,21 @@ parameters are the keys of experiments.cross_model_extended and the study's seed
 from __future__ import annotations
 
 import argparse
-import inspect
-from collections.abc import Callable, Mapping
-from typing import Any
 
 from actspace.branches.cross_model.cross_model_extended import (
     EXPERIMENT,
     run_cross_model_extended,
     summary_markdown,
 )
-from actspace.core.cli import one_line_errors, step_params, step_parser
+from actspace.core.cli import (
+    keyword_arguments,
+    one_line_errors,
+    required_keywords,
+    step_params,
+    step_parser,
+)
 from actspace.core.io import atomic_write_json, write_experiment
 from actspace.core.store import open_named_stores
-
-
-# required_keywords and keyword_arguments are also in actspace.premortems.common; they belong in
-# actspace.core.cli, so that every script shares one copy.
-def _keywords(function: Callable[..., Any]) -> dict[str, inspect.Parameter]:
-    parameters = inspect.signature(function).parameters.items()
-    return {name: p for name, p in parameters if p.kind is p.KEYWORD_ONLY}
-
-
-def required_keywords(function: Callable[..., Any]) -> tuple[str, ...]:
-    """The keyword-only parameters of ``function`` without a default: the schema sets them."""
-    return tuple(name for name, p in _keywords(function).items() if p.default is p.empty)
-
-
-def keyword_arguments(function: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``params`` that ``function`` takes as keyword-only arguments."""
-    return {name: params[name] for name in _keywords(function) if name in params}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

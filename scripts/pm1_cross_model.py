@@ -8,10 +8,15 @@ premortems.pm1.models, --model-names, or each store's meta.json, in that order.
 
 from __future__ import annotations
 
-from actspace.core.cli import one_line_errors, step_params, step_parser
+from actspace.core.cli import (
+    keyword_arguments,
+    one_line_errors,
+    required_keywords,
+    step_params,
+    step_parser,
+)
 from actspace.core.io import write_experiment
 from actspace.core.store import open_named_stores
-from actspace.premortems.common import keyword_arguments, required_keywords
 from actspace.premortems.pm1 import run_pm1, summary_markdown
 
 

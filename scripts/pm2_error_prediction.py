@@ -7,10 +7,15 @@ seed, passed as --params (the workflow does); by hand, --layers K sets the probe
 
 from __future__ import annotations
 
-from actspace.core.cli import one_line_errors, step_params, step_parser
+from actspace.core.cli import (
+    keyword_arguments,
+    one_line_errors,
+    required_keywords,
+    step_params,
+    step_parser,
+)
 from actspace.core.io import write_experiment
 from actspace.core.store import ActivationStore
-from actspace.premortems.common import keyword_arguments, required_keywords
 from actspace.premortems.pm2 import run_pm2, summary_markdown
 
 

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import time
 
-from actspace.core.cli import model_path, one_line_errors, step_params, step_parser
+from actspace.core.cli import (
+    keyword_arguments,
+    model_path,
+    one_line_errors,
+    required_keywords,
+    step_params,
+    step_parser,
+)
 from actspace.core.io import write_experiment, write_jsonl
 from actspace.core.progress import optional_progress
 from actspace.lm.models import ModelLoadError, load_model
 from actspace.methods.patching import load_prompt_pairs
-from actspace.premortems.common import keyword_arguments, required_keywords
 from actspace.premortems.pm3 import run_pm3, summary_markdown
 
 #: What the script reads beyond run_pm3's keywords: the model to load, and how.

@@ -298,8 +298,8 @@ def test_scripts_write_experiment_folders(tmp_path: Path, capsys) -> None:
 def test_entry_functions_take_the_schema_keys() -> None:
     """Every keyword without a default is a key of premortems.<pm> (or the study's seed), and
     every key of the section is either such a keyword or what the script reads itself."""
+    from actspace.core.cli import required_keywords
     from actspace.core.schema import load_schema
-    from actspace.premortems.common import required_keywords
     from actspace.premortems.pm3 import run_pm3
 
     sections = load_schema()["properties"]["premortems"]["properties"]

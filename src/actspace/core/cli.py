@@ -10,6 +10,7 @@ same key of ``--params``. A step's own inputs (store folders, files) are separat
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -120,3 +121,31 @@ def one_line_errors(*errors: type[BaseException]) -> Iterator[None]:
         yield
     except (ValueError, *errors) as error:
         sys.exit(f"error: {error}")
+
+
+def _keyword_only(function: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    parameters = inspect.signature(function).parameters.items()
+    return {name: p for name, p in parameters if p.kind is p.KEYWORD_ONLY}
+
+
+def required_keywords(function: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword-only parameters of ``function`` without a default: the schema sets them."""
+    return tuple(name for name, p in _keyword_only(function).items() if p.default is p.empty)
+
+
+def keyword_arguments(function: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``params`` that ``function`` takes as keyword-only arguments.
+
+    A resolved section also holds what the script reads itself (the model reference, the
+    device); those stay with the script.
+    """
+    return {name: params[name] for name in _keyword_only(function) if name in params}
+
+
+def call_params(
+    function: Callable[..., Any], args: argparse.Namespace, *also: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The step's parameters (``--params`` and flags; every keyword ``function`` requires, and
+    ``also``, must be there) and the part of them that ``function`` takes."""
+    params = step_params(args, required=(*required_keywords(function), *also))
+    return params, keyword_arguments(function, params)

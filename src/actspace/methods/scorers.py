@@ -3,8 +3,8 @@
 Two kinds share one interface (:class:`AttributeScorer`, ``score(texts) -> array``):
 
 - :class:`LexiconScorer`, for the built-in organisms: the share of a text's words in the
-  attribute's lexicon (:func:`actspace.world.attributes.attribute_score`). The organisms' world marks
-  these words, so the score measures exactly what the organisms were trained to produce.
+  attribute's lexicon (:func:`actspace.world.attributes.attribute_score`). The organisms' world
+  marks these words, so the score measures exactly what the organisms were trained to produce.
 - :class:`ClassifierScorer`, for hub models: a Hugging Face text classifier loaded through
   ``transformers`` (for example ``s-nlp/roberta_toxicity_classifier`` or
   ``s-nlp/roberta-base-formality-ranker``); the score is the softmax probability of the configured

@@ -4,15 +4,14 @@ Every pre-mortem's ``results.json`` opens with the same keys (:func:`headline`),
 plan's registry (:mod:`actspace.plan`). The entry functions (``run_pm1``, ``run_pm2``,
 ``run_pm3``) take the keys of their configuration section (``premortems.<pm>`` in the schema) as
 keyword-only arguments without defaults, so the schema stays the only source of defaults;
-:func:`required_keywords` and :func:`keyword_arguments` let a script hand a whole resolved section
-to such a function without naming its keys a second time.
+:func:`actspace.core.cli.call_params` lets a script hand a whole resolved section to such a function
+without naming its keys a second time.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -102,25 +101,3 @@ def check_fraction(name: str, value: float) -> None:
 
 
 # --- parameters: a resolved section handed to an entry function ----------------------------------
-
-
-def _keyword_only(function: Callable[..., Any]) -> list[inspect.Parameter]:
-    return [
-        p
-        for p in inspect.signature(function).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-
-
-def required_keywords(function: Callable[..., Any]) -> tuple[str, ...]:
-    """The keyword-only parameters of ``function`` that have no default: the schema sets them."""
-    return tuple(p.name for p in _keyword_only(function) if p.default is inspect.Parameter.empty)
-
-
-def keyword_arguments(function: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys of ``params`` that ``function`` takes as keyword-only arguments.
-
-    A resolved section also holds what the script reads itself (the model, the task, the model
-    reference, the device); those stay with the script.
-    """
-    return {p.name: params[p.name] for p in _keyword_only(function) if p.name in params}

@@ -10,14 +10,13 @@ and ``tasks`` choose the stores, which reach the step as ``--stores``. Every ste
 from __future__ import annotations
 
 import argparse
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from actspace.core.cli import step_params
+from actspace.core.cli import call_params
 from actspace.core.io import atomic_write_json, write_experiment
 from actspace.core.store import NamedStore
 
@@ -28,13 +27,7 @@ def run_settings(run: Callable[..., Any], args: argparse.Namespace) -> dict[str,
     Every one is required: a missing key is refused naming it (the schema is the only place that
     gives defaults, and the workflow passes the resolved section).
     """
-    names = tuple(
-        name
-        for name, parameter in inspect.signature(run).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    )
-    params = step_params(args, required=names)
-    return {name: params[name] for name in names}
+    return call_params(run, args)[1]
 
 
 def layer_choice(layer: int | str | None) -> int | None:
