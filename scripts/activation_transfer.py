@@ -36,7 +36,7 @@ OWN_KEYS = ("task", "dtype", "device")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="experiments.activation_transfer")
     parser.add_argument("--source-store", required=True, type=Path)
     parser.add_argument("--target-store", required=True, type=Path)
     return parser.parse_args(argv)

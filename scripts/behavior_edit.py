@@ -58,7 +58,7 @@ REQUIRED = (
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="experiments.behavior_edit")
     parser.add_argument("--attribute-sets", type=Path, help="contrast sets (attributes.jsonl)")
     parser.add_argument("--prompts", type=Path, help="neutral prompts (neutral_prompts.jsonl)")
     parser.add_argument("--task-file", type=Path, help="the side-effect task (JSONL)")

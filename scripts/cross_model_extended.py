@@ -27,7 +27,7 @@ from actspace.core.store import open_named_stores
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="experiments.cross_model_extended")
     parser.add_argument("--stores", required=True, help="comma-separated activation store folders")
     parser.add_argument(
         "--model-names",

@@ -18,7 +18,7 @@ from actspace.core.store import open_stores
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="experiments.error_prediction_extended")
     parser.add_argument("--stores", required=True, help="comma-separated store folders")
     args = parser.parse_args(argv)
     with one_line_errors():

@@ -41,7 +41,7 @@ REQUIRED = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="extract")
     parser.add_argument("--model-name", help="name recorded in meta.json (default: the model's)")
     parser.add_argument("--task-name", help="name recorded in meta.json (default: file stem)")
     parser.add_argument("--max-length", type=int, help="longest input (default: the model's)")

@@ -17,7 +17,7 @@ from actspace.plan import RESULTS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="analysis.figures")
     parser.add_argument(
         "--results-dir", type=Path, default=Path(RESULTS), help="the study's results folder"
     )

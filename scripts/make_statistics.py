@@ -18,7 +18,7 @@ SETTINGS = ("n_bootstrap", "n_permutations", "alpha", "seed")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = step_parser(__doc__.splitlines()[0])
+    parser = step_parser(__doc__.splitlines()[0], section="analysis.statistics")
     parser.add_argument("--decision", required=True, type=Path, help="results/gate/decision.json")
     parser.add_argument(
         "--results", nargs="*", default=[], type=Path, help="the experiments' results.json files"

@@ -20,7 +20,7 @@ REQUIRED = ("seed", "vocab_size", "n_prompt_pairs", "n_attribute_texts", "n_neut
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = step_parser(__doc__).parse_args(argv)
+    args = step_parser(__doc__, section="world").parse_args(argv)
     with one_line_errors(TypeError):
         params = step_params(args, required=REQUIRED)
         paths = make_world(args.output_dir, **params)

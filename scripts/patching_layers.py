@@ -27,7 +27,7 @@ REQUIRED = ("n_pairs", "layers", "max_batch", "n_bootstrap", "seed", "dtype", "d
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="experiments.patching_layers")
     parser.add_argument("--pairs", required=True, type=Path, help="prompt_pairs.jsonl")
     parser.add_argument(
         "--progress-file", help="keep a progress file here (results/progress/...; for status.py)"

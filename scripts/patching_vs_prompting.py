@@ -23,7 +23,13 @@ from actspace.branches.patching.patching_vs_prompting import (
     run_patching_vs_prompting,
     summary_markdown,
 )
-from actspace.core.cli import model_path, one_line_errors, step_params, step_parser
+from actspace.core.cli import (
+    model_path,
+    one_line_errors,
+    schema_defaults,
+    step_params,
+    step_parser,
+)
 from actspace.core.io import write_experiment, write_jsonl
 from actspace.lm.models import ModelLoadError, load_model
 from actspace.methods.steering import SamplingSettings
@@ -34,7 +40,7 @@ REQUIRED = ("prefixes", "n_prompts", "timing_repeats", "behavior_edit", "seed", 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="experiments.patching_vs_prompting")
     parser.add_argument(
         "--behavior-edit",
         required=True,
@@ -47,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     with one_line_errors(ModelLoadError):
-        params = step_params(args, required=REQUIRED)
+        params = step_params(args, required=tuple(k for k in REQUIRED if k != "behavior_edit"))
+        params.setdefault("behavior_edit", schema_defaults("experiments.behavior_edit"))
         if "n_samples" in params:  # the common flag --n-samples sets this step's n_prompts
             params["n_prompts"] = params.pop("n_samples")
         edit = params["behavior_edit"]

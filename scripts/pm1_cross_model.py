@@ -21,7 +21,7 @@ from actspace.premortems.pm1 import run_pm1, summary_markdown
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="premortems.pm1")
     parser.add_argument("--stores", required=True, help="comma-separated activation store folders")
     parser.add_argument("--model-names", help="comma-separated names, one per store")
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ from actspace.premortems.pm2 import run_pm2, summary_markdown
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="premortems.pm2")
     parser.add_argument("--store", required=True, help="activation store folder")
     args = parser.parse_args(argv)
     with one_line_errors():

@@ -30,7 +30,7 @@ SCRIPT_KEYS = ("model_ref", "dtype", "device")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="premortems.pm3")
     parser.add_argument("--pairs", required=True, help="prompt pairs file (JSONL)")
     parser.add_argument("--max-batch", type=int, help="rows per patched forward (default: all)")
     parser.add_argument("--progress-file", help="keep a progress file here (for status.py)")

@@ -8,17 +8,14 @@ and figure_data.json (curves over layers) to --output-dir.
 from __future__ import annotations
 
 from actspace.branches.error_prediction.steps import run_settings, write_store_experiment
-from actspace.branches.error_prediction.unsupervised_error import (
-    figure_data,
-    run_unsupervised_error,
-    summary_markdown,
-)
+from actspace.branches.error_prediction.unsupervised_error import run_unsupervised_error
+from actspace.branches.error_prediction.unsupervised_report import figure_data, summary_markdown
 from actspace.core.cli import one_line_errors, step_parser
 from actspace.core.store import open_stores
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = step_parser(__doc__)
+    parser = step_parser(__doc__, section="experiments.unsupervised_error")
     parser.add_argument("--stores", required=True, help="comma-separated store folders")
     args = parser.parse_args(argv)
     with one_line_errors():

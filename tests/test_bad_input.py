@@ -64,8 +64,8 @@ def computed(tiny_model_dir, tmp_path_factory):
              "--dtype", "float32", "--no-progress", "--output-dir", str(store)])  # fmt: skip
     pm2 = root / "pm2"
     load_script("pm2_error_prediction").main(
-        ["--store", str(store), "--n-bootstrap", "100", "--cv-folds", "2", "--layer", "1",
-         "--output-dir", str(pm2)]
+        ["--store", str(store), "--params", '{"n_bootstrap": 100, "cv_folds": 2}',
+         "--layers", "1", "--output-dir", str(pm2)]
     )  # fmt: skip
     return {"root": root, "store": store, "pm2": pm2, "model": tiny_model_dir("gpt2")}
 
@@ -74,7 +74,7 @@ def _pm2_refuses(computed, store: Path, *words: str) -> None:
     before = _digest(computed["pm2"])
     _refused(
         load_script("pm2_error_prediction").main,
-        ["--store", str(store), "--layer", "1", "--output-dir", str(computed["pm2"])],
+        ["--store", str(store), "--layers", "1", "--output-dir", str(computed["pm2"])],
         *words,
     )
     assert _digest(computed["pm2"]) == before, "a refused run changed earlier results"

@@ -11,10 +11,8 @@ import torch
 from helpers.scripts import assert_clean_exit, load_script
 from helpers.stores import synthetic_store
 
-from actspace.branches.error_prediction.unsupervised_error import (
-    run_unsupervised_error,
-    summary_markdown,
-)
+from actspace.branches.error_prediction.unsupervised_error import run_unsupervised_error
+from actspace.branches.error_prediction.unsupervised_report import summary_markdown
 from actspace.core.schema import validate_schema
 from actspace.core.splits import correctness_split
 from actspace.core.store import ActivationStore, open_stores

@@ -60,9 +60,33 @@ COMMON_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
-def step_parser(description: str | None, *, output_dir: bool = True) -> argparse.ArgumentParser:
-    """A parser with ``--params``, the common flags and (by default) ``--output-dir``."""
+def schema_defaults(section: str) -> dict[str, Any]:
+    """The schema's defaults of a configuration section (dotted, e.g. ``premortems.pm2``), with
+    the study's ``seed``, ``dtype`` and ``device``: what a step run by hand starts from."""
+    from actspace.core.schema import validate_schema
+
+    config = validate_schema({})
+    values: Any = config
+    for key in section.split("."):
+        values = values[key]
+    return {
+        "seed": config["seed"],
+        "dtype": config["extract"]["dtype"],
+        "device": config["extract"]["device"],
+        **values,
+    }
+
+
+def step_parser(
+    description: str | None, *, output_dir: bool = True, section: str | None = None
+) -> argparse.ArgumentParser:
+    """A parser with ``--params``, the common flags and (by default) ``--output-dir``.
+
+    ``section`` names the configuration section the step reads: a key missing from ``--params``
+    then takes the schema's default, so a step runs by hand with its inputs alone.
+    """
     parser = argparse.ArgumentParser(description=description)
+    parser.set_defaults(schema_section=section)
     parser.add_argument(
         "--model",
         default=None,
@@ -84,8 +108,10 @@ def step_parser(description: str | None, *, output_dir: bool = True) -> argparse
 
 
 def step_params(args: argparse.Namespace, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``--params`` with every common flag that was given on top; refuses missing keys."""
-    params = dict(args.params)
+    """The schema's defaults of the step's section (if it names one), ``--params`` over them, and
+    every common flag that was given over both; refuses missing keys."""
+    section = getattr(args, "schema_section", None)
+    params = {**(schema_defaults(section) if section else {}), **args.params}
     for flag, (key, _, _) in COMMON_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
