@@ -7,8 +7,8 @@ Runs by hand (not in CI)::
 
 Models: (a) a built-in organism folder (``--organism``), or, without one, a random-initialised model
 of the organism's shape (``actspace.world.organisms.organism_config("gpt2")``); (b) a
-random-initialised ``GPT2Config()`` model (124M parameters). Items are HellaSwag-shaped token sequences (a context of
-about 80 tokens, four endings of about 20), drawn with a fixed seed.
+random-initialised ``GPT2Config()`` model (124M parameters). Items are HellaSwag-shaped token
+sequences (a context of about 80 tokens, four endings of about 20), drawn with a fixed seed.
 
 Modes, each over the same length-sorted batches:
 
