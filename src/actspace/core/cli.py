@@ -60,21 +60,25 @@ COMMON_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
-def schema_defaults(section: str) -> dict[str, Any]:
-    """The schema's defaults of a configuration section (dotted, e.g. ``premortems.pm2``), with
-    the study's ``seed``, ``dtype`` and ``device``: what a step run by hand starts from."""
+def _study_defaults() -> dict[str, Any]:
     from actspace.core.schema import validate_schema
 
-    config = validate_schema({})
-    values: Any = config
+    return validate_schema({})
+
+
+def schema_defaults(section: str) -> dict[str, Any]:
+    """The schema's defaults of a configuration section (dotted, e.g. ``premortems.pm2``): what
+    a step run by hand starts from."""
+    values: Any = _study_defaults()
     for key in section.split("."):
         values = values[key]
-    return {
-        "seed": config["seed"],
-        "dtype": config["extract"]["dtype"],
-        "device": config["extract"]["device"],
-        **values,
-    }
+    return dict(values)
+
+
+def _study_extras() -> dict[str, Any]:
+    """The study-wide values a step may need beside its section: seed, dtype and device."""
+    config = _study_defaults()
+    return {"seed": config["seed"], **{k: config["extract"][k] for k in ("dtype", "device")}}
 
 
 def step_parser(
@@ -112,6 +116,9 @@ def step_params(args: argparse.Namespace, required: tuple[str, ...] = ()) -> dic
     every common flag that was given over both; refuses missing keys."""
     section = getattr(args, "schema_section", None)
     params = {**(schema_defaults(section) if section else {}), **args.params}
+    if section:
+        extras = _study_extras()
+        params.update({k: extras[k] for k in required if k in extras and k not in params})
     for flag, (key, _, _) in COMMON_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
