@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         for key in ("attribute_sets", "prompts"):
             if getattr(args, key) is not None:
                 params[key] = str(getattr(args, key))
+            if not params[key]:
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(f"no {key}: pass {flag} (the workflow passes the world's file)")
         if args.model is not None or "model_source" not in params:
             params["model_source"] = "auto"  # the workflow passes the configured model's source
         path, revision = model_path(params)

@@ -288,7 +288,7 @@ def test_script_reads_the_rules_params(stores, transfer_results, tiny_model_dir,
     refused = ["--task", str(task), "--seed", "4", "--output-dir", str(tmp_path / "refused")]
     missing = ["--source-store", str(tmp_path / "a"), "--target-store", str(tmp_path / "b")]
     assert_clean_exit(main, ["--params", json.dumps(params), *missing, *refused], "not found")
-    assert_clean_exit(main, [*stores_args, *refused], "missing parameter")
+    assert_clean_exit(main, [*stores_args, *refused], "no model")
     no_model = json.dumps({key: v for key, v in params.items() if key != "model_ref"})
     assert_clean_exit(main, ["--params", no_model, *stores_args, *refused], "no model")
     assert not (tmp_path / "refused").exists()

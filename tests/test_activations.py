@@ -382,8 +382,6 @@ def test_script_writes_a_store_and_rejects_bad_input(tiny_model_dir, tmp_path, c
         script.main([*args, *_params(poolings=["last", "max"])])
     with pytest.raises(SystemExit, match="error: could not load model"):
         script.main(["--model", str(tmp_path / "nope"), *args[2:], *small])
-    with pytest.raises(SystemExit, match="error: missing parameter.*shard_size"):
-        script.main([*args, "--params", '{"poolings": ["last"], "batch_size": 2}'])
 
 
 def test_script_loads_the_model_of_the_reference_the_workflow_passes(tiny_model_dir, tmp_path):

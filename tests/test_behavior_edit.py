@@ -491,11 +491,11 @@ def test_the_scripts_write_their_folders_and_refuse_bad_input(gpt2, tmp_path, ti
             ["--params", json.dumps(pvp_params), *common, "--behavior-edit",
              str(tmp_path / "none"), "--output-dir", str(tmp_path / "y")]
         )  # fmt: skip
-    # Without --params a step names what it lacks.
+    # Without --params a step takes the schema's defaults, and names the input it lacks.
     assert_clean_exit(
         behavior_edit.main,
         ["--model", str(model_dir), "--output-dir", str(tmp_path / "z")],
-        "missing parameter(s) attributes",
+        "no attribute_sets: pass --attribute-sets",
     )
 
 

@@ -226,8 +226,3 @@ def test_script_writes_the_experiment_and_fails_cleanly(tmp_path: Path) -> None:
     assert_clean_exit(
         main, [*args, "--seed", "1", "--layers", "9", "--output-dir", str(out)], "out of range"
     )
-    # Every setting comes from --params (the schema is the only source of defaults).
-    assert_clean_exit(main, [*args, "--output-dir", str(out)], "missing parameter(s) seed")
-    assert_clean_exit(
-        main, ["--stores", str(folder), "--seed", "1", "--output-dir", str(out)], "n_bins"
-    )

@@ -19,7 +19,7 @@ from actspace.plan import branches_for, decision_table, planning_verdict, target
 
 PMS = ("pm1", "pm2", "pm3")
 
-#: DESIGN.md's decision table, written out by hand.
+#: The plan's decision table (README), written out by hand.
 EXPECTED = {
     ("FAIL", "FAIL", "FAIL"): ["X"],
     ("FAIL", "FAIL", "PASS"): ["2C"],

@@ -391,4 +391,3 @@ def test_script_end_to_end(tmp_path, tiny_model_dir):
     with_model = [*params, "--model", str(folder), *missing]
     assert_clean_exit(main, with_model, "prompt pairs file not found")
     assert_clean_exit(main, [*params, *missing], "missing parameter(s) model_ref")
-    assert_clean_exit(main, args, "missing parameter(s) position, layers")

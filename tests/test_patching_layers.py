@@ -229,5 +229,5 @@ def test_script_writes_the_experiment(tiny_model_dir, tmp_path):
              "--output-dir", str(tmp_path / "bad")]
         )  # fmt: skip
     assert not (tmp_path / "bad").exists()
-    with pytest.raises(SystemExit, match="^error: missing parameter"):
+    with pytest.raises(SystemExit, match="^error: no model"):
         script.main(["--pairs", str(pairs_file), "--output-dir", str(tmp_path / "bad")])

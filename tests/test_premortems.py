@@ -284,7 +284,7 @@ def test_scripts_write_experiment_folders(tmp_path: Path, capsys) -> None:
 
     missing = ["--store", str(tmp_path / "missing"), "--output-dir", str(out2)]
     assert_clean_exit(pm2.main, [*params2, *missing], "not found")
-    assert_clean_exit(pm2.main, missing, "missing parameter(s) layer, pooling")
+    assert_clean_exit(pm2.main, missing, "not found")
     assert_clean_exit(
         pm1.main,
         [*params, *stores_arg, "--model-names", "a", "--output-dir", str(out1)],

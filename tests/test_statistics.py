@@ -223,7 +223,7 @@ def test_a_results_file_without_a_headline_is_named():
 
 
 def test_the_script_takes_the_analysis_statistics_section(tmp_path):
-    from helpers.scripts import assert_clean_exit, load_script
+    from helpers.scripts import load_script
 
     from actspace.core.io import read_json
 
@@ -248,4 +248,3 @@ def test_the_script_takes_the_analysis_statistics_section(tmp_path):
     )
     assert written["comparisons"][0]["p_value"] == expected["comparisons"][0]["p_value"]
     assert (out / "summary_table.md").is_file()
-    assert_clean_exit(script.main, argv, "missing parameter(s) n_bootstrap")
