@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What a run needs from the project (the package itself is installed).
-WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "scripts", "envs", "paper")
+WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "scripts", "envs")
 
 
 def copy_workflow(target: Path) -> Path:

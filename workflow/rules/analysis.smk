@@ -36,7 +36,7 @@ rule statistics:
         statistics=analysis_output("statistics"),
         table=report(
             analysis_output("summary_table"),
-            caption="../report/summary_table.rst",
+            caption=report_caption("summary_table.rst"),
             category="Summary",
         ),
     params:
@@ -65,7 +65,7 @@ rule figures:
         report(
             directory(analysis_output("figures")),
             patterns=["{name}.png"],
-            caption="../report/figures.rst",
+            caption=report_caption("figures.rst"),
             category="Figures",
         ),
     params:
@@ -95,7 +95,7 @@ rule study_summary:
         paper=paper_targets,
         abort=abort_targets,
     output:
-        report(analysis_output("summary"), caption="../report/summary.rst", category="Summary"),
+        report(analysis_output("summary"), caption=report_caption("summary.rst"), category="Summary"),
     conda:
         CONDA_ENV
     log:

@@ -173,6 +173,11 @@ def analysis_output(name):
     return files[name]
 
 
+def report_caption(name):
+    """A caption of Snakemake's HTML report: package data of actspace (``actspace/report/``)."""
+    return str(resources.files("actspace") / "report" / name)
+
+
 def paper_templates():
     """The paper's templates and its bibliography: package data of actspace, found wherever it is
     installed (make_paper.py reads them from there by default)."""

@@ -31,7 +31,7 @@ rule decision:
     output:
         json=gate_output("decision"),
         md=report(
-            gate_output("decision_md"), caption="../report/decision.rst", category="Decision"
+            gate_output("decision_md"), caption=report_caption("decision.rst"), category="Decision"
         ),
     params:
         gate=gate_params(),

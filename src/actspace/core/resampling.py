@@ -16,8 +16,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats as _stats
 
-Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
-VERDICTS: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
+Verdict = Literal["PASS", "INCONCLUSIVE", "FAIL"]  # as actspace.plan.VERDICTS
 
 
 def _as_arrays(arrays: Sequence[np.ndarray | Sequence[float]]) -> list[np.ndarray]:

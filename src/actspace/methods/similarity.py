@@ -1,65 +1,39 @@
-"""Cross-model representational similarity: ridge projection correlation, debiased CKA, nulls.
+"""Representational similarity of two models' activations on the same items, without a fitted map.
 
-Unit of the correlation after projection
-----------------------------------------
-A ridge map is fitted from one model's activations to the other's on training items; on
-held-out items we compare the mapped vectors with the actual ones. Both sides are standardised
-per dimension with the *training* items' mean and standard deviation, so no dimension dominates
-by scale (residual streams have a few very large "rogue" dimensions) and the mean vector is not
-counted as shared structure (predicting the training mean gives a correlation of zero, not a
-high one).
-
-The headline unit is the **item**: for each held-out item, the Pearson correlation across target
-dimensions between its mapped and its actual standardised vector. The experiment's value is the
-mean of these per-item correlations, and its bootstrap interval resamples items, as the plan asks.
-The per-dimension view, the Pearson correlation across held-out items for each target dimension
-(the usual encoding-model score), is returned alongside for reporting.
-
-The ridge solver
-----------------
-The map is ridge regression without intercept on the standardised (hence centred) data, which is
-exactly scikit-learn's ``Ridge(alpha, fit_intercept=True)`` on the same data. It is solved through
-one thin SVD of the training features, ``X = U S Vᵀ``: the penalty is chosen by generalised
-cross-validation (Golub, Heath & Wahba 1979) over a grid, in closed form in the reduced space, and
-each permutation of the null reuses the same decomposition (permuting the target rows only changes
-``Uᵀ Y``). With hundreds of target dimensions this is one to two orders of magnitude faster than
-``RidgeCV``'s exact leave-one-out, which forms the full prediction matrix for every penalty.
+- **Features**: per-dimension standardisation (:func:`scale_statistics`, :func:`standardise`; the
+  one implementation, also behind the ridge map of :mod:`actspace.methods.ridge`), and the removal
+  of the few dimensions of very large variance that residual streams carry ("rogue" or outlier
+  dimensions, Timkey & van Schijndel 2021; :func:`outlier_dimensions`, :func:`remove_dimensions`).
+- **Pearson correlation** of matching rows or columns (:func:`rowwise_pearson`,
+  :func:`columnwise_pearson`): the unit in which a ridge map's held-out predictions are scored.
+- **Debiased linear CKA** (Song et al. 2012; Kornblith et al. 2019) from U-centred Gram matrices
+  (:func:`u_centred_gram`). :func:`linear_cka_debiased` compares two representations at once
+  (PM1); experiment 2A computes each Gram once per representation and reuses it for every
+  partner and every permutation of a null (:func:`gram_norm`, :func:`cka_from_grams`). Both read
+  the same U-centred Grams; they differ only in the last rounding of the denominator
+  (``sqrt(a·b)`` against ``sqrt(a)·sqrt(b)``), and each keeps the arithmetic its numbers were
+  first computed with.
+- **Mutual k-nearest-neighbour alignment** (Huh et al. 2024, "The Platonic Representation
+  Hypothesis"): the mean share of an item's k nearest neighbours (cosine, self excluded) that are
+  its neighbours in both representations; chance level is ``k / (n - 1)``. Neighbour lists are
+  computed once per representation (:func:`knn_indices`, :func:`knn_membership`) and a permuted
+  null only relabels them (:func:`mutual_knn_from_neighbours`).
+- **Layers at the same relative depth** of two models (:func:`depth_to_layer`,
+  :func:`aligned_layers`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-#: Ridge penalties searched by generalised cross-validation on the training items.
-#: Features are standardised, so ``X.T @ X`` scales with the number of items; the grid spans
-#: from almost no shrinkage to predicting (nearly) the mean.
-DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 6, 17))
+
+# ---------------------------------------------------------------------------------------------
+# inputs and features
 
 
-@dataclass(frozen=True)
-class ProjectionResult:
-    """Held-out agreement between mapped and actual target activations."""
-
-    per_item: np.ndarray  # [n_test] Pearson r across target dimensions, one per held-out item
-    per_dimension: np.ndarray  # [d_target] Pearson r across held-out items (NaN: constant dim)
-    alpha: float  # the ridge penalty used
-
-    @property
-    def mean(self) -> float:
-        """Mean per-item correlation (the headline number)."""
-        return float(np.mean(self.per_item))
-
-    @property
-    def per_dimension_mean(self) -> float:
-        """Mean per-dimension correlation over the dimensions where it is defined."""
-        finite = self.per_dimension[np.isfinite(self.per_dimension)]
-        return float(np.mean(finite)) if finite.size else float("nan")
-
-
-def _check_pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2:
@@ -71,12 +45,46 @@ def _check_pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _standardise(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Centre and scale by the training rows' statistics; constant dimensions keep scale 1."""
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
+def scale_statistics(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of ``reference``; constant columns get scale 1."""
+    mean = reference.mean(axis=0)
+    std = reference.std(axis=0)
     std[std < 1e-12] = 1.0
-    return tuple((a - mean) / std for a in (train, *others))
+    return mean, std
+
+
+def standardise(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Centre and scale each column by the mean and sd of ``reference`` (default ``x``).
+
+    Constant columns keep scale 1 (they become zero after centring).
+    """
+    mean, std = scale_statistics(x if reference is None else reference)
+    return (x - mean) / std
+
+
+def outlier_dimensions(x: np.ndarray, n: int) -> np.ndarray:
+    """Indices (ascending) of the ``n`` dimensions of largest variance of ``x`` ([items, d])."""
+    x = np.asarray(x)
+    if n < 0:
+        raise ValueError(f"the number of outlier dimensions must be non-negative, got {n}")
+    if n >= x.shape[1]:
+        raise ValueError(f"cannot remove {n} of {x.shape[1]} dimensions: none would remain")
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    variance = x.var(axis=0)
+    order = np.argsort(-variance, kind="stable")
+    return np.sort(order[:n])
+
+
+def remove_dimensions(x: np.ndarray, dims: np.ndarray | Sequence[int]) -> np.ndarray:
+    """``x`` without the columns ``dims``."""
+    keep = np.ones(x.shape[1], dtype=bool)
+    keep[np.asarray(dims, dtype=int)] = False
+    return x[:, keep]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pearson correlation
 
 
 def rowwise_pearson(a: np.ndarray, b: np.ndarray, undefined: float = 0.0) -> np.ndarray:
@@ -100,208 +108,43 @@ def columnwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return rowwise_pearson(a.T, b.T, undefined=float("nan"))
 
 
-class RidgeSVD:
-    """Ridge regression from one fixed design matrix to many targets, by one thin SVD.
-
-    ``x_train`` must be column-centred (standardised); targets are centred here. The fit equals
-    scikit-learn's ``Ridge(alpha, fit_intercept=True)``. With a grid of penalties the choice is
-    made by generalised cross-validation
-    (``n·RSS / (n - 1 - df)²``, one penalty shared by all targets). PM1 and experiment 2A's
-    ``cross_model_extended`` share it, so cells at PM1's layers reproduce PM1's numbers.
-    """
-
-    def __init__(self, x_train: np.ndarray) -> None:
-        x = np.asarray(x_train, dtype=np.float64)
-        if x.ndim != 2 or x.shape[0] < 2:
-            raise ValueError(f"the design matrix must be [items >= 2, dims], got {x.shape}")
-        self.n = x.shape[0]
-        # The thin SVD through the eigendecomposition of the smaller Gram matrix (faster than a
-        # direct SVD); directions with a negligible singular value carry no fit and are dropped.
-        wide = x.shape[1] > x.shape[0]
-        eigenvalues, vectors = np.linalg.eigh(x @ x.T if wide else x.T @ x)
-        keep = eigenvalues > max(float(eigenvalues.max()), 0.0) * 1e-12
-        s = np.sqrt(eigenvalues[keep])
-        if wide:
-            u = vectors[:, keep]
-            v = (x.T @ u) / s
-        else:
-            v = vectors[:, keep]
-            u = (x @ v) / s
-        self.u, self.s, self.v = u, s, v
-
-    def gcv_alpha(self, uty: np.ndarray, total: float, alphas: Sequence[float]) -> float:
-        """The penalty with the smallest GCV score, from ``Uᵀy`` and ``‖y‖²`` of centred targets.
-
-        ``RSS = ‖y‖² - ‖Uᵀy‖² + ‖(1 - d) ⊙ Uᵀy‖²`` with ``d = s² / (s² + α)`` and ``df = Σ d``;
-        the 1 in ``n - 1 - df`` is the intercept's degree of freedom. First best on ties.
-        """
-        s2 = self.s**2
-        energy = np.sum(uty**2, axis=1)
-        outside = max(total - float(energy.sum()), 0.0)
-        best, best_score = float(alphas[0]), np.inf
-        for alpha in alphas:
-            d = s2 / (s2 + alpha)
-            room = self.n - 1.0 - float(d.sum())
-            if room <= 1e-9:
-                continue
-            score = self.n * (outside + float(np.sum((1.0 - d) ** 2 * energy))) / room**2
-            if score < best_score:
-                best, best_score = float(alpha), score
-        return best
-
-    def select_alpha(self, y_train: np.ndarray, alphas: Sequence[float]) -> float:
-        """The penalty of ``alphas`` that generalised cross-validation prefers for ``y_train``."""
-        y = np.asarray(y_train, dtype=np.float64)
-        y = y - y.mean(axis=0)
-        return self.gcv_alpha(self.u.T @ y, float(np.sum(y * y)), [float(a) for a in alphas])
-
-    def coef(self, y_train: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(weights [d_x, d_y], intercept [d_y])`` of the ridge fit with penalty ``alpha``."""
-        y = np.asarray(y_train, dtype=np.float64)
-        mean = y.mean(axis=0)
-        weights = self.v @ ((self.s / (self.s**2 + alpha))[:, None] * (self.u.T @ (y - mean)))
-        return weights, mean
-
-    def predict(self, y_train: np.ndarray, x_test: np.ndarray, alpha: float) -> np.ndarray:
-        """Predictions for ``x_test`` (centred like ``x_train``) of the fit to ``y_train``."""
-        weights, intercept = self.coef(y_train, alpha)
-        return np.asarray(x_test, dtype=np.float64) @ weights + intercept
-
-    def fit_predict_centred(
-        self, y_train: np.ndarray, x_test_v: np.ndarray, alpha: float | Sequence[float]
-    ) -> tuple[np.ndarray, float]:
-        """Predictions and penalty for centred ``y_train``; ``x_test_v`` is ``x_test @ self.v``.
-
-        A grid is searched by GCV on these targets, so a permuted null searches it again, as
-        PM1's null does.
-        """
-        uty = self.u.T @ y_train
-        if np.ndim(alpha) == 0:
-            used = float(alpha)
-        else:
-            used = self.gcv_alpha(uty, float(np.sum(y_train * y_train)), list(alpha))
-        return (x_test_v * (self.s / (self.s**2 + used))) @ uty, used
-
-    def fit_predict(
-        self, y_train: np.ndarray, x_test: np.ndarray, alpha: float | Sequence[float]
-    ) -> tuple[np.ndarray, float]:
-        """Predictions for ``x_test`` (standardised like ``x_train``) from centred ``y_train``,
-        and the penalty used (chosen by GCV when given a grid)."""
-        grid = [float(a) for a in np.ravel(alpha)]
-        if not grid or min(grid) <= 0:
-            raise ValueError(f"ridge penalties must be positive, got {grid}")
-        x_test_v = np.asarray(x_test, dtype=np.float64) @ self.v
-        return self.fit_predict_centred(y_train, x_test_v, alpha)
+# ---------------------------------------------------------------------------------------------
+# debiased linear CKA from U-centred Gram matrices
 
 
-def _split(
-    n: int, train_idx: np.ndarray | Sequence[int], test_idx: np.ndarray | Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    train = np.asarray(train_idx, dtype=int)
-    test = np.asarray(test_idx, dtype=int)
-    if train.size < 2 or test.size < 2:
-        raise ValueError(f"need at least 2 train and 2 test items, got {train.size}/{test.size}")
-    if np.intersect1d(train, test).size:
-        raise ValueError("train and test items overlap")
-    if train.min() < 0 or test.min() < 0 or max(train.max(), test.max()) >= n:
-        raise ValueError(f"item indices out of range for {n} items")
-    return train, test
-
-
-def projection_with_null(
-    X_src: np.ndarray,
-    Y_tgt: np.ndarray,
-    train_idx: np.ndarray | Sequence[int],
-    test_idx: np.ndarray | Sequence[int],
-    *,
-    alpha: float | Sequence[float] = DEFAULT_ALPHAS,
-    n_permutations: int = 5,
-    seed: int = 0,
-) -> tuple[ProjectionResult, np.ndarray]:
-    """:func:`ridge_projection_correlation` and :func:`permutation_null` sharing one decomposition.
-
-    Returns the observed result and the null's per-item correlations ``[n_permutations, n_test]``
-    (an empty first axis when ``n_permutations`` is 0).
-    """
-    if n_permutations < 0:
-        raise ValueError(f"n_permutations must be 0 or more, got {n_permutations}")
-    x, y = _check_pair(X_src, Y_tgt)
-    train, test = _split(x.shape[0], train_idx, test_idx)
-    x_train, x_test = _standardise(x[train], x[test])
-    y_train, y_test = _standardise(y[train], y[test])
-    solver = RidgeSVD(x_train)
-    pred, used = solver.fit_predict(y_train, x_test, alpha)
-    observed = ProjectionResult(
-        per_item=rowwise_pearson(pred, y_test),
-        per_dimension=columnwise_pearson(pred, y_test),
-        alpha=used,
-    )
-    rng = np.random.default_rng(seed)
-    null = np.empty((n_permutations, test.size))
-    for p in range(n_permutations):
-        shuffled = y_train[rng.permutation(train.size)]
-        pred, _ = solver.fit_predict(shuffled, x_test, alpha)
-        null[p] = rowwise_pearson(pred, y_test)
-    return observed, null
-
-
-def ridge_projection_correlation(
-    X_src: np.ndarray,
-    Y_tgt: np.ndarray,
-    train_idx: np.ndarray | Sequence[int],
-    test_idx: np.ndarray | Sequence[int],
-    alpha: float | Sequence[float] = DEFAULT_ALPHAS,
-) -> ProjectionResult:
-    """Fit ridge ``Y ≈ X W`` on ``train_idx`` and correlate predictions with truth on ``test_idx``.
-
-    ``alpha`` is a fixed penalty, or a grid searched by generalised cross-validation on the
-    training items only (one penalty shared by all targets). See the module docstring for the
-    solver and for the units of the returned correlations.
-    """
-    observed, _ = projection_with_null(
-        X_src, Y_tgt, train_idx, test_idx, alpha=alpha, n_permutations=0
-    )
-    return observed
-
-
-def permutation_null(
-    X_src: np.ndarray,
-    Y_tgt: np.ndarray,
-    train_idx: np.ndarray | Sequence[int],
-    test_idx: np.ndarray | Sequence[int],
-    *,
-    n_permutations: int = 5,
-    seed: int = 0,
-    alpha: float | Sequence[float] = DEFAULT_ALPHAS,
-) -> np.ndarray:
-    """Per-item correlations after projection when the training items are shuffled.
-
-    Before each fit the target rows of the training items are permuted, which breaks the pairing
-    of items between the models while keeping both marginal distributions; the map is then
-    evaluated on the held-out items with their true pairing, by the same procedure (including
-    the penalty search) as :func:`ridge_projection_correlation`.
-
-    Returns ``[n_permutations, n_test]``; its mean is the null level of the headline metric.
-    """
-    if n_permutations < 1:
-        raise ValueError(f"n_permutations must be positive, got {n_permutations}")
-    _, null = projection_with_null(
-        X_src, Y_tgt, train_idx, test_idx, alpha=alpha, n_permutations=n_permutations, seed=seed
-    )
-    return null
-
-
-def _u_centre(gram: np.ndarray) -> np.ndarray:
-    """U-centre a Gram matrix (Székely & Rizzo 2014), the centring behind unbiased HSIC."""
-    n = gram.shape[0]
-    g = gram.copy()
-    np.fill_diagonal(g, 0.0)
-    means = g.sum(axis=0) / (n - 2)
+def u_centred_gram(x: np.ndarray) -> np.ndarray:
+    """The U-centred linear Gram matrix of ``x`` ([items, d]); needs at least 4 items."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    if n < 4:
+        raise ValueError(f"debiased CKA needs at least 4 items, got {n}")
+    gram = x @ x.T
+    np.fill_diagonal(gram, 0.0)
+    means = gram.sum(axis=0) / (n - 2)
     means -= means.sum() / (2 * (n - 1))
-    g -= means[:, None]
-    g -= means[None, :]
-    np.fill_diagonal(g, 0.0)
-    return g
+    gram -= means[:, None]
+    gram -= means[None, :]
+    np.fill_diagonal(gram, 0.0)
+    return gram
+
+
+def cka_from_grams(
+    k: np.ndarray, ell: np.ndarray, k_norm: float, ell_norm: float, perm: np.ndarray | None = None
+) -> float:
+    """Debiased CKA of two U-centred Grams (``*_norm``: the root of each one's self-HSIC sum).
+
+    With ``perm`` the items of the second representation are relabelled, which U-centring
+    commutes with, so the permuted Gram need not be centred again.
+    """
+    if k_norm <= 0.0 or ell_norm <= 0.0:
+        return float("nan")
+    other = ell if perm is None else ell[np.ix_(perm, perm)]
+    return float(np.sum(k * other) / (k_norm * ell_norm))
+
+
+def gram_norm(gram: np.ndarray) -> float:
+    """``sqrt(max(HSIC(K, K), 0))`` up to the common factor that CKA cancels."""
+    return float(np.sqrt(max(float(np.sum(gram * gram)), 0.0)))
 
 
 def linear_cka_debiased(X: np.ndarray, Y: np.ndarray) -> float:
@@ -331,6 +174,71 @@ def linear_cka_debiased(X: np.ndarray, Y: np.ndarray) -> float:
     if denom <= 0.0:
         return float("nan")
     return hsic_xy / denom
+
+
+# ---------------------------------------------------------------------------------------------
+# mutual k-nearest neighbours
+
+
+def knn_indices(x: np.ndarray, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The ``k`` nearest neighbours of every item by cosine similarity, self excluded: [n, k].
+
+    Exact ties (items with identical vectors, or a layer that is the same for every item, such
+    as the embedding of a shared last token) are broken at random with ``rng``; give the two
+    models independent generators, so that ties count as chance agreement rather than as the
+    same index order in both.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"k must lie in 1..{n - 1} for {n} items, got {k}")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = x / np.where(norms > 1e-12, norms, 1.0)
+    sim = unit @ unit.T
+    if rng is not None:
+        sim += rng.uniform(0.0, 1e-9, size=sim.shape)
+    np.fill_diagonal(sim, -np.inf)
+    return np.argpartition(-sim, k - 1, axis=1)[:, :k]
+
+
+def knn_membership(neighbours: np.ndarray) -> np.ndarray:
+    """Boolean [n, n]: entry (i, j) says whether j is among the neighbours of i."""
+    n = neighbours.shape[0]
+    member = np.zeros((n, n), dtype=bool)
+    member[np.arange(n)[:, None], neighbours] = True
+    return member
+
+
+def mutual_knn_from_neighbours(
+    member_x: np.ndarray, neighbours_y: np.ndarray, perm: np.ndarray | None = None
+) -> float:
+    """Mean share of each item's neighbours in ``y`` that are also its neighbours in ``x``.
+
+    ``perm`` relabels the items of ``y`` (row i of ``y`` becomes row ``perm[i]``): the null.
+    """
+    n, k = neighbours_y.shape
+    rows = np.arange(n)[:, None]
+    if perm is None:
+        hits = member_x[rows, neighbours_y]
+    else:
+        inverse = np.argsort(perm)
+        hits = member_x[rows, inverse[neighbours_y[perm]]]
+    return float(hits.sum() / (n * k))
+
+
+def mutual_knn_alignment(x: np.ndarray, y: np.ndarray, k: int = 10, seed: int = 0) -> float:
+    """Mutual k-nearest-neighbour alignment of two representations of the same items."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"both sides need the same items, got {x.shape[0]} and {y.shape[0]}")
+    rng_x, rng_y = np.random.default_rng(seed).spawn(2)
+    return mutual_knn_from_neighbours(
+        knn_membership(knn_indices(x, k, rng_x)), knn_indices(y, k, rng_y)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# layers at the same relative depth
 
 
 def depth_to_layer(n_layers: int, relative_depth: float) -> int:
