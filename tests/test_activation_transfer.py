@@ -27,7 +27,7 @@ from actspace.lm.hooks import patch_residual
 from actspace.lm.models import load_model, residual_blocks
 from actspace.lm.tasks import Item, items_to_rows
 from actspace.methods.injection import encode_items, score_items
-from actspace.methods.ridge_map import AffineMap
+from actspace.methods.ridge import AffineMap
 
 #: The schema's defaults: the ``extract:`` settings and the ``activation_transfer`` section.
 DEFAULTS = validate_schema({})

@@ -17,25 +17,25 @@ from actspace.branches.cross_model.cross_model_extended import (
 )
 from actspace.branches.cross_model.layer_grid import depth_aligned_pairs
 from actspace.core.schema import validate_schema
-from actspace.methods.alignment import (
+from actspace.methods.ridge import (
+    DEFAULT_ALPHAS,
+    RidgeSVD,
+    ridge_alphas,
+    ridge_projection_correlation,
+)
+from actspace.methods.similarity import (
     cka_from_grams,
     gram_norm,
     knn_indices,
     knn_membership,
+    linear_cka_debiased,
     mutual_knn_alignment,
     mutual_knn_from_neighbours,
     outlier_dimensions,
     remove_dimensions,
+    rowwise_pearson,
     standardise,
     u_centred_gram,
-)
-from actspace.methods.ridge_map import ridge_alphas
-from actspace.methods.similarity import (
-    DEFAULT_ALPHAS,
-    RidgeSVD,
-    linear_cka_debiased,
-    ridge_projection_correlation,
-    rowwise_pearson,
 )
 from actspace.premortems.pm1 import run_pm1
 

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge, RidgeCV
 
-from actspace.methods.similarity import (
+from actspace.methods.ridge import (
     DEFAULT_ALPHAS,
+    permutation_null,
+    projection_with_null,
+    ridge_projection_correlation,
+)
+from actspace.methods.similarity import (
     aligned_layers,
     columnwise_pearson,
     depth_to_layer,
     linear_cka_debiased,
-    permutation_null,
-    projection_with_null,
-    ridge_projection_correlation,
     rowwise_pearson,
 )
 

@@ -28,12 +28,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
 # ---------------------------------------------------------------------------------------------
 # inputs and features
 
 
 def check_pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two finite [items, dims] arrays over the same items, as float64 (refused otherwise)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2:
@@ -131,10 +131,11 @@ def u_centred_gram(x: np.ndarray) -> np.ndarray:
 def cka_from_grams(
     k: np.ndarray, ell: np.ndarray, k_norm: float, ell_norm: float, perm: np.ndarray | None = None
 ) -> float:
-    """Debiased CKA of two U-centred Grams (``*_norm``: the root of each one's self-HSIC sum).
+    """Debiased CKA of two U-centred Grams (``*_norm``: :func:`gram_norm` of each).
 
-    With ``perm`` the items of the second representation are relabelled, which U-centring
-    commutes with, so the permuted Gram need not be centred again.
+    The estimator of :func:`linear_cka_debiased`, for Grams computed once and reused. With
+    ``perm`` the items of the second representation are relabelled, which U-centring commutes
+    with, so the permuted Gram need not be centred again.
     """
     if k_norm <= 0.0 or ell_norm <= 0.0:
         return float("nan")
@@ -158,18 +159,17 @@ def linear_cka_debiased(X: np.ndarray, Y: np.ndarray) -> float:
     of either side, and equals 1 for identical inputs. Needs at least 4 items; NaN when either
     side has no variance.
     """
-    x, y = _check_pair(X, Y)
-    n = x.shape[0]
-    if n < 4:
-        raise ValueError(f"debiased CKA needs at least 4 items, got {n}")
-    x = x - x.mean(axis=0)
-    y = y - y.mean(axis=0)
-    k = _u_centre(x @ x.T)
-    ell = _u_centre(y @ y.T)
+    x, y = check_pair(X, Y)
+    # Centring the columns first leaves the U-centred Gram unchanged in exact arithmetic, but not
+    # in its last bits: PM1's reported values were computed this way, so it stays.
+    k = u_centred_gram(x - x.mean(axis=0))
+    ell = u_centred_gram(y - y.mean(axis=0))
     hsic_xy = float(np.sum(k * ell))
     hsic_xx = float(np.sum(k * k))
     hsic_yy = float(np.sum(ell * ell))
     # The unbiased HSIC of a kernel with itself can dip below zero for tiny n; guard the root.
+    # One root of the product, where cka_from_grams multiplies two roots: the same value up to
+    # the last bit, and each caller keeps the rounding its numbers were computed with.
     denom = np.sqrt(max(hsic_xx, 0.0) * max(hsic_yy, 0.0))
     if denom <= 0.0:
         return float("nan")

@@ -19,13 +19,8 @@ import numpy as np
 from actspace.core.resampling import mean_ci, permutation_p_value
 from actspace.core.results import now
 from actspace.core.store import StoreLike
-from actspace.methods.similarity import (
-    DEFAULT_ALPHAS,
-    ProjectionResult,
-    depth_to_layer,
-    linear_cka_debiased,
-    projection_with_null,
-)
+from actspace.methods.ridge import ProjectionResult, projection_with_null, ridge_alphas
+from actspace.methods.similarity import depth_to_layer, linear_cka_debiased
 from actspace.premortems.common import (
     check_fraction,
     headline,
@@ -40,23 +35,6 @@ DESCRIPTION = (
     "correlation, across standardised target dimensions, between ridge-mapped and "
     "actual activations; bootstrap CI over held-out items"
 )
-
-
-def ridge_alphas(
-    ridge_alpha: float | Sequence[float] | Literal["auto"],
-) -> float | tuple[float, ...]:
-    """The schema's ``ridge_alpha`` as the projection takes it: ``auto`` is the default grid."""
-    if isinstance(ridge_alpha, str):
-        if ridge_alpha != "auto":
-            raise ValueError(
-                f"ridge_alpha must be a positive number or 'auto', got {ridge_alpha!r}"
-            )
-        return DEFAULT_ALPHAS
-    values = (ridge_alpha,) if isinstance(ridge_alpha, int | float) else tuple(ridge_alpha)
-    alphas = tuple(float(value) for value in values)
-    if not alphas or any(value <= 0 for value in alphas):
-        raise ValueError(f"ridge_alpha values must be positive, got {ridge_alpha!r}")
-    return alphas[0] if len(alphas) == 1 else alphas
 
 
 def _check_stores(stores: Mapping[str, StoreLike]) -> int:
@@ -127,7 +105,7 @@ def run_pm1(
     The keywords are the keys of ``premortems.pm1`` (and the study's seed). For each ordered pair
     (source, target) at the same relative depth, a ridge map is fitted on the training items and
     scored on the held-out items (per-item Pearson r across standardised target dimensions; see
-    :mod:`actspace.methods.similarity`). The metric is the mean over ordered pairs of the mean
+    :mod:`actspace.methods.ridge`). The metric is the mean over ordered pairs of the mean
     over held-out items; its interval bootstraps the held-out items (each item's value is its
     mean over pairs, so pairs stay matched). Debiased linear CKA (all selected items) and a
     permutation null (training items shuffled) are reported beside it.

@@ -2,7 +2,7 @@
 
 Experiment 2A ``activation_transfer``. An affine map from the source's residual stream at one layer
 to the target's at one layer is fitted on training items (ridge on standardised features, the
-penalty by generalised cross-validation as in PM1; :class:`actspace.methods.ridge_map.AffineMap`).
+penalty by generalised cross-validation as in PM1; :class:`actspace.methods.ridge.AffineMap`).
 On held-out items, the mapped source
 activation of the item is written into the target's residual stream at the **last context
 token**, either replacing the target's own vector or blended with it, ``h <- (1 - c) h + c m``;
@@ -41,7 +41,7 @@ from actspace.methods.injection import (
     predictions,
     score_items,
 )
-from actspace.methods.ridge_map import AffineMap, ridge_alphas
+from actspace.methods.ridge import AffineMap, ridge_alphas
 from actspace.methods.similarity import depth_to_layer
 
 EXPERIMENT = plan.experiment("activation_transfer").name

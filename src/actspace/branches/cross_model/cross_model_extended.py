@@ -4,12 +4,11 @@ Every ordered pair of models is compared at every pair of layers (or, without th
 the layers of the same relative depth). Three measures, each against a permutation null that
 breaks the pairing of items:
 
-- **held-out correlation after a ridge projection** (as in PM1,
-  :mod:`actspace.methods.similarity`): a ridge map from the source layer to the target layer,
-  fitted on training items, scored on held-out items as the mean per-item Pearson r across
-  standardised target dimensions;
-- **debiased linear CKA** on all selected items (:mod:`actspace.methods.alignment`);
-- **mutual k-nearest-neighbour alignment** (:mod:`actspace.methods.alignment`): the mean share of
+- **held-out correlation after a ridge projection** (as in PM1, :mod:`actspace.methods.ridge`):
+  a ridge map from the source layer to the target layer, fitted on training items, scored on
+  held-out items as the mean per-item Pearson r across standardised target dimensions;
+- **debiased linear CKA** on all selected items (:mod:`actspace.methods.similarity`);
+- **mutual k-nearest-neighbour alignment** (:mod:`actspace.methods.similarity`): the mean share of
   an item's k nearest neighbours that are its neighbours in both models; chance is ``k / (n - 1)``.
 
 Features are standardised per dimension (the ridge with its training items' statistics, CKA and
@@ -44,7 +43,7 @@ from actspace.branches.cross_model.layer_grid import (
 from actspace.core.resampling import mean_ci
 from actspace.core.results import now
 from actspace.core.store import StoreLike
-from actspace.methods.ridge_map import ridge_alphas
+from actspace.methods.ridge import ridge_alphas
 from actspace.methods.similarity import aligned_layers
 
 EXPERIMENT = plan.experiment("cross_model_extended").name

@@ -3,9 +3,9 @@
 A grid compares every layer of one model with every layer of another (or, without the full grid,
 the layers at the same relative depth). A full grid is many fits, so work is shared across cells:
 each layer is prepared once per variant (:class:`PreparedLayer`: standardised features, one SVD
-for the ridge projection, :class:`actspace.methods.similarity.RidgeSVD`, with PM1's closed-form
+for the ridge projection, :class:`actspace.methods.ridge.RidgeSVD`, with PM1's closed-form
 generalised cross-validation over a penalty grid; the U-centred Gram matrix and the neighbour
-lists of :mod:`actspace.methods.alignment`), and every cell and every permutation of the null
+lists of :mod:`actspace.methods.similarity`), and every cell and every permutation of the null
 reuses it. The null draws are shared too (:class:`Permutations`).
 """
 
@@ -19,18 +19,20 @@ from typing import Any
 import numpy as np
 
 from actspace.core.resampling import permutation_p_value
-from actspace.methods.alignment import (
+from actspace.methods.ridge import RidgeSVD
+from actspace.methods.similarity import (
     cka_from_grams,
+    depth_to_layer,
     gram_norm,
     knn_indices,
     knn_membership,
     mutual_knn_from_neighbours,
     outlier_dimensions,
     remove_dimensions,
+    rowwise_pearson,
     standardise,
     u_centred_gram,
 )
-from actspace.methods.similarity import RidgeSVD, depth_to_layer, rowwise_pearson
 
 # ---------------------------------------------------------------------------------------------
 # which layers and cells
