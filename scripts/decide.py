@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 from actspace.core.cli import json_object, one_line_errors
-from actspace.core.io import atomic_write_json, atomic_write_text, read_json
-from actspace.gate.decision import decide, decision_markdown
+from actspace.core.io import atomic_write_json, atomic_write_text
+from actspace.gate.decision import decide, decision_markdown, read_verdicts
 
 
 def parse_force(text: str) -> dict[str, str | None]:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     force = args.force if args.force is not None else args.params.get("force", {})
     with one_line_errors(OSError, KeyError):
-        decision = decide(read_json(args.verdicts), force)
+        decision = decide(read_verdicts(args.verdicts), force)
     atomic_write_json(args.output_json, decision)
     atomic_write_text(args.output_md, decision_markdown(decision))
     print("branches:", ", ".join(decision["branches"]))

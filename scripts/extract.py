@@ -2,14 +2,18 @@
 
 The workflow passes the resolved ``extract:`` section and the model reference as ``--params``;
 by hand, give the same keys (``poolings``, ``batch_size``, ``shard_size``, ``storage_dtype``,
-``dtype``, ``device``) in ``--params`` and the model with ``--model``, for example::
+``truncation``, ``dtype``, ``device``) in ``--params`` and the model with ``--model`` (keys left
+out take the schema's defaults), for example::
 
     python scripts/extract.py --model results/models/tiny_gpt2 \\
         --task results/tasks/facts.jsonl --output-dir results/activations/tiny_gpt2/facts \\
         --params '{"poolings": ["last", "mean"], "batch_size": 16, "shard_size": 256,
                    "storage_dtype": "auto"}' --dtype auto --device auto
 
-A killed run started again with the same arguments resumes at the first unfinished shard.
+A killed run started again with the same arguments resumes at the first unfinished shard. A task
+with single-choice items is refused before the model is loaded; items longer than the model's
+window are cut (a warning line) or refused (``truncation: refuse``), and the summary line counts
+them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from actspace.core.cli import model_path, one_line_errors, step_params, step_par
 from actspace.core.io import read_jsonl
 from actspace.core.progress import optional_progress
 from actspace.core.store import ActivationStore
-from actspace.lm.extraction import extract_store
+from actspace.lm.extraction import check_choices, extract_store
 from actspace.lm.memory import ExtractionOutOfMemory
 from actspace.lm.models import ModelLoadError, load_model
 from actspace.lm.scoring import aggregate
@@ -35,6 +39,7 @@ REQUIRED = (
     "batch_size",
     "shard_size",
     "storage_dtype",
+    "truncation",
     "dtype",
     "device",
 )
@@ -65,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         path, revision = model_path(params)
         model_name = args.model_name or params["model_ref"].get("name") or path
         task_name = args.task_name or task.name.removesuffix(".jsonl")
+        check_choices(items, task_name)
         with optional_progress(
             args.progress_file, len(items), step=f"extract {model_name}/{task_name}"
         ) as progress_file:
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=params["batch_size"],
                 storage_dtype=params["storage_dtype"],
                 shard_size=params["shard_size"],
+                truncation=params["truncation"],
                 model_name=model_name,
                 task_name=task_name,
                 progress=not args.no_progress,
@@ -90,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     timings = meta["timings"]
     print(
         f"{meta['model']} x {meta['task']}: {meta['n_items']} items, acc {metrics['acc']:.4f}, "
-        f"acc_norm {metrics['acc_norm']:.4f}, {meta['forward_passes']} forward passes, "
+        f"acc_norm {metrics['acc_norm']:.4f}, {meta['n_truncated']} contexts truncated, "
+        f"{meta['forward_passes']} forward passes, "
         f"{timings['items_per_s']:.1f} items/s, peak {timings['peak_memory_mb']:.0f} MB "
         f"-> {args.output_dir}"
     )

@@ -58,7 +58,7 @@ FAMILIES = ("gpt2", "gpt_neo", "gpt_neox", "opt", "llama", "qwen2", "gemma2", "g
 EXTRACT = {
     key: value
     for key, value in validate_schema({})["extract"].items()
-    if key in ("poolings", "batch_size", "shard_size", "storage_dtype")
+    if key in ("poolings", "batch_size", "shard_size", "storage_dtype", "truncation")
 }
 
 

@@ -16,6 +16,8 @@ from helpers.scripts import load_script
 from helpers.workflow import ROOT, copy_workflow, snakemake
 from safetensors.numpy import load_file, save_file
 
+from actspace.core.checksums import file_checksum
+
 ITEMS = [
     {
         "id": f"q{i}",
@@ -110,6 +112,11 @@ def test_nan_activations_are_refused_naming_file_and_tensor(computed):
     poisoned = {k: v.copy() for k, v in tensors.items()}
     poisoned[name][0, 1, 0] = np.nan
     save_file(poisoned, str(store / "pooled.safetensors"))
+    _pm2_refuses(computed, store, "pooled.safetensors", "sha256 differs")  # edited after extraction
+    # a NaN that the recorded checksums agree with is named by the read check
+    meta = json.loads((store / "meta.json").read_text())
+    meta["checksums"]["pooled.safetensors"] = file_checksum(store / "pooled.safetensors")
+    (store / "meta.json").write_text(json.dumps(meta))
     _pm2_refuses(computed, store, "pooled.safetensors", "NaN")
 
 

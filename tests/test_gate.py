@@ -9,6 +9,7 @@ import pytest
 from actspace import plan
 from actspace.gate.abort import negative_results_markdown
 from actspace.gate.decision import (
+    NO_VALUE,
     decide,
     decision_markdown,
     effective_verdicts,
@@ -186,3 +187,234 @@ def test_the_gate_scripts_take_one_flag_per_premortem_and_the_gate_section(tmp_p
     assert_clean_exit(
         decide_script.main, ["--params", '{"force": {"pm1": "MAYBE"}}', *argv], "gate.force.pm1"
     )
+
+
+# --- a pre-mortem with no value (PM3 with no usable pair): INCONCLUSIVE with its reason ----------
+
+REASON = (
+    "only 1 pair(s) where the model is right on both prompts; at least 2 are needed to choose a "
+    "layer on one part and measure it on the other"
+)
+
+
+def _pm3_no_value() -> dict:
+    """PM3's results.json (as written: NaN becomes null) when only one pair is usable."""
+    import json
+
+    import numpy as np
+
+    from actspace.core.io import to_json
+    from actspace.methods.patching import LayerPatching
+    from actspace.premortems.pm3 import pm3_from_patching
+
+    clean, corrupted = np.array([2.0, -1.0]), np.array([-2.0, -2.0])  # pair 1 wrong on clean
+    patched = np.array([[2.0, 1.0, -1.0, -2.0], [-1.0, 0.0, 0.0, 0.0]])
+    run = LayerPatching(
+        ids=["p0", "p1"],
+        layers=[0, 1, 2, 3],
+        position="diff",
+        positions=np.zeros(2, dtype=int),
+        clean_diff=clean,
+        corrupted_diff=corrupted,
+        patched_diff=patched,
+        flipped=patched > 0,
+        flipped_argmax=patched > 0,
+        candidate_tokens=[1, 2],
+        clean_argmax_correct=clean > 0,
+        corrupted_argmax_correct=corrupted < 0,
+        skipped={},
+        n_multi_token_answers=0,
+    )
+    res = pm3_from_patching(
+        run, n_blocks=3, n_bootstrap=100, seed=0, threshold=0.5, selection_fraction=0.5
+    )
+    return json.loads(to_json(res))
+
+
+def _no_value_study() -> dict:
+    """PM1 and PM2 FAIL, PM3 has no value: the abort path."""
+    return {
+        "pm1": {**_result("FAIL", 0.1), "ci": [0.05, 0.15]},
+        "pm2": {**_result("FAIL", 0.4), "ci": [0.35, 0.45], "threshold": 0.55},
+        "pm3": _pm3_no_value(),
+    }
+
+
+def test_pm3_with_one_usable_pair_records_no_value_and_the_reason():
+    res = _pm3_no_value()
+    assert res["value"] is None and res["ci"] == [None, None] and res["chosen_layer"] is None
+    assert res["verdict"] == "INCONCLUSIVE" and res["reason"] == REASON
+
+
+def test_the_gate_records_no_value_with_the_reason():
+    record = measured_verdicts(_no_value_study())
+    assert record["pm3"]["value"] is None and record["pm3"]["ci"] == [None, None]
+    assert record["pm3"]["verdict"] == "INCONCLUSIVE" and record["pm3"]["reason"] == REASON
+    assert "reason" not in record["pm1"] and record["pm1"]["value"] == 0.1  # measured: as it was
+    # the reason from an older record's ``note``, or a default; NaN is no value either
+    older = {**_no_value_study()["pm3"], "value": float("nan"), "note": "too few items"}
+    del older["reason"]
+    record = measured_verdicts({**_no_value_study(), "pm3": older})
+    assert record["pm3"]["reason"] == "too few items" and record["pm3"]["value"] is None
+    bare = {**older, "note": ""}
+    assert measured_verdicts({**_no_value_study(), "pm3": bare})["pm3"]["reason"] == NO_VALUE
+
+
+def test_a_verdict_other_than_inconclusive_needs_a_value():
+    results = {**_no_value_study(), "pm3": {**_pm3_no_value(), "verdict": "PASS"}}
+    with pytest.raises(ValueError, match="pm3 results.json: verdict PASS but no value"):
+        measured_verdicts(results)
+
+
+def test_the_decision_page_says_inconclusive_with_the_reason():
+    decision = decide(measured_verdicts(_no_value_study()), None)
+    assert decision["branches"] == ["X"] and decision["inconclusive"] == ["pm3"]
+    text = decision_markdown(decision)
+    assert (
+        "| PM3 activation patching | change_rate | n/a | [n/a, n/a] | 0.500 | INCONCLUSIVE "
+        "| INCONCLUSIVE |" in text
+    )
+    assert (
+        f"INCONCLUSIVE with no value: PM3 measured nothing ({REASON}); the plan counts this as "
+        "FAIL for scheduling" in text
+    )
+    assert "straddles" not in text  # nothing was measured: no interval straddles anything
+
+
+def test_the_abort_report_is_written_with_no_value():
+    text = negative_results_markdown(decide(measured_verdicts(_no_value_study()), None))
+    row = "| PM3 activation patching | change_rate | n/a | [n/a, n/a] | 0.500 | INCONCLUSIVE |"
+    assert row in text
+    assert (
+        f"- **PM3**: INCONCLUSIVE with no value: nothing was measured ({REASON}). There is no "
+        "interval to set against the threshold 0.500" in text
+    )
+    assert "or when nothing could be measured (n/a; the reason is given below)." in text
+    assert "- **PM2**: the whole 95% CI [0.350, 0.450] lies below the threshold 0.550" in text
+
+
+def test_a_forced_verdict_on_no_value_keeps_the_reason():
+    decision = decide(measured_verdicts(_no_value_study()), {"pm3": "FAIL"})
+    text = negative_results_markdown(decision)
+    assert "| n/a | [n/a, n/a] | 0.500 | FAIL (forced; measured INCONCLUSIVE) |" in text
+    assert (
+        f"- **PM3**: verdict FAIL (forced; the measurement said INCONCLUSIVE, with no value: "
+        f"{REASON})." in text
+    )
+    page = decision_markdown(decide(measured_verdicts(_no_value_study()), {"pm3": "PASS"}))
+    assert f"PM3 measured nothing ({REASON}); its verdict was forced to PASS" in page
+
+
+def test_the_gate_scripts_write_every_report_when_a_premortem_has_no_value(tmp_path):
+    from helpers.scripts import load_script
+
+    from actspace.core.io import atomic_write_json, read_json
+
+    files = []
+    for pm, res in _no_value_study().items():
+        atomic_write_json(tmp_path / pm / "results.json", res)
+        files += [f"--{pm}", str(tmp_path / pm / "results.json")]
+    gate = tmp_path / "gate"
+    load_script("gate").main([*files, "--output", str(gate / "verdicts.json")])
+    assert read_json(gate / "verdicts.json")["pm3"]["reason"] == REASON
+    load_script("decide").main(
+        ["--verdicts", str(gate / "verdicts.json"), "--output-json", str(gate / "decision.json"),
+         "--output-md", str(gate / "decision.md")]
+    )  # fmt: skip
+    assert "INCONCLUSIVE with no value: PM3" in (gate / "decision.md").read_text()
+    report = tmp_path / "negative_results.md"
+    load_script("abort_report").main(
+        ["--decision", str(gate / "decision.json"), "--output", str(report)]
+    )
+    assert f"nothing was measured ({REASON})" in report.read_text()
+
+
+# --- the checkpoint's verdicts.json, read by the workflow and by decide.py ------------------------
+
+
+def _verdicts(tmp_path, text: str):
+    path = tmp_path / "gate" / "verdicts.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+ALLOWED = "whose verdict is one of PASS, INCONCLUSIVE or FAIL"
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("{not json", "not valid JSON (Expecting property name enclosed in double quotes)"),
+        ("", "not valid JSON (Expecting value)"),
+        ('["PASS"]', "a JSON list instead of an object"),
+        ('{"pm1": {"verdict": "PASS"}, "pm2": {"verdict": "FAIL"}}', "no record for pm3"),
+        (
+            '{"pm1": {"verdict": "PASS"}, "pm2": {"verdict": "MAYBE"}, "pm3": {"verdict": "FAIL"}}',
+            "pm2.verdict 'MAYBE' is unknown",
+        ),
+        ('{"pm1": "PASS", "pm2": "PASS", "pm3": "PASS"}', "no record for pm1"),
+    ],
+)
+def test_an_invalid_verdicts_file_is_one_line_naming_it(tmp_path, text, what):
+    from helpers.scripts import assert_clean_exit, load_script
+
+    from actspace.gate.decision import VerdictsError, read_verdicts
+
+    path = _verdicts(tmp_path, text)
+    with pytest.raises(VerdictsError) as error:
+        read_verdicts(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: {what}") and "\n" not in message
+    assert ALLOWED in message and "delete it and the gate measures the verdicts again" in message
+    out = ["--output-json", str(tmp_path / "d.json"), "--output-md", str(tmp_path / "d.md")]
+    assert_clean_exit(load_script("decide").main, ["--verdicts", str(path), *out], what)
+
+
+def test_invalid_utf8_in_the_verdicts_file_is_one_line(tmp_path):
+    from actspace.gate.decision import VerdictsError, read_verdicts
+
+    path = _verdicts(tmp_path, "")
+    path.write_bytes(b'{"pm1": "\xff"}')
+    with pytest.raises(VerdictsError, match=r"verdicts.json: not valid JSON \(not UTF-8\)"):
+        read_verdicts(path)
+
+
+# --- end to end (slow): the default study with barely trained organisms --------------------------
+
+#: Both organisms at 150 training steps: PM3 finds too few pairs the model gets right on both
+#: prompts and has no value.
+BARELY_TRAINED = (
+    'models={"tiny_gpt2": {"source": "organism", "family": "gpt2", "train_seed": 1, '
+    '"train_steps": 150}, "tiny_neox": {"source": "organism", "family": "gpt_neox", '
+    '"train_seed": 2, "train_steps": 150}}'
+)
+
+
+@pytest.mark.slow
+def test_barely_trained_organisms_write_every_report_with_the_reason(tmp_path):
+    from helpers.workflow import copy_workflow, snakemake
+
+    workdir = copy_workflow(tmp_path / "study")
+    snakemake(workdir, "--cores", "2", "--config", BARELY_TRAINED)
+    _check_every_report_says_why(workdir)
+
+
+def _check_every_report_says_why(workdir):
+    from actspace.core.io import read_json
+
+    results = workdir / plan.RESULTS
+    pm3 = read_json(workdir / plan.premortem("pm3").folder / "results.json")
+    assert pm3["value"] is None and pm3["verdict"] == "INCONCLUSIVE"
+    reason = pm3["reason"].rstrip(".")
+    assert "pair(s) where the model is right on both prompts" in reason
+    assert read_json(results / "gate" / "verdicts.json")["pm3"]["reason"] == pm3["reason"]
+    assert f"PM3 measured nothing ({reason})" in (results / "gate" / "decision.md").read_text()
+    statistics = read_json(results / "analysis" / "statistics.json")
+    assert statistics["premortems"]["pm3"]["reason"] == pm3["reason"]
+    summary = (results / "summary.md").read_text(encoding="utf-8")
+    assert f"INCONCLUSIVE (no value: {reason})" in summary
+    # PM1 INCONCLUSIVE, PM2 FAIL (balanced accuracy 0.5), PM3 no value: the abort path
+    assert statistics["decision"]["branches"] == ["X"]
+    report = (results / "negative_results.md").read_text(encoding="utf-8")
+    assert f"- **PM3**: INCONCLUSIVE with no value: nothing was measured ({reason})." in report

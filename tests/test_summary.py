@@ -87,3 +87,108 @@ def test_the_abort_path_points_at_the_negative_results():
 def test_number_formatting():
     assert number(None) == "n/a" and number(float("nan")) == "n/a"
     assert number(0.123456) == "0.1235" and number(12.0) == "12"
+
+
+# --- a pre-mortem with no value (PM3 with no usable pair): every report is written --------------
+
+REASON = "only 1 pair(s) where the model is right on both prompts; at least 2 are needed"
+
+
+def _no_value_statistics(force: dict | None = None, comparisons: list | None = None) -> dict:
+    """statistics.json from the gate's own functions: PM1 FAIL, PM2 PASS, PM3 with no value."""
+    from actspace.analysis.statistics import build_statistics
+    from actspace.gate.decision import decide, measured_verdicts
+
+    def result(value, ci, threshold, verdict, n=64):
+        return {"metric": "m", "value": value, "ci": ci, "threshold": threshold,
+                "verdict": verdict, "n": n}  # fmt: skip
+
+    results = {
+        "pm1": result(0.1, [0.05, 0.15], 0.3, "FAIL"),
+        "pm2": result(0.62, [0.58, 0.66], 0.55, "PASS"),
+        "pm3": {**result(None, [None, None], 0.5, "INCONCLUSIVE", n=1), "metric": "change_rate",
+                "reason": REASON},
+    }  # fmt: skip
+    decision = decide(measured_verdicts(results), force)
+    statistics = build_statistics(
+        decision, [], n_bootstrap=100, n_permutations=100, alpha=0.05, seed=0
+    )
+    statistics["comparisons"] = comparisons or []
+    return statistics
+
+
+def test_statistics_keep_no_value_and_the_reason():
+    premortems = _no_value_statistics()["premortems"]
+    assert premortems["pm3"]["value"] is None and premortems["pm3"]["ci"] == [None, None]
+    assert premortems["pm3"]["verdict"] == "INCONCLUSIVE" and premortems["pm3"]["reason"] == REASON
+    assert "reason" not in premortems["pm2"] and premortems["pm2"]["value"] == 0.62
+
+
+def test_the_summaries_say_inconclusive_with_the_reason():
+    statistics = _no_value_statistics()
+    pm3 = next(r for r in _rows(summary_table(statistics)) if r[0].startswith("PM3"))
+    assert pm3 == [
+        f"PM3 activation patching — INCONCLUSIVE (no value: {REASON}) (threshold 0.5)",
+        "change_rate", "n/a", "[n/a, n/a]", "n/a (verdict by CI)",
+    ]  # fmt: skip
+    text = study_summary(statistics, outputs={"decision": "results/gate/decision.md"})
+    assert (
+        f"- PM3 (activation patching): change_rate = n/a, 95% CI [n/a, n/a], threshold 0.5 -> "
+        f"INCONCLUSIVE (no value: {REASON})" in text
+    )
+    assert "INCONCLUSIVE (the CI straddles the threshold, or nothing was measured) counts" in text
+    aborted = _no_value_statistics({"pm2": "FAIL"})
+    text = study_summary(aborted, outputs={"negative_results": "results/negative_results.md"})
+    assert "the plan aborts" in text and f"INCONCLUSIVE (no value: {REASON})" in text
+
+
+def test_a_study_with_every_value_says_nothing_of_missing_values():
+    text = study_summary(STATISTICS, outputs={})
+    assert "nothing was measured" not in text and "no value" not in text
+
+
+def _comparison(branch: str, experiment: str) -> dict:
+    return {"id": experiment, "experiment": experiment, "branch": branch, "metric": "gain",
+            "value": 0.3, "ci": [0.1, 0.5], "n": 80, "success": True, "p_value": 0.01,
+            "p_holm": 0.01, "test": "bootstrap", "effect_size": {"name": "d", "value": 0.5},
+            "success_rule": "gain > 0",
+            "source": f"results/experiments/{experiment}/seed42/results.json"}  # fmt: skip
+
+
+PAPER_CONFIG = {
+    "seed": 42,
+    "seeds": [42],
+    "models": {"tiny_gpt2": {"source": "organism", "family": "gpt2", "train_seed": 1}},
+    "tasks": {"facts": {"type": "builtin", "builtin": "facts"}},
+    "gate": {"force": {"pm1": None, "pm2": None, "pm3": None}},
+}
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_the_paper_says_a_premortem_measured_nothing_and_why():
+    from actspace.analysis import paper
+
+    statistics = _no_value_statistics(comparisons=[_comparison("2B", "abstention")])
+    tex = _words(paper.render_draft(statistics, [], PAPER_CONFIG, summary_table(statistics)))
+    assert (
+        "PM3 (activation patching) was INCONCLUSIVE with no value: it measured nothing (only 1 "
+        "pair(s) where the model is right on both prompts; at least 2 are needed), so there is "
+        "no interval to set against the threshold of 50.0\\%." in tex
+    )
+    assert "change rate of n/a" not in tex and "change_rate of n/a" not in tex
+
+
+def test_the_abstract_of_a_forced_branch_says_its_premortem_measured_nothing():
+    from actspace.analysis import paper
+
+    config = {**PAPER_CONFIG, "gate": {"force": {"pm1": None, "pm2": None, "pm3": "PASS"}}}
+    statistics = _no_value_statistics({"pm3": "PASS"}, [_comparison("2C", "patching_layers")])
+    text = _words(paper.render_abstract(statistics, config))
+    assert (
+        f"pre-mortem (PM3) could not measure the change_rate ({REASON}), a verdict of "
+        "INCONCLUSIVE with no value; the gate was forced to PASS" in text
+    )
+    assert "n/a" not in text and paper.unfilled_slots(text) == []

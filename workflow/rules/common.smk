@@ -7,11 +7,17 @@ from importlib import resources
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from actspace import plan
 from actspace.config import ConfigError, resolve_config
 from actspace.core.io import read_json
-from actspace.gate.decision import effective_verdicts, forced_branches
+from actspace.gate.decision import (
+    VerdictsError,
+    effective_verdicts,
+    forced_branches,
+    read_verdicts,
+)
 
 try:
     _resolved = resolve_config(config)
@@ -103,6 +109,22 @@ def store_files(model, task):
     }
 
 
+def read_checkpoint_verdicts(path):
+    """The checkpoint's verdicts.json, checked; one line naming the file when it is not as the
+    gate wrote it (not JSON, a pre-mortem missing, an unknown verdict), and Snakemake stops.
+
+    An input function's exception would be wrapped in a multi-line InputFunctionException with a
+    traceback; SystemExit is not. The file is read here only once the checkpoint is complete: a
+    bad one is found when the DAG is built, before any job (a gate that has just run wrote it
+    through gate.measured_verdicts, valid).
+    """
+    try:
+        return read_verdicts(path)
+    except VerdictsError as error:
+        logger.error(f"error: {error}")
+        raise SystemExit(1) from None
+
+
 def scheduled_branches():
     """The branches the gate schedules, with gate.force applied on top (an input-function helper).
 
@@ -112,7 +134,7 @@ def scheduled_branches():
     force = config["gate"]["force"]
     branches = forced_branches(force)
     if branches is None:
-        verdicts = read_json(checkpoints.gate.get().output.verdicts)
+        verdicts = read_checkpoint_verdicts(checkpoints.gate.get().output.verdicts)
         measured = {pm: info["verdict"] for pm, info in verdicts.items()}
         effective = effective_verdicts(measured, force)
         branches = plan.branches_for({pm: info["verdict"] for pm, info in effective.items()})

@@ -39,6 +39,7 @@ from statsmodels.stats.multitest import multipletests
 from actspace import plan
 from actspace.core.io import read_json
 from actspace.core.resampling import bootstrap_ci
+from actspace.gate.decision import NO_VALUE, no_value
 
 SMALL_SAMPLE = 50
 COMPARISON_KINDS = ("paired", "two_groups", "one_sample")
@@ -328,8 +329,12 @@ def _holm(entries: list[dict[str, Any]], alpha: float) -> None:
 
 
 def premortem_table(decision: Mapping[str, Any]) -> dict[str, Any]:
-    """The pre-mortems as the decision records them, forced verdicts marked."""
-    out = {}
+    """The pre-mortems as the decision records them, forced verdicts marked.
+
+    A pre-mortem that measured nothing keeps ``value`` None and gains the ``reason`` the gate
+    recorded (INCONCLUSIVE with no value).
+    """
+    out: dict[str, Any] = {}
     subjects = {pm.name: pm.subject for pm in plan.PREMORTEMS}
     for pm, info in decision["premortems"].items():
         out[pm] = {
@@ -343,6 +348,8 @@ def premortem_table(decision: Mapping[str, Any]) -> dict[str, Any]:
             "forced": bool(info.get("forced")),
             "n": info.get("n"),
         }
+        if no_value(info):
+            out[pm]["reason"] = str(info.get("reason") or NO_VALUE)
     return out
 
 

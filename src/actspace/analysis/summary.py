@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actspace import plan
+from actspace.gate.decision import NO_VALUE, no_value
 
 TABLE_HEADER = (
     "| Experiment | Metric | Value | 95% CI | p-value |",
@@ -42,9 +43,14 @@ def p_value_cell(entry: Mapping[str, Any]) -> str:
 
 
 def premortem_verdict(info: Mapping[str, Any]) -> str:
+    """The verdict used, what was measured when it was forced, and why there is no value."""
     if info["forced"]:
-        return f"{info['verdict']} **(forced; measured {info['measured_verdict']})**"
-    return str(info["verdict"])
+        text = f"{info['verdict']} **(forced; measured {info['measured_verdict']})**"
+    else:
+        text = str(info["verdict"])
+    if no_value(info):
+        text += f" (no value: {str(info.get('reason') or NO_VALUE).rstrip('.')})"
+    return text
 
 
 def summary_table(statistics: Mapping[str, Any]) -> str:
@@ -111,9 +117,12 @@ def study_summary(
             f"{number(info['value'])}, 95% CI {interval(info['ci'])}, threshold "
             f"{number(info['threshold'])} -> {premortem_verdict(info)}"
         )
+    unmeasured = any(no_value(info) for info in statistics["premortems"].values())
     lines += [
         "",
-        "INCONCLUSIVE (the CI straddles the threshold) counts as FAIL for planning. Branches run: "
+        "INCONCLUSIVE (the CI straddles the threshold"
+        + (", or nothing was measured" if unmeasured else "")
+        + ") counts as FAIL for planning. Branches run: "
         + "; ".join(f"{b} ({plan.branch(b).title})" for b in branches)
         + ".",
     ]

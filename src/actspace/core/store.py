@@ -6,10 +6,16 @@ Layout of ``results/activations/{model}/{task}/``:
 - ``choice_end.safetensors``: "choice_end" [items, max_choices, layers+1, d] and "choice_mask"
   [items, max_choices] (uint8; items with fewer choices are zero-padded);
 - ``scores.jsonl``: one row per item, in item order;
-- ``meta.json``: model, task, shapes, dtypes, forward passes, timings, provenance (written last).
+- ``meta.json``: model, task, shapes, dtypes, forward passes, timings, provenance, and the size
+  and sha256 of the three other files (written last).
 
 Layer index 0 is the embedding output (the input of the first block); index k is the output of
 block k. Reads are memory-mapped: ``store.layer(6)`` touches only layer 6 of every item.
+
+Opening a store checks it (:class:`ActivationStore`): complete safetensors files whose shapes
+agree with ``meta.json``, the files' sha256 against ``meta.json`` (:mod:`actspace.core.checksums`:
+a fast check by default, a full one on request; stores written before checksums were recorded
+open unchecked) and every score row. Every failure is one line naming the file.
 
 The writer side is :func:`concat_safetensors`, which joins shard files along the item axis by
 copying bytes, so a store larger than memory can be assembled.
@@ -18,6 +24,7 @@ copying bytes, so a store larger than memory can be assembled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections.abc import Sequence
@@ -29,23 +36,39 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from actspace.core.io import atomic_path, read_json, read_jsonl
+from actspace.core.checksums import StoreCorruption as StoreCorruption  # re-exported
+from actspace.core.checksums import check_mode, verify_file
+from actspace.core.io import atomic_path, read_json
 
 #: The files of a finished store; ``meta.json`` is written last and marks completion.
 STORE_FILES = ("pooled.safetensors", "choice_end.safetensors", "scores.jsonl", "meta.json")
+#: The files whose size and sha256 ``meta.json`` records (under ``checksums``).
+CHECKED_FILES = STORE_FILES[:3]
+#: The keys every row of ``scores.jsonl`` must have.
+SCORE_KEYS = ("id", "label", "logliks", "correct")
 
-#: safetensors dtype codes and their sizes in bytes.
-_DTYPE_BYTES = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
+#: safetensors dtype codes and their sizes in bits (the sub-byte ones are packed).
+_DTYPE_BITS = {
+    "F64": 64,
+    "F32": 32,
+    "F16": 16,
+    "BF16": 16,
+    "I64": 64,
+    "I32": 32,
+    "I16": 16,
+    "I8": 8,
+    "U64": 64,
+    "U32": 32,
+    "U16": 16,
+    "U8": 8,
+    "BOOL": 8,
+    "C64": 64,
+    "F8_E4M3": 8,
+    "F8_E5M2": 8,
+    "F8_E8M0": 8,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "F4": 4,
 }
 _MAX_HEADER = 100_000_000
 _COPY_CHUNK = 64 * 1024 * 1024
@@ -82,7 +105,8 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
             continue
         try:
             begin, stop = info["data_offsets"]
-            expected = int(np.prod(info["shape"], dtype=np.int64)) * _DTYPE_BYTES[info["dtype"]]
+            bits = int(np.prod(info["shape"], dtype=np.int64)) * _DTYPE_BITS[info["dtype"]]
+            expected = -(-bits // 8)
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{path}: corrupted safetensors header entry {name!r}") from None
         if stop - begin != expected:
@@ -163,6 +187,72 @@ def _copy_tensor_bytes(part: Path, name: str, out: Any) -> None:
             remaining -= len(chunk)
 
 
+def _is_number(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _score_row_problem(row: dict[str, Any], item: int, n_choices: int) -> str | None:
+    """What is wrong with the score row of item ``item`` (``n_choices`` real choices), if any."""
+    missing = [key for key in SCORE_KEYS if key not in row]
+    if missing:
+        return f"missing key {missing[0]!r} (every row needs {', '.join(SCORE_KEYS)})"
+    if "index" in row and row["index"] != item:
+        return f"index {row['index']!r}, but it is row {item} (rows are in item order)"
+    logliks = row["logliks"]
+    if not isinstance(logliks, list) or not all(_is_number(value) for value in logliks):
+        return "'logliks' must be a list of finite numbers"
+    if len(logliks) != n_choices:
+        return f"{len(logliks)} log-likelihoods for {n_choices} choices (one per choice)"
+    label = row["label"]
+    if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < n_choices:
+        return f"label {label!r} is not a choice index (an integer from 0 to {n_choices - 1})"
+    if not isinstance(row["correct"], bool):
+        return f"'correct' is {row['correct']!r}, not true or false"
+    return None
+
+
+def read_scores(path: str | os.PathLike[str], n_choices: Sequence[int]) -> list[dict[str, Any]]:
+    """The rows of a store's ``scores.jsonl``, one per item (``n_choices[i]`` choices each),
+    each checked: valid UTF-8 JSON objects with ``id``, ``label`` (a choice index), ``logliks``
+    (one finite number per choice), ``correct`` (a boolean) and, if present, ``index`` equal to
+    the row's item. Any problem is one line naming the file and the line."""
+    path = Path(path)
+    rows: list[dict[str, Any]] = []
+    problem = None
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                problem = f"line {number}: not valid UTF-8 (byte {error.start + 1} of the line)"
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                problem = f"line {number}: not valid JSON ({error.msg})"
+                break
+            if not isinstance(row, dict):
+                problem = f"line {number}: not a JSON object"
+                break
+            if len(rows) < len(n_choices):
+                found = _score_row_problem(row, len(rows), int(n_choices[len(rows)]))
+                if found is not None:
+                    problem = f"line {number}: {found}"
+                    break
+            rows.append(row)
+    if problem is not None:
+        raise StoreCorruption(f"{path}: {problem}; re-extract the store")
+    if len(rows) != len(n_choices):
+        raise StoreCorruption(
+            f"{path}: {len(rows)} rows, but meta.json says n_items={len(n_choices)}"
+        )
+    return rows
+
+
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """float32 (or bool for masks) numpy copy of a tensor of any stored dtype."""
     if tensor.dtype in (torch.uint8, torch.bool):
@@ -194,12 +284,20 @@ class ActivationStore:
     """Read access to one activation store folder.
 
     Construction checks that every file is present, that the safetensors files are complete and
-    agree with ``meta.json`` and ``scores.jsonl`` on the number of items and the shapes; it reads no
-    activation data. Each read checks its values are finite and names the file and tensor if not.
+    agree with ``meta.json`` on the shapes, that the files match the sha256 recorded in
+    ``meta.json`` (``check``: ``fast`` or ``full``, default ``$ACTSPACE_STORE_CHECK`` else
+    ``fast``; see :mod:`actspace.core.checksums`) and that every score row is well formed; it
+    reads no activation data beyond the fast check's sample. Each read checks its values are
+    finite and names the file and tensor if not.
+
+    A store whose ``meta.json`` has no ``checksums`` (written before they were recorded) opens
+    with every other check and ``integrity`` saying it was not checksummed: its results stay
+    usable, and re-extracting it adds the checksums.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, check: str | None = None) -> None:
         self.path = Path(path)
+        mode = check_mode(check)
         if not self.path.is_dir():
             raise ValueError(f"{self.path}: activation store folder not found")
         for name in STORE_FILES:
@@ -212,6 +310,8 @@ class ActivationStore:
             self.meta: dict[str, Any] = read_json(self.path / "meta.json")
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ValueError(f"{self.path / 'meta.json'}: not valid JSON") from None
+        if not isinstance(self.meta, dict):
+            raise ValueError(f"{self.path / 'meta.json'}: not a JSON object")
         try:
             self.n_items = int(self.meta["n_items"])
             self.n_layers = int(self.meta["n_layers"])
@@ -235,12 +335,22 @@ class ActivationStore:
         self._check_shape(
             self._choice_file, choice, "choice_end", [self.n_items, self.max_choices, depth, d]
         )
-        self._scores = read_jsonl(self.path / "scores.jsonl")
-        if len(self._scores) != self.n_items:
-            raise ValueError(
-                f"{self.path / 'scores.jsonl'}: {len(self._scores)} rows, "
-                f"but meta.json says n_items={self.n_items}"
-            )
+        self.integrity = self._verify_checksums(mode)
+        n_choices = self.choice_mask().sum(axis=1).tolist()
+        self._scores = read_scores(self.path / "scores.jsonl", n_choices)
+
+    def _verify_checksums(self, mode: str) -> str:
+        """Check every file against ``meta.json``'s ``checksums``; returns what was checked."""
+        records = self.meta.get("checksums")
+        if records is None:
+            return "unchecked: meta.json has no checksums (written before they were recorded)"
+        if not isinstance(records, dict):
+            raise StoreCorruption(f"{self.path / 'meta.json'}: 'checksums' must be an object")
+        for name in CHECKED_FILES:
+            if name not in records:
+                raise StoreCorruption(f"{self.path / 'meta.json'}: no checksum for {name}")
+            verify_file(self.path / name, records[name], full=mode == "full")
+        return mode
 
     @staticmethod
     def _check_shape(file: Path, header: dict[str, Any], name: str, shape: list[int]) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from actspace import plan
+from actspace.gate.decision import NO_VALUE, no_value
 
 _PIVOTS = (
     "**Scale.** Repeat the pre-mortems on larger models of the same families (e.g. pythia-410m, "
@@ -28,35 +29,51 @@ def _verdict(info: Mapping[str, Any]) -> str:
     return f"{info['verdict']} (forced; measured {info.get('measured_verdict') or 'nothing'})"
 
 
+def _fmt(value: Any) -> str:
+    """Three decimals; ``n/a`` for a missing value (a pre-mortem that measured nothing)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _ci(info: Mapping[str, Any]) -> tuple[Any, Any]:
+    ci = info.get("ci") or [None, None]
+    return ci[0], ci[1]
+
+
 def _line(pm: plan.PreMortem, info: Mapping[str, Any]) -> str:
-    low, high = info["ci"]
+    low, high = _ci(info)
     return (
-        f"| {pm.title} | {info['metric']} | {info['value']:.3f} "
-        f"| [{low:.3f}, {high:.3f}] | {info['threshold']:.3f} | {_verdict(info)} |"
+        f"| {pm.title} | {info.get('metric') or 'n/a'} | {_fmt(info.get('value'))} "
+        f"| [{_fmt(low)}, {_fmt(high)}] | {_fmt(info.get('threshold'))} | {_verdict(info)} |"
     )
 
 
 def _interpretation(pm: plan.PreMortem, info: Mapping[str, Any]) -> str:
     """What the measurement says; a forced verdict is named as such, never read as a measurement."""
-    low, high = info["ci"]
-    threshold = info["threshold"]
+    low, high = _ci(info)
+    threshold = _fmt(info.get("threshold"))
     measured = info.get("measured_verdict", info["verdict"])
+    reason = str(info.get("reason") or NO_VALUE).rstrip(".")
     if info.get("forced"):
+        said = f"{measured}, with no value: {reason}" if no_value(info) else measured
+        return f"- **{pm.label}**: verdict {info['verdict']} (forced; the measurement said {said})."
+    if no_value(info):
         return (
-            f"- **{pm.label}**: verdict {info['verdict']} (forced; the measurement said "
-            f"{measured})."
+            f"- **{pm.label}**: INCONCLUSIVE with no value: nothing was measured ({reason}). "
+            f"There is no interval to set against the threshold {threshold}; the plan counts "
+            "this as FAIL, and more items, or models that answer more of them right, would let "
+            "it measure."
         )
     if measured == "INCONCLUSIVE":
         return (
-            f"- **{pm.label}**: the 95% CI [{low:.3f}, {high:.3f}] straddles the threshold "
-            f"{threshold:.3f}. The data can neither confirm nor rule out the effect at this sample "
+            f"- **{pm.label}**: the 95% CI [{_fmt(low)}, {_fmt(high)}] straddles the threshold "
+            f"{threshold}. The data can neither confirm nor rule out the effect at this sample "
             f"size (n = {info.get('n')}); the plan counts this as FAIL, and more items would "
             "narrow the interval."
         )
     if measured == "FAIL":
         return (
-            f"- **{pm.label}**: the whole 95% CI [{low:.3f}, {high:.3f}] lies below the "
-            f"threshold {threshold:.3f}: {pm.fail_meaning}."
+            f"- **{pm.label}**: the whole 95% CI [{_fmt(low)}, {_fmt(high)}] lies below the "
+            f"threshold {threshold}: {pm.fail_meaning}."
         )
     return f"- **{pm.label}**: verdict {info['verdict']}."
 
@@ -82,7 +99,12 @@ def negative_results_markdown(decision: Mapping[str, Any]) -> str:
         "None of the pre-mortem experiments cleared its threshold, so the gate scheduled none "
         f"of the lines of work they open ({lines_of_work}) and the plan stops here. The numbers "
         "below are the measurements; a verdict is PASS when the 95% confidence interval lies "
-        "above the threshold, FAIL when it lies below and INCONCLUSIVE when it straddles it.",
+        "above the threshold, FAIL when it lies below and INCONCLUSIVE when it straddles it"
+        + (
+            " or when nothing could be measured (n/a; the reason is given below)."
+            if any(no_value(premortems[pm]) for pm in plan.PREMORTEM_NAMES)
+            else "."
+        ),
         "",
         "## Pre-mortems against their thresholds",
         "",

@@ -6,10 +6,16 @@ the residual stream at every layer in the same calls. It runs in resumable shard
 (:mod:`actspace.lm.shards`: a killed run started again resumes at the first unfinished shard and
 gives the same store), halves the batch on out-of-memory errors (:mod:`actspace.lm.memory`) and
 writes the store described in :mod:`actspace.core.store`.
+
+Before any forward pass it refuses items with a single choice (:func:`check_choices`) and counts
+the items longer than the model's window: ``truncation="truncate"`` cuts their contexts from the
+left with a warning, ``"refuse"`` raises :class:`TruncationRefused` (the ``extract.truncation``
+key); ``meta.json`` records the count (``n_truncated``) and the mode.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -40,6 +46,11 @@ from actspace.lm.shards import (
 )
 from actspace.lm.tasks import Item
 
+log = logging.getLogger(__name__)
+
+#: What ``extract.truncation`` allows for items longer than the model's window.
+TRUNCATION_MODES = ("truncate", "refuse")
+
 STORAGE_DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -56,6 +67,51 @@ def resolve_storage_dtype(storage_dtype: str, device: torch.device) -> torch.dty
             f"storage dtype {storage_dtype!r} unknown; allowed: auto, {', '.join(STORAGE_DTYPES)}"
         )
     return STORAGE_DTYPES[storage_dtype]
+
+
+class TruncationRefused(ValueError):
+    """Items do not fit the model's window and ``extract.truncation`` is ``refuse``."""
+
+
+def _task_label(task_name: str) -> str:
+    return f"task {task_name!r}" if task_name else "the task"
+
+
+def check_choices(items: Sequence[Item], task_name: str = "") -> None:
+    """Refuse items with fewer than two choices: scoring them cannot be wrong, so they would
+    count as correct whatever the model does (and a correctness probe has nothing to learn)."""
+    single = [item for item in items if len(item.choices) < 2]
+    if single:
+        raise ValueError(
+            f"{_task_label(task_name)}: {len(single)} of {len(items)} items have fewer than 2 "
+            f"choices (first: item {single[0].id!r}, {len(single[0].choices)}); multiple-choice "
+            "scoring needs at least 2 choices per item"
+        )
+
+
+def check_truncation(
+    n_truncated: int, n_items: int, window: int, truncation: str, task_name: str = ""
+) -> None:
+    """Refuse (``refuse``) or warn about (``truncate``) items longer than the model's window."""
+    if truncation not in TRUNCATION_MODES:
+        raise ValueError(
+            f"truncation {truncation!r} unknown; allowed: {', '.join(TRUNCATION_MODES)}"
+        )
+    if not n_truncated:
+        return
+    what = (
+        f"{_task_label(task_name)}: {n_truncated} of {n_items} items are longer than the "
+        f"model's window of {window} tokens (context + longest choice)"
+    )
+    if truncation == "refuse":
+        raise TruncationRefused(
+            f"{what}; extract.truncation is refuse (set it to truncate to cut their contexts "
+            "from the left)"
+        )
+    log.warning(
+        "%s: their contexts were cut from the left (extract.truncation: refuse stops instead)",
+        what,
+    )
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -86,6 +142,7 @@ def extract_store(
     batch_size: int,
     storage_dtype: str,
     shard_size: int,
+    truncation: str = "truncate",
     add_bos: bool | None = None,
     model_name: str = "",
     task_name: str = "",
@@ -102,8 +159,10 @@ def extract_store(
     model's position limit. ``on_shard_done(shard)`` is called after each shard is written (tests
     use it to simulate a crash). ``progress`` switches the terminal bar; ``progress_file`` (a
     :class:`~actspace.core.progress.Progress`) counts items per batch, for ``scripts/status.py``.
-    ``poolings``, ``batch_size``, ``storage_dtype`` and ``shard_size`` are the ``extract:``
-    section's keys (the schema holds their defaults).
+    ``poolings``, ``batch_size``, ``storage_dtype``, ``shard_size`` and ``truncation`` are the
+    ``extract:`` section's keys (the schema holds their defaults). Items with a single choice,
+    and (``truncation="refuse"``) items longer than the window, are refused before any forward
+    pass and before the store folder is touched.
     """
     wall_start = time.perf_counter()
     poolings = list(poolings)
@@ -115,9 +174,12 @@ def extract_store(
         raise ValueError(f"poolings must be distinct values from {POOLINGS}, got {poolings}")
     if batch_size < 1 or shard_size < 1:
         raise ValueError("batch_size and shard_size must be at least 1")
+    if truncation not in TRUNCATION_MODES:
+        raise ValueError(f"truncation {truncation!r} unknown; allowed: truncate, refuse")
     items = list(items)
     if not items:
         raise ValueError("no items to extract")
+    check_choices(items, task_name)
     out_dir = Path(out_dir)
     device = next(model.parameters()).device
     out_dtype = resolve_storage_dtype(storage_dtype, device)
@@ -132,6 +194,7 @@ def extract_store(
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
 
     encoded, n_truncated = encode_items(tokenizer, items, add_bos=add_bos, max_length=max_length)
+    check_truncation(n_truncated, len(items), max_length, truncation, task_name)
     max_choices = max(len(item.choices) for item in items)
     n_shards = math.ceil(len(items) / shard_size)
     settings = {
@@ -242,6 +305,7 @@ def extract_store(
             "mean_skips_bos": add_bos,
             "max_length": max_length,
             "n_truncated": n_truncated,
+            "truncation": truncation,
             "pad_token_id": pad_id,
         },
         timing={

@@ -16,6 +16,8 @@ import torch
 import transformers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from actspace.core.store import read_header
+
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -133,8 +135,10 @@ def load_model(
         raise ModelLoadError(_load_message(os.fspath(source), exc, local=folder.is_dir())) from exc
     except Exception as exc:
         # huggingface_hub's own errors (HfHubHTTPError, HFValidationError, ...) derive from these
-        # or from httpx errors, depending on the version; report them as one line as well.
-        if type(exc).__module__.split(".")[0] not in ("huggingface_hub", "httpx", "requests"):
+        # or from httpx errors, depending on the version; report them as one line as well, and
+        # safetensors' error on a truncated weights file in the hub cache.
+        packages = ("huggingface_hub", "httpx", "requests", "safetensors")
+        if type(exc).__module__.split(".")[0] not in packages:
             raise
         raise ModelLoadError(_load_message(os.fspath(source), exc, local=False)) from exc
     model.to(torch_device)
@@ -167,6 +171,11 @@ def _check_folder(folder: Path) -> None:
             f"could not load model from folder '{folder}': it has config.json but no weights "
             f"(expected one of {', '.join(_WEIGHT_FILES)})."
         )
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            read_header(weights)  # a truncated file is named here, not by safetensors' own error
+        except ValueError as error:
+            raise ModelLoadError(f"could not load model from folder '{folder}': {error}") from None
 
 
 def _load_message(source: str, exc: BaseException, *, local: bool) -> str:

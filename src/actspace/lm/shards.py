@@ -5,7 +5,8 @@ each shard is three files (tensors, statistics, score rows; the rows are written
 ``manifest.json`` holds the fingerprint of everything their content depends on (items, encoding,
 settings, a sample of the weights). A re-run with the same fingerprint keeps the complete shards;
 any other fingerprint discards them. When every shard is done, :func:`join_shards` writes the
-store's files, ``meta.json`` last, and removes the shards. ``progress.json`` beside them tells how
+store's files, ``meta.json`` last (with the size and sha256 of the others, which opening the
+store checks), and removes the shards. ``progress.json`` beside them tells how
 far a run is.
 """
 
@@ -22,8 +23,9 @@ from typing import Any
 
 import torch
 
+from actspace.core.checksums import file_checksum
 from actspace.core.io import atomic_path, atomic_write_json, provenance, read_json, read_jsonl
-from actspace.core.store import STORE_FILES, concat_safetensors, read_header
+from actspace.core.store import CHECKED_FILES, STORE_FILES, concat_safetensors, read_header
 from actspace.lm.forward import EncodedItem
 from actspace.lm.memory import peak_memory_mb
 from actspace.lm.tasks import Item
@@ -154,7 +156,8 @@ def join_shards(
     extra: dict[str, Any],
     timing: dict[str, Any],
 ) -> dict[str, Any]:
-    """Join the shards into the store's files, write meta.json last, remove the shards."""
+    """Join the shards into the store's files, write meta.json last (with every other file's
+    size and sha256), remove the shards."""
     paths = [shard_paths(shards_dir, s) for s in range(n_shards)]
     tensor_parts = [p[0] for p in paths]
     concat_safetensors(out_dir / "pooled.safetensors", tensor_parts, poolings)
@@ -179,6 +182,7 @@ def join_shards(
             "processed": total["processed_tokens"],
         },
         "files": list(STORE_FILES),
+        "checksums": {name: file_checksum(out_dir / name) for name in CHECKED_FILES},
         "timings": {
             **timing,
             "compute_s": compute_s,

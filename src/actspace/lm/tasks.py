@@ -394,7 +394,9 @@ def hub_records(hub_id: str, config: str | None, split: str) -> list[_Record]:
 # ----------------------------------------------------------------------------- the loader
 
 
-def _check_spec(spec: dict[str, Any]) -> dict[str, Any]:
+def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A task specification checked and completed, without reading any data; ValueError
+    ``task spec: <key> ...`` otherwise (``actspace.config.resolve_config`` runs it too)."""
     if not isinstance(spec, dict):
         raise ValueError(f"task spec must be a mapping, not {type(spec).__name__}")
     unknown = sorted(set(spec) - set(SPEC_KEYS))
@@ -489,7 +491,7 @@ def load_task(spec: dict[str, Any], *, seed: int = 0) -> list[Item]:
     the first ones), ``builtin`` (the built-in task's name, recorded in metadata).
     Raises ValueError with one message naming the file, the line and what is wrong.
     """
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     kind = spec["type"]
     items: list[Item]
     if kind in ("jsonl", "builtin"):

@@ -260,6 +260,7 @@ def pm3_from_patching(
         "ci_level": level,
         "threshold": float(threshold),
         "verdict": result_verdict,
+        **({"reason": note} if note else {}),  # why there is no value (INCONCLUSIVE)
         "n": len(heldout_idx),
         "position": run.position,
         "chosen_layer": chosen,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from actspace.core.checks import PAIRS_FILE, check_file, check_pooling
 from actspace.core.schema import ConfigError, check_layers, check_name
 
 
@@ -40,3 +41,7 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
         check_layers("premortems.pm2.layer", pm2["model"], [pm2["layer"]], depths)
     if pm3["layers"]:
         check_layers("premortems.pm3.layers", pm3["model"], pm3["layers"], depths)
+    for key, section in (("pm1", pm1), ("pm2", pm2)):
+        check_pooling(f"premortems.{key}.pooling", section["pooling"], config)
+    if pm3["pairs"] is not None:
+        check_file("premortems.pm3.pairs", pm3["pairs"], PAIRS_FILE)

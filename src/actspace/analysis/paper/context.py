@@ -148,6 +148,7 @@ def abstract_slots(statistics: Mapping[str, Any], config: Mapping[str, Any]) -> 
         "PM_THRESHOLD": pm_row["threshold"] if pm_row else MISSING,
         "PM_VERDICT": pm_row["measured_verdict"] if pm_row else MISSING,
         "PM_EFFECTIVE": pm_row["verdict"] if pm_row else MISSING,
+        "PM_REASON": (pm_row["reason"] or MISSING) if pm_row else MISSING,
     }
 
 
@@ -172,6 +173,7 @@ def abstract_context(statistics: Mapping[str, Any], config: Mapping[str, Any]) -
         "has_premortem": pm_row is not None,
         "pm_forced": bool(pm_row and pm_row["forced"]),
         "pm_inconclusive": bool(pm_row and pm_row["inconclusive"]),
+        "pm_has_value": bool(pm_row is None or pm_row["has_value"]),
         "n_comparisons": len(comparisons),
         "n_failed": sum(1 for c in comparisons if c.get("success") is False),
         "n_open": sum(1 for c in comparisons if c.get("success") is None),

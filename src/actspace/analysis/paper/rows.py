@@ -19,6 +19,7 @@ from actspace.analysis.paper.formatting import (
     p_expression,
 )
 from actspace.analysis.paper.strongest import experiment_branch
+from actspace.gate.decision import NO_VALUE, no_value
 
 
 def _plan_order(key: str) -> tuple[int, str]:
@@ -68,6 +69,9 @@ def premortem_rows(
                 "forced": forced,
                 "inconclusive": "INCONCLUSIVE" in (verdict, measured),
                 "n": format_number(pm.get("n")),
+                # A pre-mortem that measured nothing (INCONCLUSIVE with no value) and why.
+                "has_value": not no_value(pm),
+                "reason": str(pm.get("reason") or NO_VALUE).rstrip(".") if no_value(pm) else "",
             }
         )
     return rows

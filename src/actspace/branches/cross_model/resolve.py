@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from actspace.core.checks import check_pooling, check_section_layers
 from actspace.core.schema import ConfigError, check_name
 
 
 def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
     """Fill null model/task choices of cross_model_extended and activation_transfer; refuse
-    undefined names and impossible splits."""
+    undefined names, impossible splits, poolings not extracted and layers beyond a model."""
     models, tasks = list(config["models"]), list(config["tasks"])
     xm = config["experiments"]["cross_model_extended"]
     xm["models"] = list(xm["models"] or models)
@@ -34,3 +35,19 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
             "experiments.activation_transfer.val_fraction: test_fraction + val_fraction must be "
             f"below 1 (got {xt['test_fraction']} + {xt['val_fraction']})"
         )
+    check_pooling("experiments.cross_model_extended.pooling", xm["pooling"], config)
+    if "last" not in config["extract"]["poolings"]:
+        raise ConfigError(
+            "extract.poolings: experiments.activation_transfer reads the stores' 'last' pooling "
+            "(it injects at the last context token); add last to extract.poolings"
+        )
+    check_section_layers(
+        "experiments.activation_transfer.source_layer", [xt["source"]], xt["source_layer"], depths
+    )
+    check_section_layers(
+        "experiments.activation_transfer.target_layer",
+        [xt["target"]],
+        xt["target_layer"],
+        depths,
+        lowest=1,
+    )

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from actspace.core.checks import check_pooling, check_section_layers
 from actspace.core.schema import check_name
 from actspace.plan import branch_experiments
 
 
 def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
-    """Each 2B experiment reads the stores of its models x tasks (null: every configured one)."""
+    """Each 2B experiment reads the stores of its models x tasks (null: every configured one);
+    its pooling must be extracted, and its layers within every one of its models."""
     for name in branch_experiments("2B"):
         section = config["experiments"][name]
         section["models"] = list(section.get("models") or config["models"])
@@ -21,6 +23,12 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
         ):
             for index, value in enumerate(section[key]):
                 check_name(value, defined, f"experiments.{name}.{key}[{index}]", kind)
+        check_pooling(f"experiments.{name}.pooling", section["pooling"], config)
+        for key in ("layer", "layers"):
+            if key in section:
+                check_section_layers(
+                    f"experiments.{name}.{key}", section["models"], section[key], depths
+                )
 
 
 def store_pairs(section: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from actspace.core.checks import PAIRS_FILE, WORLD_FILES, check_file
 from actspace.core.schema import check_layers, check_name
 from actspace.plan import RESULTS
 
-#: Where the synthetic world's files are (written by the prepare phase).
-WORLD = f"{RESULTS}/world"
+#: What the files behavior_edit reads are, in words.
+ATTRIBUTES_FILE = "a JSONL file of contrast texts {id, attribute, polarity, text, pair}"
+PROMPTS_FILE = "a JSONL file of neutral prompts {id, prompt}"
 
 
 def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
-    """Fill 2C's null choices from PM3 and the world; refuse undefined names and deep layers.
+    """Fill 2C's null choices from PM3 and the world; refuse undefined names, deep layers and
+    files named here that do not exist.
 
     patching_layers patches PM3's model on PM3's prompt pairs unless told otherwise; behavior_edit
     steers PM3's model, reads the world's contrast sets and neutral prompts, and measures its
@@ -22,13 +25,21 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
     pm3 = config["premortems"]["pm3"]
     experiments = config["experiments"]
     pl, be = experiments["patching_layers"], experiments["behavior_edit"]
+    for section, key, what in (
+        (pl, "pairs", PAIRS_FILE),
+        (be, "attribute_sets", ATTRIBUTES_FILE),
+        (be, "prompts", PROMPTS_FILE),
+    ):
+        if section[key] is not None:
+            name = "patching_layers" if section is pl else "behavior_edit"
+            check_file(f"experiments.{name}.{key}", section[key], what)
     pl["model"] = pl["model"] or pm3["model"]
     pl["n_pairs"] = pl["n_pairs"] or pm3["n_pairs"]
-    pl["pairs"] = pl["pairs"] or pm3["pairs"] or f"{WORLD}/prompt_pairs.jsonl"
+    pl["pairs"] = pl["pairs"] or pm3["pairs"] or WORLD_FILES["pairs"]
     be["model"] = be["model"] or pm3["model"]
     be["side_task"] = be["side_task"] or next(iter(config["tasks"]))
-    be["attribute_sets"] = be["attribute_sets"] or f"{WORLD}/attributes.jsonl"
-    be["prompts"] = be["prompts"] or f"{WORLD}/neutral_prompts.jsonl"
+    be["attribute_sets"] = be["attribute_sets"] or WORLD_FILES["attribute_sets"]
+    be["prompts"] = be["prompts"] or WORLD_FILES["prompts"]
     check_name(be["model"], config["models"], "experiments.behavior_edit.model", "model")
     check_name(pl["model"], config["models"], "experiments.patching_layers.model", "model")
     check_name(be["side_task"], config["tasks"], "experiments.behavior_edit.side_task", "task")
