@@ -102,7 +102,7 @@ def decision_json() -> dict:
 
 
 class FakeStore:
-    """An in-memory activation store (as in test_cross_model_extended): ``acts`` is [items, layers+1, d]."""
+    """An in-memory activation store: ``acts`` is [items, layers+1, d]."""
 
     def __init__(self, acts: np.ndarray) -> None:
         self.acts = np.asarray(acts, dtype=np.float32)
