@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         results = run_pm2(store, **keyword_arguments(run_pm2, params))
     config = {"premortem": "pm2", "store": args.store, **params}
     write_experiment(args.output_dir, results, config, summary_markdown(results))
+    if results["value"] is None:
+        print(f"pm2: no value ({results['reason']}) -> {results['verdict']}")
+        return
     print(
         f"pm2 {results['metric']} = {results['value']:.3f} "
         f"[{results['ci'][0]:.3f}, {results['ci'][1]:.3f}] at layer {results['layer']} "

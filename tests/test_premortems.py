@@ -194,9 +194,24 @@ def test_pm2_input_checks() -> None:
         run_pm2(store, **{**PM2, "layer": 9})
     with pytest.raises(ValueError, match="below 1"):
         run_pm2(store, **{**PM2, "test_fraction": 0.6, "val_fraction": 0.5})
-    one_sided = FakeStore(store._layers, correct=np.ones(300, bool), logliks=store.logliks())
-    with pytest.raises(ValueError, match="0 incorrect"):
-        run_pm2(one_sided, **{**PM2, "layer": 1})
+
+
+def test_pm2_with_one_sided_answers_has_no_value_and_says_why() -> None:
+    """A model right on (nearly) every item leaves nothing to predict: INCONCLUSIVE, no value,
+    and the reason, which the gate, the abort report and the summary carry on."""
+    store = _probe_store(planted=True)
+    correct = np.ones(300, bool)
+    correct[:5] = False  # five wrong answers: one short of the six the probe needs
+    one_sided = FakeStore(store._layers, correct=correct, logliks=store.logliks())
+    results = run_pm2(one_sided, **{**PM2, "layer": 1})
+    assert results["value"] is None and results["ci"] == [None, None]
+    assert results["verdict"] == "INCONCLUSIVE" and results["n"] == 0
+    assert results["reason"] == (
+        "PM2 needs at least 6 correct and 6 incorrect answers, got 295 correct and 5 incorrect "
+        "of 300"
+    )
+    json.dumps(results)
+    assert "No value: PM2 needs at least 6 correct" in pm2_summary(results)
 
 
 # ---- the command-line scripts, on real store folders written in the contract's format ----

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +17,7 @@ from sklearn.model_selection import train_test_split
 
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci
 from actspace.core.results import now
+from actspace.core.splits import OneSidedAnswers, Split, correctness_split
 from actspace.core.store import StoreLike
 from actspace.methods.probes import (
     LinearProbe,
@@ -27,7 +27,7 @@ from actspace.methods.probes import (
     confidence_baseline,
     majority_baseline,
 )
-from actspace.premortems.common import check_fraction, headline, subsample
+from actspace.premortems.common import check_fraction, headline
 from actspace.premortems.report import fmt, fmt_ci, header, verdict_sentence
 
 #: ``layer`` value that chooses the layer on a validation part of the training items.
@@ -37,17 +37,6 @@ DESCRIPTION = (
     "(C by inner stratified CV, balanced class weights) predicting answer correctness; "
     "bootstrap CI over held-out items"
 )
-
-
-@dataclass(frozen=True)
-class Labelled:
-    """The items of a run (positions in the store), whether the model was right on each, and the
-    stratified train/test split (positions in ``items``)."""
-
-    items: np.ndarray
-    y: np.ndarray
-    train: np.ndarray
-    test: np.ndarray
 
 
 def _check(layer: int | str, n_layers: int, test_fraction: float, val_fraction: float) -> None:
@@ -61,28 +50,9 @@ def _check(layer: int | str, n_layers: int, test_fraction: float, val_fraction: 
         raise ValueError(f"layer must be 0..{n_layers} (0 = embeddings) or {AUTO!r}, got {layer!r}")
 
 
-def _labelled(store: StoreLike, n_samples: int | None, test_fraction: float, seed: int) -> Labelled:
-    """Subsample the items (seeded), read correctness, split stratified by it."""
-    rng = np.random.default_rng(seed)
-    correct_all = np.asarray(store.correct()).astype(bool)
-    items = subsample(correct_all.size, n_samples, rng)
-    y = correct_all[items]
-    n_correct = int(y.sum())
-    n_wrong = int(y.size - n_correct)
-    if min(n_correct, n_wrong) < 6:
-        raise ValueError(
-            f"PM2 needs at least 6 correct and 6 incorrect answers, got {n_correct} correct and "
-            f"{n_wrong} incorrect of {y.size}"
-        )
-    train, test = train_test_split(
-        np.arange(y.size), test_size=test_fraction, stratify=y, random_state=seed
-    )
-    return Labelled(items=items, y=y, train=np.sort(train), test=np.sort(test))
-
-
 def _validate_layers(
     features: Callable[[int], np.ndarray],
-    data: Labelled,
+    data: Split,
     n_layers: int,
     val_size: float,
     new_probe: Callable[[], LinearProbe],
@@ -118,7 +88,7 @@ def _best_layer(validation: Sequence[Mapping[str, Any]]) -> int:
 
 
 def _test_probe(
-    probe: LinearProbe, X: np.ndarray, data: Labelled, boot: Mapping[str, Any]
+    probe: LinearProbe, X: np.ndarray, data: Split, boot: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The probe on the held-out items: predictions, balanced accuracy and AUROC with intervals."""
     y_test = data.y[data.test]
@@ -135,7 +105,7 @@ def _test_probe(
 
 
 def _confidence(
-    store: StoreLike, data: Labelled, pred: np.ndarray, boot: Mapping[str, Any]
+    store: StoreLike, data: Split, pred: np.ndarray, boot: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The output-confidence baseline on the same split, and the probe's paired difference."""
     logliks = store.logliks()
@@ -149,7 +119,7 @@ def _confidence(
 
 
 def _details(
-    data: Labelled, tested: Mapping[str, Any], confidence: Mapping[str, Any]
+    data: Split, tested: Mapping[str, Any], confidence: Mapping[str, Any]
 ) -> dict[str, Any]:
     """What a PM2 record holds about the classes and the baselines."""
     y, y_test = data.y, data.y[data.test]
@@ -210,7 +180,12 @@ def run_pm2(
     started, date = time.perf_counter(), now()
     n_layers = int(store.n_layers)
     _check(layer, n_layers, test_fraction, val_fraction)
-    data = _labelled(store, n_samples, test_fraction, seed)
+    try:
+        data = correctness_split(
+            store.correct(), n_samples=n_samples, test_fraction=test_fraction, seed=seed
+        )
+    except OneSidedAnswers as error:
+        return _no_value(store, f"PM2 {error}", pooling, threshold, ci_level, seed, started, date)
     boot = {"n_resamples": n_bootstrap, "level": ci_level, "seed": seed}
 
     def features(k: int) -> np.ndarray:
@@ -265,9 +240,46 @@ def run_pm2(
     }
 
 
+def _no_value(
+    store: StoreLike,
+    reason: str,
+    pooling: str,
+    threshold: float,
+    ci_level: float,
+    seed: int,
+    started: float,
+    date: str,
+) -> dict[str, Any]:
+    """PM2's record when the probe cannot be fitted (too few right or wrong answers): no value,
+    INCONCLUSIVE, and the reason, so that the gate, the abort report and the summary say why."""
+    meta = getattr(store, "meta", {}) or {}
+    record = headline(
+        "pm2",
+        value=float("nan"),
+        ci=(float("nan"), float("nan")),
+        ci_level=ci_level,
+        threshold=threshold,
+        n=0,
+        started=started,
+        date=date,
+        description=DESCRIPTION,
+    )
+    record.update(value=None, ci=[None, None], verdict="INCONCLUSIVE")
+    return {
+        **record,
+        "reason": reason,
+        "model": meta.get("model"),
+        "task": meta.get("task"),
+        "pooling": pooling,
+        "seed": seed,
+    }
+
+
 def summary_markdown(results: Mapping[str, Any]) -> str:
     """The person-readable summary of a PM2 results dictionary."""
     lines = header(results)
+    if results["value"] is None:
+        return "\n".join([*lines, f"No value: {results['reason']}.", ""])
     balance = results["class_balance"]
     base = results["baselines"]
     diff = results["probe_minus_confidence"]
