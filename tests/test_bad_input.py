@@ -1,5 +1,47 @@
 """Bad input, end to end: each broken input is refused by the step that reads it, with one line
-naming the file (or key) and what is wrong, and nothing already computed is lost."""
+naming the file (or key) and what is wrong, and nothing already computed is lost.
+
+This is the index of the bad-input suite. Every case found by trying the workflow as a new user
+would, and where its regression test lives (each file's docstring lists its own cases in full):
+
+Configuration files and types (tests/test_config_files.py)
+  - ``--configfile my.yaml`` runs that study alone (no built-in organisms or facts merged in);
+    ``--config`` still merges on top; results/analysis/config.json is the study that ran
+  - an integer key given 1000.0 (``premortems.pm2.n_samples``), ``seeds: [42.0, 43.0]``, booleans
+    as integers: refused, naming the key ("an integer; write 1000, not 1000.0")
+  - a key given twice in a YAML file (a model defined twice): file, key and both lines
+  - YAML syntax errors in config/config.yaml: file, line and column (a file given with
+    ``--configfile`` is parsed by Snakemake itself, which names neither)
+  - two models with the same spec; minItems / uniqueItems in words ("at least 2 distinct
+    models"); ``subjects: "*"`` one line, not a YAML traceback
+Cross-references before any job (tests/test_config_checks.py)
+  - poolings used vs extracted (``extract.poolings: [last]`` with PM2 ``pooling: mean``)
+  - layers beyond a model's depth for every section that takes layers (2A, 2B, 2C, PM2, PM3),
+    hub models included when their config is in the local cache
+  - a local model path, task file, dev file, pairs, attribute or prompt file that is missing or
+    of the wrong kind (no 27-line MissingInputException)
+  - task-type-specific keys: a hub-type task with ``path`` but no ``source: local``,
+    ``num_fewshot`` on a jsonl task, ``subjects`` on a non-MMLU task, one choice per item
+  - ``tracking.wandb`` set without wandb installed
+Nothing already computed is lost (tests/test_nothing_lost.py, slow)
+  - each case above that a check catches, run with ``snakemake --cores 2`` on a finished study:
+    refused before any job, and the sha256 of every results file unchanged
+  - an invalid results/gate/verdicts.json, or an unknown verdict in it: one line
+Activation stores (tests/test_store_integrity.py, and below)
+  - bytes flipped in the data region of an activation file: the sha256 in meta.json differs
+  - score rows: label out of range, ``correct`` not a boolean, the wrong number of
+    log-likelihoods, a row ``{}``, invalid UTF-8: one line naming the file and the line
+  - a truncated model.safetensors or activation file: one line naming the file
+  - contexts longer than the model's window: counted in meta.json and the summary line;
+    ``extract.truncation: refuse`` stops instead
+  - a task with one choice per item
+A pre-mortem with no value (tests/test_gate.py, tests/test_summary.py, tests/test_premortems.py)
+  - PM3 with no usable pair, PM2 with too few right or wrong answers: INCONCLUSIVE with the
+    reason; the abort report, the decision, the summary and the paper are written (the organisms
+    at 150 training steps, slow)
+Below: truncated, corrupted and NaN activation files, malformed task lines, out-of-range labels,
+empty tasks, weightless model folders and oversized layers at the step that reads them.
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Nothing a user writes loses a result (slow): on a finished default study, every bad change
 that a check before any job can catch is refused, and no file under results/ changes.
 
-The default study runs once (module fixture). Each case runs ``snakemake --cores 2`` (a real run,
-not a dry run) in its own copy of the finished study (mtimes and Snakemake's metadata kept), with
-the study's configuration changed as the case says and given as ``--configfile``, and asserts
-that the run was refused (non-zero exit, no job started, a message naming the key) and that the
-sha256 of every file under results/ (except logs/) is what it was.
+The default study runs once per session (conftest's ``default_study``). Each case runs ``snakemake
+--cores 2`` (a real run, not a dry run) in its own copy of the finished study (mtimes and
+Snakemake's metadata kept), with the study's configuration changed as the case says and given as
+``--configfile``, and asserts that the run was refused (non-zero exit, no job started, a message
+naming the key) and that the sha256 of every file under results/ (except logs/) is what it was.
 
 Cases (the change -> what the refusal names):
 
@@ -39,7 +39,6 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers.workflow import copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -103,10 +102,13 @@ def _run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def finished_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """The default study, run once with ``snakemake --cores 2``, and its results' checksums."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("finished"))
-    snakemake(workdir, "--cores", "2")
+def finished_study(
+    default_study: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, str]]:
+    """A copy of the finished default study (conftest's, run once per session) and its results'
+    checksums."""
+    workdir = tmp_path_factory.mktemp("finished") / "study"
+    shutil.copytree(default_study, workdir, symlinks=True)
     return workdir, _hashes(workdir)
 
 
