@@ -104,6 +104,6 @@ def test_workflow_passes_pm3_the_revision_extraction_used(tmp_path):
     )
     output = result.stdout + result.stderr
     (pm3,) = _params_of(output, "pm3_patching")
-    assert pm3["model_ref"] == REFERENCE
+    assert pm3["model_ref"] == {**REFERENCE, "source": "hub"}
     extracted = [p["model_ref"] for p in _params_of(output, "extract")]
-    assert REFERENCE in extracted
+    assert {**REFERENCE, "source": "hub"} in extracted

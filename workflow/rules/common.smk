@@ -68,7 +68,13 @@ def model_reference(name):
     Every rule that loads a model passes this (as ``model_ref`` in ``--params``), so that every
     step loads exactly the weights the extraction used.
     """
-    return {"name": name, "path": model_ref(name), "revision": MODELS[name].get("revision")}
+    spec = MODELS[name]
+    return {
+        "name": name,
+        "source": spec["source"],
+        "path": model_ref(name),
+        "revision": spec.get("revision"),
+    }
 
 
 def step_params(section, **extra):
