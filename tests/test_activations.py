@@ -18,7 +18,7 @@ from actspace.core.io import write_jsonl
 from actspace.core.schema import validate_schema
 from actspace.core.store import ActivationStore
 from actspace.lm.extraction import extract_store, resolve_storage_dtype
-from actspace.lm.forward import BatchResult, encode_items, score_batch
+from actspace.lm.forward import BatchResult, cache_argument, encode_items, score_batch
 from actspace.lm.memory import ExtractionOutOfMemory, is_out_of_memory
 from actspace.lm.models import last_hidden_state_is_normed, load_model, residual_blocks
 from actspace.lm.scoring import needs_bos, score_reference
@@ -28,6 +28,9 @@ LONG = (
     "The quick brown fox jumps over the lazy dog. A man is sitting on a roof. He starts pulling "
     "up roofing on a roof. The cat sat on the mat and looked at the bird outside the window."
 )
+
+#: The extraction must not use deprecated transformers arguments (issue 15).
+pytestmark = pytest.mark.filterwarnings("error::FutureWarning")
 
 ITEMS = [
     Item("a", "The quick brown fox", ["jumps over the lazy dog.", "sat.", "is a cat"], 0, {}),
@@ -253,7 +256,7 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_model_dir, tmp_path, mo
     attempts: list[int] = []
 
     def flaky_forward(*args, **kw):
-        if kw.get("past_key_values") is None:  # the context pass
+        if kw.get(cache_argument(model)) is None:  # the context pass
             attempts.append(kw["input_ids"].shape[0])
             if kw["input_ids"].shape[0] > 2:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")

@@ -116,16 +116,31 @@ def encode_items(
 
 
 @functools.cache
-def _class_accepts_logits_to_keep(model_class: type) -> bool:
+def _forward_parameters(model_class: type) -> frozenset[str]:
     try:
-        return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+        return frozenset(inspect.signature(model_class.forward).parameters)
     except (TypeError, ValueError):
-        return False
+        return frozenset()
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
     """Whether the model can skip the LM head at positions whose logits are not needed."""
-    return _class_accepts_logits_to_keep(type(model))
+    return "logits_to_keep" in _forward_parameters(type(model))
+
+
+def cache_argument(model: Any) -> str:
+    """The name under which ``model.forward`` takes a key/value cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns until its
+    removal in 5.40); older releases only know ``past_key_values``. The signature tells which.
+    """
+    return "cache" if "cache" in _forward_parameters(type(model)) else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The cache a forward call returned (``cache`` in 5.24+, ``past_key_values`` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def _capturing(
@@ -210,7 +225,7 @@ def score_batch(
     del states
     first_logits = out.logits[:, -1].float()
     first_logprobs = first_logits - torch.logsumexp(first_logits, dim=-1, keepdim=True)
-    cache = out.past_key_values
+    cache = returned_cache(out)
     del out, first_logits
 
     # -- continuation pass: every choice of every item, from the cache --------------------------
@@ -240,8 +255,8 @@ def score_batch(
             input_ids=cont_ids,
             attention_mask=full_mask,
             position_ids=cont_pos,
-            past_key_values=cache,
             use_cache=True,
+            **{cache_argument(model): cache},
             **extra,
         )
     del cache
