@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         **params,
     }
     write_experiment(args.output_dir, results, config, summary_markdown(results))
+    if results["value"] is None:
+        print(f"{EXPERIMENT}: not measured ({results['reason']})")
+        return
     print(
         f"{EXPERIMENT} {results['source']} -> {results['target']}: gain "
         f"{results['value']:+.1f} points [{results['ci'][0]:+.1f}, {results['ci'][1]:+.1f}] "

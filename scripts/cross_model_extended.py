@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     atomic_write_json(args.output_dir / "figure_data.json", figure_data)
     write_experiment(args.output_dir, results, config, summary_markdown(results))
+    if results["value"] is None:
+        print(f"{EXPERIMENT}: not measured ({results['reason']})")
+        return
     print(
         f"{EXPERIMENT}: {results['metric']} = {results['value']:.3f} "
         f"[{results['ci'][0]:.3f}, {results['ci'][1]:.3f}] over {len(results['pairs'])} pairs "

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
         **params,
     }
     write_experiment(args.output_dir, results, config, summary_markdown(results))
+    if results["value"] is None:
+        print(f"pm1: no value ({results['reason']}) -> {results['verdict']}")
+        return
     print(
         f"pm1 {results['metric']} = {results['value']:.3f} "
         f"[{results['ci'][0]:.3f}, {results['ci'][1]:.3f}] -> {results['verdict']}"

@@ -261,6 +261,15 @@ def test_bad_inputs_are_refused(models, stores):
         run(source, target, model, tokenizer, items, layer_depth=-0.1)
 
 
+def test_one_model_as_source_and_target_is_not_measured(models, stores):
+    items, source, target = stores
+    model, tokenizer = models["gpt_neox"]
+    results = run(target, target, model, tokenizer, items, source="solo", target="solo")
+    assert results["value"] is None and results["success"] is None
+    assert "source and target are both solo" in results["reason"]
+    assert summary_markdown(results).startswith("# Activation transfer (2A)\n\nNot measured:")
+
+
 def test_script_reads_the_rules_params(stores, transfer_results, tiny_model_dir, tmp_path):
     """What the rule passes (the section, the target's model reference, dtype and device, the
     task file and the seed) gives the library's results; bad input is one line."""

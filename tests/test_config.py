@@ -137,3 +137,20 @@ def test_snakemake_cli_strings_are_read_as_numbers(default):
     assert resolved["premortems"]["pm2"]["threshold"] == 0.6
     assert resolved["premortems"]["pm3"]["layers"] == [1, 2]
     assert resolved["gate"]["force"]["pm1"] is None
+
+
+def test_a_one_model_study_resolves_and_pm1_records_why_later(default):
+    """A study of one model is valid: PM1 and the 2A experiments run on it and say, in their
+    results, why they have no value; a pm1.models list written by hand still needs two."""
+    config = copy.deepcopy(default)
+    config["models"] = {"tiny_gpt2": config["models"]["tiny_gpt2"]}
+    config["premortems"]["pm1"].pop("models", None)
+    config["premortems"]["pm2"]["model"] = config["premortems"]["pm3"]["model"] = "tiny_gpt2"
+    resolved = resolve_config(config)
+    assert resolved["premortems"]["pm1"]["models"] == ["tiny_gpt2"]
+    transfer = resolved["experiments"]["activation_transfer"]
+    assert transfer["source"] == transfer["target"] == "tiny_gpt2"
+    assert resolved["experiments"]["cross_model_extended"]["models"] == ["tiny_gpt2"]
+    config["premortems"]["pm1"]["models"] = ["tiny_gpt2"]
+    with pytest.raises(ConfigError, match="premortems.pm1.models"):
+        resolve_config(config)

@@ -331,6 +331,14 @@ def test_split_and_item_checks(three_models):
         run(three_models, layer_depth=1.5)
 
 
+def test_one_model_is_not_measured_and_says_why(three_models):
+    results, figure_data = run({"a": three_models["a"]}, n_permutations=1)
+    assert results["value"] is None and results["success"] is None
+    assert "this study has one (a)" in results["reason"]
+    assert figure_data == {"curves": {}}  # the figure step draws nothing and says so
+    assert "Not measured: cross-model alignment compares" in summary_markdown(results)
+
+
 def test_ridge_alphas_reads_every_form_of_the_setting():
     assert ridge_alphas("auto") == DEFAULT_ALPHAS
     assert ridge_alphas(3) == 3.0 and isinstance(ridge_alphas(3), float)

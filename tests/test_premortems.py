@@ -150,8 +150,6 @@ def test_pm1_subsamples_and_checks_input() -> None:
     stores = _model_stores(planted=True)
     results = run_pm1(stores, **{**FAST, "n_samples": 100, "n_permutations": 1})
     assert results["n_items"] == 100 and results["n_train"] + results["n_test"] == 100
-    with pytest.raises(ValueError, match="two models"):
-        run_pm1({"small": stores["small"]}, **PM1)
     short = _model_stores(planted=True, n=120)
     with pytest.raises(ValueError, match="same items"):
         run_pm1({"small": stores["small"], "other": short["large"]}, **PM1)
@@ -159,6 +157,15 @@ def test_pm1_subsamples_and_checks_input() -> None:
         run_pm1(stores, **{**PM1, "pooling": "mean"})
     with pytest.raises(ValueError, match="ridge_alpha"):
         run_pm1(stores, **{**PM1, "ridge_alpha": "gcv"})
+
+
+def test_pm1_on_one_model_has_no_value_and_says_why() -> None:
+    stores = _model_stores(planted=True)
+    results = run_pm1({"small": stores["small"]}, **PM1)
+    assert results["value"] is None and results["ci"] == [None, None]
+    assert results["verdict"] == "INCONCLUSIVE"
+    assert "this study has one (small)" in results["reason"]
+    assert "No value: PM1 compares" in pm1_summary(results)
 
 
 def test_pm2_planted_passes_and_picks_the_layer() -> None:

@@ -8,6 +8,8 @@ phase, so that experiments need not import Phase 3.
 from __future__ import annotations
 
 import datetime as _dt
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -39,3 +41,29 @@ def binary_comparison(
         "binary": True,
         "scale": 100.0,
     }
+
+
+def no_value_result(
+    experiment: str, metric: str, reason: str, *, started: float, date: str, **extra: Any
+) -> dict[str, Any]:
+    """An experiment's record when it cannot be measured on this study (for example a cross-model
+    experiment on a study with one model): no value, no success, and the reason in one sentence.
+    Statistics, the summary and the paper report it as not measured; the rest of the plan goes on.
+    """
+    return {
+        "experiment": experiment,
+        "metric": metric,
+        "value": None,
+        "ci": [None, None],
+        "n": 0,
+        "success": None,
+        "reason": reason,
+        **extra,
+        "duration_s": round(time.perf_counter() - started, 3),
+        "date": date,
+    }
+
+
+def no_value_summary(title: str, results: Mapping[str, Any]) -> str:
+    """The summary page of a record from :func:`no_value_result`."""
+    return f"# {title}\n\nNot measured: {results['reason']}.\n"

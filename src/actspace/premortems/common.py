@@ -66,6 +66,33 @@ def headline(
     }
 
 
+def no_value_headline(
+    pm: str,
+    *,
+    reason: str,
+    threshold: float,
+    ci_level: float,
+    started: float,
+    date: str,
+    description: str,
+) -> dict[str, Any]:
+    """A pre-mortem's record when it cannot be measured: no value, INCONCLUSIVE, and the reason,
+    so that the gate, the abort report and the summary say why, and the rest of the plan goes on."""
+    record = headline(
+        pm,
+        value=float("nan"),
+        ci=(float("nan"), float("nan")),
+        ci_level=ci_level,
+        threshold=threshold,
+        n=0,
+        started=started,
+        date=date,
+        description=description,
+    )
+    record.update(value=None, ci=[None, None], verdict="INCONCLUSIVE", reason=reason)
+    return record
+
+
 # --- items of an activation store ----------------------------------------------------------------
 
 

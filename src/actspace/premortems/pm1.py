@@ -26,6 +26,7 @@ from actspace.premortems.common import (
     headline,
     item_ids,
     n_items,
+    no_value_headline,
     subsample,
 )
 from actspace.premortems.report import fmt, fmt_ci, header, verdict_sentence
@@ -113,7 +114,20 @@ def run_pm1(
     started, date = time.perf_counter(), now()
     names = list(stores)
     if len(names) < 2:
-        raise ValueError(f"PM1 needs at least two models, got {len(names)}")
+        reason = (
+            "PM1 compares the activations of two or more models; this study has one "
+            f"({', '.join(names)}), so cross-model similarity cannot be measured"
+        )
+        record = no_value_headline(
+            "pm1",
+            reason=reason,
+            threshold=threshold,
+            ci_level=ci_level,
+            started=started,
+            date=date,
+            description=DESCRIPTION,
+        )
+        return {**record, "models": names, "pooling": pooling, "seed": seed}
     check_fraction("test_fraction", test_fraction)
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be positive, got {n_permutations}")
@@ -202,6 +216,8 @@ def run_pm1(
 def summary_markdown(results: Mapping[str, Any]) -> str:
     """The person-readable summary of a PM1 results dictionary."""
     lines = header(results)
+    if results["value"] is None:
+        return "\n".join([*lines, f"No value: {results['reason']}.", ""])
     lines += [
         f"Models: {', '.join(results['models'])}; relative depth {results['layer_depth']} "
         f"({', '.join(f'{k}: layer {v}' for k, v in results['layers'].items())}), "

@@ -27,7 +27,7 @@ from actspace.methods.probes import (
     confidence_baseline,
     majority_baseline,
 )
-from actspace.premortems.common import check_fraction, headline
+from actspace.premortems.common import check_fraction, headline, no_value_headline
 from actspace.premortems.report import fmt, fmt_ci, header, verdict_sentence
 
 #: ``layer`` value that chooses the layer on a validation part of the training items.
@@ -250,24 +250,19 @@ def _no_value(
     started: float,
     date: str,
 ) -> dict[str, Any]:
-    """PM2's record when the probe cannot be fitted (too few right or wrong answers): no value,
-    INCONCLUSIVE, and the reason, so that the gate, the abort report and the summary say why."""
+    """PM2's record when the probe cannot be fitted (too few right or wrong answers)."""
     meta = getattr(store, "meta", {}) or {}
-    record = headline(
+    record = no_value_headline(
         "pm2",
-        value=float("nan"),
-        ci=(float("nan"), float("nan")),
-        ci_level=ci_level,
+        reason=reason,
         threshold=threshold,
-        n=0,
+        ci_level=ci_level,
         started=started,
         date=date,
         description=DESCRIPTION,
     )
-    record.update(value=None, ci=[None, None], verdict="INCONCLUSIVE")
     return {
         **record,
-        "reason": reason,
         "model": meta.get("model"),
         "task": meta.get("task"),
         "pooling": pooling,

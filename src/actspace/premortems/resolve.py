@@ -15,13 +15,10 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
     first_model, first_task = next(iter(models)), next(iter(tasks))
     pm1, pm2, pm3 = (config["premortems"][name] for name in ("pm1", "pm2", "pm3"))
 
+    # With one configured model and no list given, PM1 runs on it and records why it has no value
+    # (INCONCLUSIVE); a list written by hand must name two or more models (the schema says so).
     if pm1["models"] is None:
         pm1["models"] = list(models)
-    if len(pm1["models"]) < 2:
-        raise ConfigError(
-            "premortems.pm1.models: cross-model similarity needs at least two models "
-            f"(configured models: {', '.join(models)})"
-        )
     for index, name in enumerate(pm1["models"]):
         check_name(name, models, f"premortems.pm1.models[{index}]", "model")
     pm1["task"] = pm1["task"] or first_task

@@ -267,8 +267,12 @@ def transfer_gain(
 def transfer_inputs(results_dir: Path, folder: Path, style: Style) -> Inputs | None:
     """The inputs of :func:`transfer_gain`: every seed's results.json."""
     runs = seed_folders(folder, "results.json")
-    if not runs:
-        return None
+    measured = {
+        s: p for s, p in runs.items() if load_json(p / "results.json").get("value") is not None
+    }
+    if not measured:
+        return None  # did not run, or could not be measured (its summary says why)
+    runs = measured
     return Inputs(
         lambda: transfer_gain({s: load_json(p / "results.json") for s, p in runs.items()}, style),
         [p / "results.json" for p in runs.values()],

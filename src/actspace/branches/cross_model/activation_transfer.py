@@ -30,7 +30,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 
 from actspace import plan
 from actspace.core.resampling import mean_ci, paired_difference_ci
-from actspace.core.results import binary_comparison, now
+from actspace.core.results import binary_comparison, no_value_result, no_value_summary, now
 from actspace.core.store import StoreLike
 from actspace.lm.models import hidden_size, residual_blocks
 from actspace.lm.tasks import Item
@@ -45,6 +45,7 @@ from actspace.methods.ridge import AffineMap, ridge_alphas
 from actspace.methods.similarity import depth_to_layer
 
 EXPERIMENT = plan.experiment("activation_transfer").name
+HEADLINE_METRIC = "transfer_gain_points"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +221,21 @@ def run_activation_transfer(
     is injected.
     """
     started, date = time.perf_counter(), now()
+    if source == target:
+        reason = (
+            f"activation transfer maps one model's activations into another's; source and target "
+            f"are both {source} (this study has one model)"
+        )
+        record = no_value_result(
+            EXPERIMENT,
+            HEADLINE_METRIC,
+            reason,
+            started=started,
+            date=date,
+            source=source,
+            target=target,
+        )
+        return record
     if not 0.0 <= layer_depth <= 1.0:
         raise ValueError(f"layer_depth must lie in [0, 1], got {layer_depth}")
     if pooling != "last":
@@ -316,7 +332,7 @@ def run_activation_transfer(
     results = {
         "experiment": EXPERIMENT,
         "name": EXPERIMENT,
-        "metric": "transfer_gain_points",
+        "metric": HEADLINE_METRIC,
         "value": transfer_gain["gain_points"],
         "ci": transfer_gain["ci"],
         "ci_level": ci_level,
@@ -453,6 +469,8 @@ def likely_reasons(results: Mapping[str, Any]) -> list[str]:
 
 def summary_markdown(results: Mapping[str, Any]) -> str:
     """A page for a person: accuracies, the gain and the controls; reasons when it fails."""
+    if results["value"] is None:
+        return no_value_summary("Activation transfer (2A)", results)
     acc, gains = results["accuracy"], results["gain"]
     metric = results["accuracy_metric"]
 

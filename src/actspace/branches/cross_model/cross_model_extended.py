@@ -41,12 +41,13 @@ from actspace.branches.cross_model.layer_grid import (
     symmetric_cell,
 )
 from actspace.core.resampling import mean_ci
-from actspace.core.results import now
+from actspace.core.results import no_value_result, no_value_summary, now
 from actspace.core.store import StoreLike
 from actspace.methods.ridge import ridge_alphas
 from actspace.methods.similarity import aligned_layers
 
 EXPERIMENT = plan.experiment("cross_model_extended").name
+HEADLINE_METRIC = "heldout_projection_correlation_at_layer_depth"
 VARIANTS = ("standardised", "outliers_removed")
 #: Measures of a grid cell; the ridge correlation is directional, CKA and kNN are symmetric.
 MEASURES = ("correlation", "cka", "mutual_knn")
@@ -122,7 +123,14 @@ def run_cross_model_extended(
     alpha = ridge_alphas(ridge_alpha)
     names = list(stores)
     if len(names) < 2:
-        raise ValueError(f"cross-model alignment needs at least two models, got {len(names)}")
+        reason = (
+            "cross-model alignment compares two or more models; this study has one "
+            f"({', '.join(names)})"
+        )
+        record = no_value_result(
+            EXPERIMENT, HEADLINE_METRIC, reason, started=started, date=date, models=names
+        )
+        return record, {"curves": {}}
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be positive, got {n_permutations}")
     sizes = {name: int(store.n_items) for name, store in stores.items()}
@@ -292,7 +300,7 @@ def run_cross_model_extended(
     results = {
         "experiment": EXPERIMENT,
         "name": EXPERIMENT,
-        "metric": "heldout_projection_correlation_at_layer_depth",
+        "metric": HEADLINE_METRIC,
         "value": headline,
         "ci": list(mean_ci(headline_items, n_resamples=n_bootstrap, level=ci_level, seed=seed)),
         "ci_level": ci_level,
@@ -375,6 +383,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def summary_markdown(results: Mapping[str, Any]) -> str:
     """A page for a person: the model-pair table at the configured depth and the best cells."""
+    if results["value"] is None:
+        return no_value_summary("Cross-model alignment, extended (2A)", results)
     lines = [
         "# Cross-model alignment, extended (2A)",
         "",

@@ -28,8 +28,6 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
     for key in ("source", "target"):
         check_name(xt[key], config["models"], f"experiments.activation_transfer.{key}", "model")
     check_name(xt["task"], config["tasks"], "experiments.activation_transfer.task", "task")
-    if len(xm["models"]) < 2:
-        raise ConfigError("experiments.cross_model_extended.models: needs at least two models")
     if xt["test_fraction"] + xt["val_fraction"] >= 1:
         raise ConfigError(
             "experiments.activation_transfer.val_fraction: test_fraction + val_fraction must be "
