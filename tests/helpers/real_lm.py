@@ -6,8 +6,8 @@ dependencies (it only needs to be unzipped), and transformers' GGUF loader (with
 package) dequantises it to float32 and writes an ordinary ``save_pretrained`` folder.
 
 The folder is built once per machine in a cache outside the repository
-(``$ACTSPACE_MODEL_CACHE``, default ``~/.cache/actspace/test-models``) and reused by every later run;
-building it takes about a minute and 600 MB of disk.
+(``$ACTSPACE_MODEL_CACHE``, default ``~/.cache/actspace/test-models``) and reused by every later
+run; building it takes about a minute and 650 MB of disk.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class RealModelUnavailable(RuntimeError):
 
 
 def cache_root() -> Path:
-    """Where converted models live: ``$ACTSPACE_MODEL_CACHE`` or ``~/.cache/actspace/test-models``."""
+    """Where converted models live: ``$ACTSPACE_MODEL_CACHE``, else ``~/.cache/actspace/...``."""
     configured = os.environ.get("ACTSPACE_MODEL_CACHE")
     return Path(configured) if configured else Path.home() / ".cache" / "actspace" / "test-models"
 
@@ -95,7 +95,9 @@ def _convert(gguf_file: Path, target: Path) -> None:
     try:
         import gguf  # noqa: F401  (transformers' GGUF loader needs it)
     except ImportError as error:
-        raise RealModelUnavailable("the 'gguf' package is missing: pip install -e '.[parity]'") from error
+        raise RealModelUnavailable(
+            "the 'gguf' package is missing: pip install -e '.[parity]'"
+        ) from error
     import torch
     import transformers
 

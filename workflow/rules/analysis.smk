@@ -43,7 +43,7 @@ rule statistics:
         step=step_params(
             config["analysis"]["statistics"], seed=config["seed"], primary_seed=config["seed"]
         ),
-        outdir=folder_of("output.statistics"),
+        outdir=path_param(os.path.dirname(analysis_output("statistics"))),
     conda:
         CONDA_ENV
     log:
@@ -70,8 +70,8 @@ rule figures:
         ),
     params:
         style=step_params(config["analysis"]["figures"]),
-        # the results folder the figures' data live in (two levels above the figures folder)
-        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
+        # the results folder the figures' data live in
+        results=path_param(R),
     conda:
         CONDA_ENV
     log:
@@ -119,7 +119,7 @@ rule track:
         analysis_output("tracking"),
     params:
         step=step_params(config["tracking"]["wandb"] or {}, seed=config["seed"]),
-        run_dir=folder_of("output.0"),
+        run_dir=path_param(os.path.dirname(analysis_output("tracking"))),
     conda:
         CONDA_ENV
     log:

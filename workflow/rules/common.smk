@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.io import apply_wildcards
 from snakemake.logging import logger
 
 from actspace import plan
@@ -42,6 +43,23 @@ wildcard_constraints:
 def as_json(value):
     """A configuration value as compact JSON, for params that a script parses."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# Every rule's params are plain values or functions of the wildcards only: Snakemake records those
+# in .snakemake/metadata and re-runs a job when one changes. It does not record params computed
+# from a job's input or output, so no params function takes them.
+
+
+def path_param(pattern):
+    """A params function: ``pattern`` (a path; ``{model}``-style wildcards allowed) with the
+    job's wildcards filled in, e.g. an output folder built by the same function as the output.
+
+    A function of the wildcards alone, so Snakemake records it; a function, not a plain string,
+    because ``snakemake --lint`` takes a plain string that prefixes an input or output for a
+    hard-coded path that a storage plugin would move (the workflow runs on a shared file system,
+    locally or under SLURM).
+    """
+    return lambda wildcards: apply_wildcards(pattern, wildcards)
 
 
 def model_input(name):
@@ -85,12 +103,18 @@ def step_params(section, **extra):
     return as_json({**section, **extra})
 
 
+def experiment_folder(name, seed="{seed}"):
+    """The folder of one experiment from the plan's registry; ``seed`` fills a seeded one's (the
+    ``{seed}`` wildcard by default, filled per job in a params string)."""
+    exp = plan.experiment(name)
+    return exp.folder(seed) if exp.seeded else exp.folder()
+
+
 def experiment_output(name, seed="{seed}"):
     """The files of one experiment from the plan's registry, by key (``results``, ``config``,
     ``summary``, ``figure_data``, ...); ``seed`` fills the folder of a seeded experiment."""
-    exp = plan.experiment(name)
-    folder = exp.folder(seed) if exp.seeded else exp.folder()
-    return {file.split(".")[0]: f"{folder}/{file}" for file in exp.outputs}
+    folder = experiment_folder(name, seed)
+    return {file.split(".")[0]: f"{folder}/{file}" for file in plan.experiment(name).outputs}
 
 
 def experiment_log(name, suffix):
@@ -101,7 +125,14 @@ def experiment_log(name, suffix):
 
 
 def store_path(model, task):
+    """The folder of one activation store (``{model}``/``{task}`` wildcards work too)."""
     return f"{R}/activations/{model}/{task}"
+
+
+def store_paths(pairs):
+    """The ``--stores`` argument of a step reading several stores: their folders, comma-separated,
+    for (model, task) pairs."""
+    return ",".join(store_path(model, task) for model, task in pairs)
 
 
 def store_files(model, task):
@@ -280,16 +311,3 @@ def pm_outputs(pm):
 def pm3_pairs():
     return PM["pm3"]["pairs"] or f"{R}/world/prompt_pairs.jsonl"
 
-
-def folder_of(name):
-    """A params function: the folder holding input/output file ``name`` (e.g. 'output.results')."""
-    kind, _, key = name.partition(".")
-
-    def get(wildcards, input, output):
-        files = input if kind == "input" else output
-        value = files[key] if not key.isdigit() else files[int(key)]
-        if isinstance(value, list):
-            return ",".join(os.path.dirname(v) for v in value)
-        return os.path.dirname(value)
-
-    return get

@@ -23,8 +23,13 @@ rule cross_model_extended:
     threads: 2
     params:
         step=step_params(config["experiments"]["cross_model_extended"], seed=config["seed"]),
-        stores=folder_of("input.stores"),
-        outdir=folder_of("output.results"),
+        stores=path_param(
+            store_paths(
+                (model, config["experiments"]["cross_model_extended"]["task"])
+                for model in config["experiments"]["cross_model_extended"]["models"]
+            )
+        ),
+        outdir=path_param(experiment_folder("cross_model_extended")),
     shell:
         "OMP_NUM_THREADS={threads} python {input.script} --params {params.step:q} "
         "--stores {params.stores} --output-dir {params.outdir} > {log} 2>&1"
@@ -64,9 +69,19 @@ rule activation_transfer:
             dtype=EXTRACT["dtype"],
             device=EXTRACT["device"],
         ),
-        source_store=folder_of("input.source"),
-        target_store=folder_of("input.target"),
-        outdir=folder_of("output.results"),
+        source_store=path_param(
+            store_path(
+                config["experiments"]["activation_transfer"]["source"],
+                config["experiments"]["activation_transfer"]["task"],
+            )
+        ),
+        target_store=path_param(
+            store_path(
+                config["experiments"]["activation_transfer"]["target"],
+                config["experiments"]["activation_transfer"]["task"],
+            )
+        ),
+        outdir=path_param(experiment_folder("activation_transfer")),
     shell:
         "OMP_NUM_THREADS={threads} python {input.script} --params {params.step:q} "
         "--source-store {params.source_store} --target-store {params.target_store} "

@@ -28,11 +28,10 @@ rule error_prediction_extended:
         CONDA_ENV
     params:
         step=step_params(config["experiments"]["error_prediction_extended"]),
-        stores=",".join(
-            store_path(model, task)
-            for model, task in store_pairs(config["experiments"]["error_prediction_extended"])
+        stores=path_param(
+            store_paths(store_pairs(config["experiments"]["error_prediction_extended"]))
         ),
-        outdir=folder_of("output.results"),
+        outdir=path_param(experiment_folder("error_prediction_extended")),
     shell:
         "python {input.script} --params {params.step:q} --stores {params.stores} "
         "--seed {wildcards.seed} --output-dir {params.outdir} > {log} 2>&1"
@@ -58,11 +57,10 @@ rule unsupervised_error:
         CONDA_ENV
     params:
         step=step_params(config["experiments"]["unsupervised_error"]),
-        stores=",".join(
-            store_path(model, task)
-            for model, task in store_pairs(config["experiments"]["unsupervised_error"])
+        stores=path_param(
+            store_paths(store_pairs(config["experiments"]["unsupervised_error"]))
         ),
-        outdir=folder_of("output.results"),
+        outdir=path_param(experiment_folder("unsupervised_error")),
     shell:
         "python {input.script} --params {params.step:q} --stores {params.stores} "
         "--seed {wildcards.seed} --output-dir {params.outdir} > {log} 2>&1"
@@ -88,11 +86,10 @@ rule abstention:
         CONDA_ENV
     params:
         step=step_params(config["experiments"]["abstention"]),
-        stores=",".join(
-            store_path(model, task)
-            for model, task in store_pairs(config["experiments"]["abstention"])
+        stores=path_param(
+            store_paths(store_pairs(config["experiments"]["abstention"]))
         ),
-        outdir=folder_of("output.results"),
+        outdir=path_param(experiment_folder("abstention")),
     shell:
         "python {input.script} --params {params.step:q} --stores {params.stores} "
         "--seed {wildcards.seed} --output-dir {params.outdir} > {log} 2>&1"

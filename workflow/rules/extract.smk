@@ -12,7 +12,7 @@ rule extract:
         **store_files("{model}", "{task}"),
     params:
         step=lambda wc: step_params(config["extract"], model_ref=model_reference(wc.model)),
-        outdir=folder_of("output.meta"),
+        outdir=path_param(store_path("{model}", "{task}")),
     threads: 2
     resources:
         runs_model=1,

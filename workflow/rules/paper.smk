@@ -21,7 +21,7 @@ rule paper:
         info=f"{R}/paper/paper.json",
         figures=directory(f"{R}/paper/figures"),
     params:
-        outdir=folder_of("output.draft"),
+        outdir=path_param(f"{R}/paper"),
     conda:
         CONDA_ENV
     log:

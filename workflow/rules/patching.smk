@@ -36,7 +36,7 @@ rule patching_layers:
             device=EXTRACT["device"],
             seed=config["seed"],
         ),
-        outdir=folder_of("output.results"),
+        outdir=path_param(experiment_folder("patching_layers")),
     shell:
         "OMP_NUM_THREADS={threads} python {input.script} --params {params.step:q} "
         "--pairs {input.pairs} --output-dir {params.outdir} "
@@ -74,7 +74,7 @@ rule behavior_edit:
             dtype=EXTRACT["dtype"],
             device=EXTRACT["device"],
         ),
-        outdir=folder_of("output.results"),
+        outdir=path_param(experiment_folder("behavior_edit")),
     shell:
         "OMP_NUM_THREADS={threads} python {input.script} --params {params.step:q} "
         "--attribute-sets {input.attributes} --prompts {input.prompts} "
@@ -117,8 +117,8 @@ rule patching_vs_prompting:
             dtype=EXTRACT["dtype"],
             device=EXTRACT["device"],
         ),
-        edit=folder_of("input.edit"),
-        outdir=folder_of("output.results"),
+        edit=path_param(experiment_folder("behavior_edit")),
+        outdir=path_param(experiment_folder("patching_vs_prompting")),
     shell:
         "OMP_NUM_THREADS={threads} python {input.script} --params {params.step:q} "
         "--behavior-edit {params.edit} --attribute-sets {input.attributes} "

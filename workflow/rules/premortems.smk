@@ -13,8 +13,10 @@ rule pm1_cross_model:
         **pm_outputs("pm1"),
     params:
         step=step_params(PM["pm1"], seed=config["seed"]),
-        stores=folder_of("input.stores"),
-        outdir=folder_of("output.results"),
+        stores=path_param(
+            store_paths((model, PM["pm1"]["task"]) for model in PM["pm1"]["models"])
+        ),
+        outdir=path_param(plan.premortem("pm1").folder),
     conda:
         CONDA_ENV
     log:
@@ -35,8 +37,8 @@ rule pm2_error_prediction:
         **pm_outputs("pm2"),
     params:
         step=step_params(PM["pm2"], seed=config["seed"]),
-        store=folder_of("input.store"),
-        outdir=folder_of("output.results"),
+        store=path_param(store_path(PM["pm2"]["model"], PM["pm2"]["task"])),
+        outdir=path_param(plan.premortem("pm2").folder),
     conda:
         CONDA_ENV
     log:
@@ -65,7 +67,7 @@ rule pm3_patching:
             dtype=EXTRACT["dtype"],
             device=EXTRACT["device"],
         ),
-        outdir=folder_of("output.results"),
+        outdir=path_param(plan.premortem("pm3").folder),
     threads: 2
     resources:
         runs_model=1,

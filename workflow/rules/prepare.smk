@@ -18,7 +18,7 @@ rule make_world:
         neutral=f"{R}/world/neutral_prompts.jsonl",
     params:
         step=step_params(config["world"]),
-        outdir=folder_of("output.world"),
+        outdir=path_param(f"{R}/world"),
     conda:
         CONDA_ENV
     log:
@@ -39,7 +39,7 @@ rule train_organism:
         directory(f"{R}/models/{{model}}"),
     params:
         step=lambda wc: step_params(organism_spec(wc)),
-        tokenizer=folder_of("input.tokenizer"),
+        tokenizer=path_param(os.path.dirname(rules.make_world.output.tokenizer)),
     threads: 2
     resources:
         runs_model=1,
@@ -66,7 +66,7 @@ rule prepare_task:
         f"{R}/tasks/{{task}}.jsonl",
     params:
         step=lambda wc: step_params(prepared_task_spec(wc.task), seed=config["seed"]),
-        outdir=folder_of("output.0"),
+        outdir=path_param(f"{R}/tasks"),
     conda:
         CONDA_ENV
     log:
