@@ -85,6 +85,7 @@ BAD = [
     ("fractions too large", "premortems.pm2.val_fraction", 0.8, ["premortems.pm2.val_fraction"]),
     ("bad layer kind", "premortems.pm2.layer", "middle", ["premortems.pm2.layer", '"auto"']),
     ("one model for pm1", "premortems.pm1.models", ["tiny_gpt2"], ["premortems.pm1.models"]),
+    ("revision of an organism", "models.tiny_gpt2.revision", "main", ["hub models only"]),
 ]
 
 

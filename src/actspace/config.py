@@ -45,6 +45,11 @@ def _check_model_sources(models: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"models.{name}.{needed}: required when models.{name}.source is {spec['source']!r}"
             )
+        if spec.get("revision") is not None and spec["source"] != "hub":
+            raise ConfigError(
+                f"models.{name}.revision: applies to hub models only (a {spec['source']} model "
+                "has no revisions to choose from); remove it"
+            )
 
 
 def _check_task_sources(tasks: Mapping[str, Any]) -> None:
