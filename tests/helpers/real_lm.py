@@ -117,3 +117,7 @@ def _convert(gguf_file: Path, target: Path) -> None:
     plain.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     partial.rename(target)
+
+
+if __name__ == "__main__":  # PYTHONPATH=tests python -m helpers.real_lm: build (or find) the model
+    print(real_model_dir())

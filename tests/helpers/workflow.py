@@ -70,3 +70,20 @@ def force_args(pm1: str | None, pm2: str | None, pm3: str | None) -> list[str]:
     force = {"pm1": pm1, "pm2": pm2, "pm3": pm3}
     body = ", ".join(f'"{pm}": ' + (f'"{v}"' if v else "null") for pm, v in force.items())
     return ["--config", f'gate={{"force": {{{body}}}}}']
+
+
+def compile_paper(paper: Path, build: Path) -> Path:
+    """Copy the paper folder to ``build`` and compile it as a person would (pdflatex, bibtex,
+    pdflatex twice); return the PDF. Raises with the LaTeX log's tail when a step fails."""
+    shutil.copytree(paper, build)
+    steps = [
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "draft.tex"],
+        ["bibtex", "draft"],
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "draft.tex"],
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "draft.tex"],
+    ]
+    for argv in steps:
+        done = subprocess.run(argv, cwd=build, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} failed:\n{done.stdout[-3000:]}")
+    return build / "draft.pdf"
