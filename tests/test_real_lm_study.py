@@ -63,6 +63,8 @@ def real_study_config(model: Path, data: Path) -> dict:
             "pm3": {"model": "smollm2", "pairs": "config/prompt_pairs_capitals.jsonl"},
         },
         "experiments": {
+            # every 5th layer of 31 and 24 pairs: the by-layer curve at a sixth of the cost
+            "patching_layers": {"layers": [0, 5, 10, 15, 20, 25, 30], "n_pairs": 24},
             "behavior_edit": {"max_new_tokens": 16, "samples_per_prompt": 2},
         },
     }
