@@ -7,8 +7,11 @@ perplexity of neutral text and the accuracy on a task (--task-file, its first si
 Its parameters are the keys of experiments.behavior_edit with the run's seed, the model reference
 (and model_source) and the extraction's dtype and device, given as --params (the workflow passes
 them); the common flags override them (--n-samples: n_prompts), and so do --attribute-sets and
---prompts. Writes results.json, config.json, summary.md, vectors.safetensors and
-generations.jsonl to --output-dir.
+--prompts. Without either, builtin_sets picks: the shipped real-English sets for any model but a
+built-in organism (auto), whose world files must be passed. Coefficients are relative to the
+residual stream's norm at the steered layer; vectors.safetensors holds the vectors coefficient 1
+adds. Writes results.json, config.json, summary.md, vectors.safetensors and generations.jsonl to
+--output-dir.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from actspace.branches.patching.behavior_edit import (
+    builtin_files,
     edit_results,
+    infer_model_source,
     load_edit_data,
     run_behavior_edit,
     summary_markdown,
@@ -71,15 +76,20 @@ def main(argv: list[str] | None = None) -> None:
         params = step_params(args, required=REQUIRED)
         if "n_samples" in params:  # the common flag --n-samples sets this step's n_prompts
             params["n_prompts"] = params.pop("n_samples")
-        for key in ("attribute_sets", "prompts"):
-            if getattr(args, key) is not None:
-                params[key] = str(getattr(args, key))
-            if not params[key]:
-                flag = "--" + key.replace("_", "-")
-                raise ValueError(f"no {key}: pass {flag} (the workflow passes the world's file)")
         if args.model is not None or "model_source" not in params:
             params["model_source"] = "auto"  # the workflow passes the configured model's source
         path, revision = model_path(params)
+        source = infer_model_source(path, params["model_source"])
+        shipped = builtin_files(params.get("builtin_sets", "auto"), source)
+        for key in ("attribute_sets", "prompts"):
+            if getattr(args, key) is not None:
+                params[key] = str(getattr(args, key))
+            params[key] = params[key] or (shipped or {}).get(key)
+            if not params[key]:
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(
+                    f"no {key}: pass {flag} (the workflow passes the world's file to organisms)"
+                )
         settings = SamplingSettings.from_section(params)
         data = load_edit_data(
             attribute_sets=params["attribute_sets"],
@@ -133,7 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     save_file(
         {f"{a}.layer{k}": v.contiguous() for a, vecs in vectors.items() for k, v in vecs.items()},
         str(args.output_dir / "vectors.safetensors"),
-        metadata={"pooling": params["pooling"], "layers": ",".join(map(str, layers))},
+        metadata={
+            "pooling": params["pooling"],
+            "layers": ",".join(map(str, layers)),
+            "convention": results["steering_convention"],
+        },
     )
     write_jsonl(args.output_dir / "generations.jsonl", generations)
     write_experiment(args.output_dir, results, config, summary_markdown(results))

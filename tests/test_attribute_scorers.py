@@ -1,4 +1,5 @@
-"""Attribute scorers: the lexicon scorer's known values, a local classifier, and offline errors."""
+"""Attribute scorers: the lexicon scorer's known values, a local classifier, the offline toxicity
+classifier, and offline errors."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import torch
 import transformers
 from helpers.tiny import make_tokenizer
 
+from actspace.config import ConfigError, resolve_config
 from actspace.lm.models import ModelLoadError
 from actspace.methods.scorers import (
     ClassifierScorer,
     LexiconScorer,
+    OfflineScorer,
     ScorerLoadError,
     make_scorer,
     resolve_kind,
 )
+from actspace.methods.steering_sets import english_sets, load_contrast_pairs
 
 
 @pytest.fixture(autouse=True)
@@ -138,3 +142,49 @@ def test_an_unreachable_hub_classifier_fails_with_one_clear_line(monkeypatch):
 def test_a_missing_local_classifier_folder_is_named(tmp_path):
     with pytest.raises(ScorerLoadError, match="no such folder"):
         ClassifierScorer("toxicity", tmp_path / "nowhere" / "clf", "toxic", device="cpu")
+
+
+# ------------------------------------------------------------------ offline (alt-profanity-check)
+@pytest.fixture
+def offline_toxicity() -> OfflineScorer:
+    pytest.importorskip("profanity_check", reason="the scorers extra is not installed")
+    return make_scorer("toxicity", {"kind": "offline"}, model_source="local")
+
+
+def test_the_offline_scorer_ranks_an_insult_above_a_neutral_sentence(offline_toxicity):
+    insult, neutral, rude = offline_toxicity.score(
+        ["Shut up, you stupid idiot.", "The train leaves at nine.", "Your plan is garbage."]
+    )
+    assert insult > 0.9 and neutral < 0.1 and neutral < rude
+    assert offline_toxicity.score([]).shape == (0,)
+    described = offline_toxicity.describe()
+    assert described["kind"] == "offline" and described["package"] == "alt-profanity-check"
+    assert described["version"]
+    # The shipped English toxicity pairs: the rude side outscores the neutral side of most pairs.
+    pairs = load_contrast_pairs(english_sets().attribute_sets)["toxicity"]
+    rude_side = offline_toxicity.score([p.positive for p in pairs])
+    calm_side = offline_toxicity.score([p.negative for p in pairs])
+    assert np.mean(rude_side > calm_side) > 0.9
+    assert rude_side.mean() - calm_side.mean() > 0.6
+
+
+def test_offline_is_toxicity_only_and_a_missing_package_says_how_to_install(monkeypatch):
+    assert resolve_kind("offline", "hub") == "offline"
+    with pytest.raises(ValueError, match="kind offline scores toxicity only, not formality"):
+        make_scorer("formality", {"kind": "offline"})
+    monkeypatch.setitem(__import__("sys").modules, "profanity_check", None)  # not importable
+    with pytest.raises(ScorerLoadError) as caught:
+        make_scorer("toxicity", {"kind": "offline"})
+    assert str(caught.value) == (
+        "the offline toxicity scorer needs the alt-profanity-check package: "
+        "pip install 'actspace[scorers]'"
+    )
+
+    # ... and a configuration that asks for it is refused before any job runs.
+    def scorers(attribute: str) -> dict:
+        return {"experiments": {"behavior_edit": {"scorers": {attribute: {"kind": "offline"}}}}}
+
+    with pytest.raises(ConfigError, match=r"scorers.toxicity.kind: needs the profanity_check"):
+        resolve_config(scorers("toxicity"))
+    with pytest.raises(ConfigError, match=r"formality.kind: \"offline\" is not allowed"):
+        resolve_config(scorers("formality"))

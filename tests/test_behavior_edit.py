@@ -2,6 +2,8 @@
 
 The fast tests use tiny random models; the slow one trains (or reuses) a built-in organism and
 checks that steering toward an attribute raises its score, as the organisms were built to allow.
+The relative coefficients, the first position and the shipped English sets have their own tests in
+tests/test_steering_convention.py; the real-model check is tests/test_steering_real_lm.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.scripts import assert_clean_exit, load_script
+from safetensors.torch import load_file
 
 from actspace.branches.patching.behavior_edit import (
     SideEffectData,
@@ -39,6 +42,7 @@ from actspace.methods.steering import (
     SamplingSettings,
     Steering,
     check_steering_layers,
+    contrast_vectors,
     count_forward,
     default_steering_layers,
     generate,
@@ -158,7 +162,7 @@ def test_model_source_and_default_prefixes(tmp_path):
 
 
 # ------------------------------------------------------------------------------ steering vectors
-def test_layer_means_pool_over_real_tokens_only(gpt2):
+def test_layer_means_pool_over_every_token_but_the_first(gpt2):
     model, tokenizer = gpt2
     texts = ["The cat sat on the mat.", "A man", "The quick brown fox jumps."]
     batched = layer_means(model, tokenizer, texts, [0, 2, 3], batch_size=8)
@@ -170,7 +174,7 @@ def test_layer_means_pool_over_real_tokens_only(gpt2):
         with torch.no_grad(), capture_residual(blocks) as states:
             model(input_ids=ids)
         for slot, layer in enumerate([0, 2, 3]):
-            expected[slot] += states[layer][0].mean(dim=0) / len(texts)
+            expected[slot] += states[layer][0, 1:].mean(dim=0) / len(texts)  # not the sink
             last[slot] += states[layer][0, -1] / len(texts)
     torch.testing.assert_close(batched, expected, atol=1e-5, rtol=1e-4)
     pooled_last = layer_means(model, tokenizer, texts, [0, 2, 3], pooling="last", batch_size=2)
@@ -455,6 +459,12 @@ def test_the_scripts_write_their_folders_and_refuse_bad_input(gpt2, tmp_path, ti
     assert results["layers"] == [1, 2] and results["seed"] == 5
     assert results["attributes"]["toxicity"]["scorer"]["kind"] == "lexicon"
     assert read_json(edit_dir / "config.json")["max_perplexity_ratio"] == 2.0
+    # vectors.safetensors holds what coefficient 1 adds: as long as the layer's reference norm.
+    saved = load_file(str(edit_dir / "vectors.safetensors"))
+    for attribute, info in results["attributes"].items():
+        for layer, norm in info["reference_norms"].items():
+            assert float(saved[f"{attribute}.layer{layer}"].norm()) == pytest.approx(norm, 1e-5)
+    assert "reference norm" in results["steering_convention"]
     pvp_params = {
         **PROMPTING,
         **extras,
@@ -491,12 +501,15 @@ def test_the_scripts_write_their_folders_and_refuse_bad_input(gpt2, tmp_path, ti
             ["--params", json.dumps(pvp_params), *common, "--behavior-edit",
              str(tmp_path / "none"), "--output-dir", str(tmp_path / "y")]
         )  # fmt: skip
-    # Without --params a step takes the schema's defaults, and names the input it lacks.
+    # Without --params a step takes the schema's defaults, and names the input it lacks: the
+    # world's files, which only the workflow has (the English sets need no file: see
+    # test_a_real_model_run_by_hand_gets_the_english_sets).
     assert_clean_exit(
         behavior_edit.main,
-        ["--model", str(model_dir), "--output-dir", str(tmp_path / "z")],
+        ["--params", json.dumps({"builtin_sets": "world"}), "--model", str(model_dir),
+         "--output-dir", str(tmp_path / "z")],
         "no attribute_sets: pass --attribute-sets",
-    )
+    )  # fmt: skip
 
 
 def test_a_model_given_by_hand_has_its_source_inferred(tmp_path, tiny_model_dir):
@@ -533,7 +546,7 @@ def test_a_model_given_by_hand_has_its_source_inferred(tmp_path, tiny_model_dir)
 @pytest.mark.slow
 def test_steering_toward_an_attribute_raises_its_score_on_an_organism(tmp_path, default_study):
     """On the default study's GPT-2 organism, the toxicity and formality vectors raise their
-    lexicon scores."""
+    lexicon scores at coefficient 1 (a vector as long as a typical token's residual stream)."""
     from actspace.world.synthetic import World
 
     world = World.generate(seed=42)
@@ -546,9 +559,9 @@ def test_steering_toward_an_attribute_raises_its_score_on_an_organism(tmp_path, 
     base = generate(model, tokenizer, prompts, seed=0, settings=settings)
     everyone = list(range(len(prompts)))
     for attribute in ("toxicity", "formality"):
-        vector = steering_vectors(model, tokenizer, pairs[attribute], [3])[3]
+        vector = contrast_vectors(model, tokenizer, pairs[attribute], [3]).scaled()[3]
         scorer = LexiconScorer(attribute)
-        steer = Steering(3, vector, 4.0)
+        steer = Steering(3, vector, 1.0)
         steered = generate(model, tokenizer, prompts, seed=0, settings=settings, steering=steer)
         shift = shift_summary(
             prompt_scores(scorer, base),

@@ -1,6 +1,6 @@
 """Attribute scorers: how toxic or how formal a text is, as a number in [0, 1] per text.
 
-Two kinds share one interface (:class:`AttributeScorer`, ``score(texts) -> array``):
+Three kinds share one interface (:class:`AttributeScorer`, ``score(texts) -> array``):
 
 - :class:`LexiconScorer`, for the built-in organisms: the share of a text's words in the
   attribute's lexicon (:func:`actspace.world.attributes.attribute_score`). The organisms' world
@@ -9,6 +9,11 @@ Two kinds share one interface (:class:`AttributeScorer`, ``score(texts) -> array
   ``transformers`` (for example ``s-nlp/roberta_toxicity_classifier`` or
   ``s-nlp/roberta-base-formality-ranker``); the score is the softmax probability of the configured
   label (the sigmoid of the single logit of a one-output ranker).
+- :class:`OfflineScorer`, for any model without network: toxicity only, the probability of
+  offensive language from the linear classifier (TF-IDF and a calibrated linear SVM, trained on
+  about 200,000 labelled comments) that the PyPI package ``alt-profanity-check`` ships inside its
+  wheel (the ``scorers`` extra). No well-kept package ships an English formality classifier, so
+  formality has no offline kind: it needs the classifier kind and a hub model in the local cache.
 
 A scorer is configured per attribute as ``{kind, classifier, label, revision, batch_size}``;
 ``kind: auto`` picks the lexicon for a built-in organism and the classifier for any other model.
@@ -16,6 +21,7 @@ A scorer is configured per attribute as ``{kind, classifier, label, revision, ba
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,7 +34,9 @@ import transformers
 from actspace.lm.models import ModelLoadError, resolve_device
 from actspace.world.attributes import ATTRIBUTES, attribute_score
 
-SCORER_KINDS = ("auto", "lexicon", "classifier")
+SCORER_KINDS = ("auto", "lexicon", "classifier", "offline")
+#: The attributes the offline kind can score.
+OFFLINE_ATTRIBUTES = ("toxicity",)
 
 #: The classifier each attribute uses unless configured otherwise, and the label that means
 #: "has the attribute" (``id2label`` of the model's config; matched case-insensitively).
@@ -68,6 +76,48 @@ class LexiconScorer(AttributeScorer):
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         return np.array([attribute_score(text, self.attribute) for text in texts], dtype=float)
+
+
+class OfflineScorer(AttributeScorer):
+    """Toxicity as the offensive-language probability of ``alt-profanity-check``'s classifier,
+    which ships inside the package's wheel (no network, no model download)."""
+
+    kind = "offline"
+
+    def __init__(self, attribute: str) -> None:
+        super().__init__(attribute)
+        if attribute not in OFFLINE_ATTRIBUTES:
+            raise ValueError(
+                f"kind offline scores {', '.join(OFFLINE_ATTRIBUTES)} only, not {attribute}: no "
+                "well-kept package ships an offline classifier for it; set "
+                f"experiments.behavior_edit.scorers.{attribute}.kind to classifier (a hub model "
+                "in the local cache) or lexicon"
+            )
+        try:
+            import profanity_check
+        except ImportError as exc:
+            raise ScorerLoadError(
+                "the offline toxicity scorer needs the alt-profanity-check package: "
+                "pip install 'actspace[scorers]'"
+            ) from exc
+        self._predict = profanity_check.predict_prob
+        self.version = _package_version("alt-profanity-check")
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros(0, dtype=float)
+        return np.clip(np.asarray(self._predict(texts), dtype=float), 0.0, 1.0)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "package": "alt-profanity-check", "version": self.version}
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class ClassifierScorer(AttributeScorer):
@@ -214,6 +264,8 @@ def make_scorer(
     kind = resolve_kind(spec.get("kind", "auto"), model_source)
     if kind == "lexicon":
         return LexiconScorer(attribute)
+    if kind == "offline":
+        return OfflineScorer(attribute)
     if attribute not in DEFAULT_CLASSIFIERS:
         raise ValueError(f"unknown attribute {attribute!r}; allowed: {', '.join(ATTRIBUTES)}")
     defaults = DEFAULT_CLASSIFIERS[attribute]

@@ -1,12 +1,26 @@
 """Steering vectors: contrast pairs, layer means, the intervention, generation and its side effects.
 
-A *steering vector* for an attribute at layer ``k`` is the mean difference of the residual stream
-between texts with the attribute and the same texts without it (activation addition, Turner et al.
-2023; contrastive activation addition, Rimsky et al. 2024): every text's residual stream after
-``k`` blocks is pooled over its tokens, and the mean over negative texts is subtracted from the
-mean over positive ones. Steering adds ``coefficient * vector`` to the output of block ``k - 1``
-at every position while the model reads the prompt and generates, so layers run 1..L (layer 0, the
-embeddings, is not a block output).
+A *steering vector* for an attribute at layer ``k`` starts from the mean difference of the residual
+stream between texts with the attribute and the same texts without it (activation addition, Turner
+et al. 2023; contrastive activation addition, Rimsky et al. 2023): every text's residual stream
+after ``k`` blocks is pooled over its tokens, and the mean over negative texts is subtracted from
+the mean over positive ones. Layers run 1..L (layer 0, the embeddings, is not a block output).
+
+Both papers report their coefficients as raw multipliers of such a difference, whose length
+relative to the residual stream depends on the layer (the residual norm grows with depth), the
+model and the contrast set. Here a coefficient is *relative*: the vector added is
+``coefficient * r_k * d / |d|``, with ``d`` the mean difference and ``r_k`` the layer's
+*reference norm*, the median L2 norm of the residual stream over the tokens of the contrast texts
+that made ``d``. Coefficient 1 adds a vector as long as a typical token's residual stream at that
+layer, whatever the layer or the model.
+
+The first position of every sequence (the BOS token where the model needs one, else the first
+token) is left out everywhere: of the pooling, of the reference norm and of the intervention. It
+is the attention sink: in Llama-family models its residual stream is 100 times longer than the
+other tokens' from the middle layers on (about 22,000 against 170 at layer 15 of SmolLM2-135M),
+in a few dimensions and by an amount that depends on the token, so that a mean over positions
+that includes it is dominated by it. The intervention adds the vector at every other position of
+the prompt and of the generated tokens (CAA adds it at the positions after the prompt).
 
 Generation is seeded sampling with ``model.generate``: prompts of equal token length are batched
 together (no padding, so no position bookkeeping), and ``torch.manual_seed`` is set before each
@@ -23,106 +37,45 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from actspace.core.io import read_jsonl
 from actspace.lm.forward import encode_items, score_batch
-from actspace.lm.hooks import add_to_residual, capture_residual
+from actspace.lm.hooks import capture_residual
 from actspace.lm.models import hidden_size, residual_blocks
 from actspace.lm.scoring import item_metrics, needs_bos
 from actspace.lm.tasks import Item
 from actspace.methods.scorers import AttributeScorer
-from actspace.world.attributes import ATTRIBUTES
+
+# The intervention and the contrast pairs live in their own modules; they are found here too.
+from actspace.methods.steering_hook import (
+    Steering as Steering,
+)
+from actspace.methods.steering_hook import (
+    check_steering_layers as check_steering_layers,
+)
+from actspace.methods.steering_hook import (
+    default_steering_layers as default_steering_layers,
+)
+from actspace.methods.steering_hook import (
+    steer_residual as steer_residual,
+)
+from actspace.methods.steering_sets import POLARITIES as POLARITIES
+from actspace.methods.steering_sets import ContrastPair as ContrastPair
+from actspace.methods.steering_sets import load_contrast_pairs as load_contrast_pairs
 
 POOLINGS = ("mean", "last")
-POLARITIES = ("positive", "negative")
-
-
-# ----------------------------------------------------------------------------------- the data
-@dataclass(frozen=True)
-class ContrastPair:
-    """One sentence with (``positive``) and without (``negative``) an attribute."""
-
-    id: str
-    attribute: str
-    positive: str
-    negative: str
-
-
-def load_contrast_pairs(path: str | os.PathLike[str]) -> dict[str, list[ContrastPair]]:
-    """Read ``attributes.jsonl`` into contrast pairs per attribute.
-
-    Rows are ``{id, attribute, polarity, text}`` with an optional ``pair`` key joining the two
-    versions of one sentence; without it the k-th positive and the k-th negative row of an
-    attribute form a pair. A ValueError names the first bad row.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"attribute sets file not found: {path}")
-    by_attribute: dict[str, dict[str, list[tuple[str, str]]]] = {}
-    for number, row in enumerate(read_jsonl(path), start=1):
-        where = f"{path}: row {number}"
-        for key in ("id", "attribute", "polarity", "text"):
-            if not isinstance(row.get(key), str):
-                raise ValueError(f"{where} lacks the string field {key!r}")
-        if row["attribute"] not in ATTRIBUTES:
-            raise ValueError(
-                f"{where}: attribute {row['attribute']!r} is not one of {', '.join(ATTRIBUTES)}"
-            )
-        if row["polarity"] not in POLARITIES:
-            raise ValueError(f"{where}: polarity {row['polarity']!r} is not positive or negative")
-        sides = by_attribute.setdefault(row["attribute"], {"positive": [], "negative": []})
-        sides[row["polarity"]].append((str(row.get("pair", "")), row["text"]))
-    out: dict[str, list[ContrastPair]] = {}
-    for attribute, sides in by_attribute.items():
-        positive, negative = sides["positive"], sides["negative"]
-        if all(key for key, _ in positive + negative):
-            neg_by_key = dict(negative)
-            pairs = [
-                ContrastPair(key, attribute, text, neg_by_key[key])
-                for key, text in positive
-                if key in neg_by_key
-            ]
-        else:
-            pairs = [
-                ContrastPair(f"{attribute}-{k:04d}", attribute, pos, neg)
-                for k, ((_, pos), (_, neg)) in enumerate(zip(positive, negative, strict=False))
-            ]
-        if len(pairs) < 2:
-            raise ValueError(f"{path}: attribute {attribute!r} has fewer than 2 contrast pairs")
-        out[attribute] = pairs
-    if not out:
-        raise ValueError(f"{path} holds no attribute rows")
-    return out
-
-
-# ---------------------------------------------------------------------------------- the layers
-def default_steering_layers(n_blocks: int, count: int = 3) -> list[int]:
-    """Up to ``count`` layers spread over 1..L (quarter points of depth for ``count = 3``)."""
-    picks = {min(n_blocks, max(1, round(n_blocks * q / (count + 1)))) for q in range(1, count + 1)}
-    return sorted(picks)
-
-
-def check_steering_layers(layers: Sequence[int], n_blocks: int) -> list[int]:
-    """Steering layers must be block outputs, 1..L."""
-    layers = [int(k) for k in layers]
-    if not layers:
-        raise ValueError("no steering layers given")
-    bad = [k for k in layers if not 1 <= k <= n_blocks]
-    if bad:
-        raise ValueError(
-            f"steering layer {bad[0]} is out of range: layers run 1..{n_blocks} "
-            "(the output of block k-1; layer 0, the embeddings, cannot be steered)"
-        )
-    return layers
+#: How a steering coefficient is read, in one line (results.json and the summaries repeat it).
+CONVENTION = (
+    "added vector = coefficient x reference norm x unit(mean difference); reference norm = "
+    "median L2 norm of the layer's residual stream over the contrast texts' tokens; the first "
+    "position of every sequence (the attention sink) is neither pooled, measured nor steered"
+)
 
 
 # ------------------------------------------------------------------------------ forward counts
@@ -174,20 +127,6 @@ def count_forward(model: torch.nn.Module) -> Iterator[Cost]:
 
 
 # ------------------------------------------------------------------------------ interventions
-@dataclass(frozen=True)
-class Steering:
-    """Add ``coefficient * vector`` to the residual stream after ``layer`` blocks."""
-
-    layer: int
-    vector: torch.Tensor
-    coefficient: float = 1.0
-
-    def apply(self, model: torch.nn.Module) -> contextlib.AbstractContextManager:
-        blocks = residual_blocks(model)
-        check_steering_layers([self.layer], len(blocks))
-        return add_to_residual(blocks[self.layer - 1], self.coefficient * self.vector)
-
-
 def _intervention(model: torch.nn.Module, steering: Steering | None):
     return steering.apply(model) if steering is not None else contextlib.nullcontext()
 
@@ -210,8 +149,17 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 # ---------------------------------------------------------------------------- steering vectors
+@dataclass
+class LayerStats:
+    """Per layer: the mean over texts of each text's pooled residual stream ([layers, d]) and the
+    L2 norm of the residual stream at every token counted (one 1-D tensor per layer)."""
+
+    means: torch.Tensor
+    token_norms: list[torch.Tensor]
+
+
 @torch.no_grad()
-def layer_means(
+def layer_stats(
     model: torch.nn.Module,
     tokenizer: Any,
     texts: Sequence[str],
@@ -219,11 +167,12 @@ def layer_means(
     *,
     pooling: str = "mean",
     batch_size: int = 32,
-) -> torch.Tensor:
-    """The mean over ``texts`` of each text's pooled residual stream at ``layers``: [layers, d].
+) -> LayerStats:
+    """Pooled means and token norms of ``texts`` at ``layers`` in one pass (float32).
 
-    ``mean`` pools over the text's tokens (a BOS token, where the model needs one, is left out);
-    ``last`` takes the last token. Float32 whatever the model's dtype.
+    ``mean`` pools over the text's tokens, ``last`` takes the last token; the first position (BOS
+    where the model needs one, else the first token: the attention sink) is never pooled nor
+    counted in the norms, so every text needs two positions or more.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; allowed: {', '.join(POOLINGS)}")
@@ -237,14 +186,19 @@ def layer_means(
     if bad:
         raise ValueError(f"layer {bad[0]} is out of range 0..{len(blocks)}")
     add_bos = needs_bos(model)
-    skip = 1 if add_bos else 0
     device = _device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     total = torch.zeros((len(layers), hidden_size(model)), dtype=torch.float64)
+    norms: list[list[torch.Tensor]] = [[] for _ in layers]
     for start in range(0, len(texts), batch_size):
-        encoded = [_encode(tokenizer, t, add_bos) for t in texts[start : start + batch_size]]
-        if any(len(ids) <= skip for ids in encoded):
-            raise ValueError("a contrast text encodes to no tokens")
+        chunk = texts[start : start + batch_size]
+        encoded = [_encode(tokenizer, t, add_bos) for t in chunk]
+        short = [text for text, ids in zip(chunk, encoded, strict=True) if len(ids) < 2]
+        if short:
+            raise ValueError(
+                f"contrast text {short[0]!r} has fewer than 2 token positions (the first, the "
+                "attention sink, is left out)"
+            )
         width = max(len(ids) for ids in encoded)
         ids = torch.full((len(encoded), width), int(pad), dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -254,18 +208,81 @@ def layer_means(
         ids, mask = ids.to(device), mask.to(device)
         with capture_residual(blocks) as states:
             model(input_ids=ids, attention_mask=mask, use_cache=False)
-        weights = mask.clone().to(torch.float32)
-        weights[:, :skip] = 0
+        counted = mask.clone().to(torch.float32)
+        counted[:, 0] = 0  # right padding: column 0 is every text's first position
+        weights = counted
         if pooling == "last":
-            lengths = mask.sum(dim=1)
-            weights = torch.zeros_like(weights)
-            weights[torch.arange(len(encoded), device=device), lengths - 1] = 1.0
+            weights = torch.zeros_like(counted)
+            weights[torch.arange(len(encoded), device=device), mask.sum(dim=1) - 1] = 1.0
         weights = weights / weights.sum(dim=1, keepdim=True)
         for slot, layer in enumerate(layers):
             hidden = states[layer].to(torch.float32)
             pooled = torch.einsum("bsd,bs->bd", hidden, weights)
             total[slot] += pooled.sum(dim=0).double().cpu()
-    return (total / len(texts)).to(torch.float32)
+            norms[slot].append(hidden.norm(dim=-1)[counted.bool()].cpu())
+    return LayerStats((total / len(texts)).to(torch.float32), [torch.cat(n) for n in norms])
+
+
+def layer_means(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    *,
+    pooling: str = "mean",
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """The mean over ``texts`` of each text's pooled residual stream at ``layers``: [layers, d]
+    (:func:`layer_stats`; the first position is left out)."""
+    stats = layer_stats(model, tokenizer, texts, layers, pooling=pooling, batch_size=batch_size)
+    return stats.means
+
+
+@dataclass(frozen=True)
+class SteeringVectors:
+    """Per layer: the mean difference of the contrast pairs (``directions``) and the layer's
+    reference norm, the median residual-stream norm over their tokens (``reference_norms``)."""
+
+    directions: dict[int, torch.Tensor]
+    reference_norms: dict[int, float]
+
+    def scaled(self) -> dict[int, torch.Tensor]:
+        """The vector that coefficient 1 adds, per layer: ``reference_norm * d / |d|`` (a zero
+        direction stays zero)."""
+        return {k: relative_vector(d, self.reference_norms[k]) for k, d in self.directions.items()}
+
+
+def relative_vector(direction: torch.Tensor, reference_norm: float) -> torch.Tensor:
+    """``direction`` rescaled to length ``reference_norm`` (zero stays zero)."""
+    length = float(direction.norm())
+    return direction * (float(reference_norm) / length) if length > 0 else direction.clone()
+
+
+def contrast_vectors(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    pairs: Sequence[ContrastPair],
+    layers: Sequence[int],
+    *,
+    pooling: str = "mean",
+    batch_size: int = 32,
+) -> SteeringVectors:
+    """Mean(positive) - mean(negative) of the pooled residual stream per layer, and the median
+    token norm of both sides (the first position of every text left out of both)."""
+    if not pairs:
+        raise ValueError("steering_vectors needs at least one contrast pair")
+    sides = [
+        layer_stats(model, tokenizer, texts, layers, pooling=pooling, batch_size=batch_size)
+        for texts in ([p.positive for p in pairs], [p.negative for p in pairs])
+    ]
+    positive, negative = sides
+    return SteeringVectors(
+        directions={int(k): positive.means[i] - negative.means[i] for i, k in enumerate(layers)},
+        reference_norms={
+            int(k): float(torch.cat([positive.token_norms[i], negative.token_norms[i]]).median())
+            for i, k in enumerate(layers)
+        },
+    )
 
 
 def steering_vectors(
@@ -278,25 +295,10 @@ def steering_vectors(
     batch_size: int = 32,
 ) -> dict[int, torch.Tensor]:
     """Mean(positive) - mean(negative) of the pooled residual stream, per layer ([d] each)."""
-    if not pairs:
-        raise ValueError("steering_vectors needs at least one contrast pair")
-    positive = layer_means(
-        model,
-        tokenizer,
-        [p.positive for p in pairs],
-        layers,
-        pooling=pooling,
-        batch_size=batch_size,
+    found = contrast_vectors(
+        model, tokenizer, pairs, layers, pooling=pooling, batch_size=batch_size
     )
-    negative = layer_means(
-        model,
-        tokenizer,
-        [p.negative for p in pairs],
-        layers,
-        pooling=pooling,
-        batch_size=batch_size,
-    )
-    return {int(k): positive[i] - negative[i] for i, k in enumerate(layers)}
+    return found.directions
 
 
 # ---------------------------------------------------------------------------------- generation

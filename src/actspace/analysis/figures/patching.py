@@ -39,7 +39,11 @@ from actspace.analysis.figures.inputs import (
 )
 from actspace.analysis.figures.style import Drawn, Style, finish, new_figure, styled
 
-SCORER_UNITS = {"lexicon": "share of words in lexicon", "classifier": "classifier P(label)"}
+SCORER_UNITS = {
+    "lexicon": "share of words in lexicon",
+    "classifier": "classifier P(label)",
+    "offline": "offline classifier P(offensive)",
+}
 #: The experiment whose prompting baseline the steering figure adds, seed by seed, where it ran.
 PROMPTING = "patching_vs_prompting"
 
@@ -195,7 +199,8 @@ def steering_effect(
     first = edits[seeds[0]]
     n = n_text([e.get("n_report") for e in edits.values()])
     caption = (
-        f"Shift of the attribute score under steering by coefficient, one line per layer "
+        f"Shift of the attribute score under steering by coefficient (relative to the layer's "
+        "typical residual-stream norm), one line per layer "
         f"({seeds_text(seeds)}; {n} report prompts, {first.get('samples_per_prompt', '?')} "
         "samples each; 95% CIs)"
         + (", with the prompting method's shift and CI as a horizontal band." if prompts else ".")
@@ -291,7 +296,7 @@ def _steering_panel(
         )
     ax.axhline(0.0, color="0.6", linewidth=0.7)
     ax.set_title(attribute)
-    ax.set_xlabel("steering coefficient (\u00d7 vector)")
+    ax.set_xlabel("steering coefficient (\u00d7 typical residual norm)")
     unit = SCORER_UNITS.get(kind or "", "score units")
     ax.set_ylabel(f"{attribute} score shift\n({unit})")
 

@@ -2,9 +2,12 @@
 
 For each attribute (toxicity, formality), a mean-difference steering vector is made from part of
 the contrast pairs (:mod:`actspace.methods.steering`) and added at each layer with each
-coefficient while the model continues neutral prompts. The attribute score of the continuations is
-compared with unsteered generation of the same prompts and seeds, and the side effects are measured
-as the perplexity of neutral held-out sentences and the accuracy on a task.
+coefficient while the model continues neutral prompts. Coefficients are relative to the residual
+stream's typical norm at the steered layer (coefficient 1 adds a vector as long as a typical
+token's residual stream there; ``actspace.methods.steering.CONVENTION``). The attribute score of
+the continuations is compared with unsteered generation of the same prompts and seeds, and the
+side effects are measured as the perplexity of neutral held-out sentences and the accuracy on a
+task.
 
 The prompts are split once (seeded) into *selection* prompts, which choose the best setting of
 each attribute, and *report* prompts, on which every reported number is computed.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,30 +25,40 @@ from typing import Any
 import numpy as np
 import torch
 
+from actspace.branches.patching.edit_stats import (
+    accuracy_change,
+    mean_or_nan,
+    mean_with_ci,
+    perplexity_ratio,
+    shift_summary,
+)
+from actspace.branches.patching.edit_stats import (
+    bootstrap_interval as bootstrap_interval,  # found here by patching_vs_prompting
+)
 from actspace.core.io import read_jsonl
 from actspace.core.progress import Progress
-from actspace.core.resampling import bootstrap_ci
 from actspace.core.results import now
 from actspace.lm.models import residual_blocks
 from actspace.lm.tasks import Item, rows_to_items
 from actspace.methods.scorers import AttributeScorer, make_scorer
 from actspace.methods.steering import (
+    CONVENTION,
     ContrastPair,
     Cost,
     Generations,
-    Perplexity,
     SamplingSettings,
     Steering,
     check_steering_layers,
+    contrast_vectors,
     count_forward,
     default_steering_layers,
     generate,
     load_contrast_pairs,
     sample_scores,
-    steering_vectors,
     task_correct,
     text_nll,
 )
+from actspace.methods.steering_sets import builtin_files as builtin_files
 from actspace.world.attributes import ATTRIBUTES
 
 MODEL_SOURCES = ("auto", "organism", "hub", "local")
@@ -99,84 +112,6 @@ def load_task_items(path: str | os.PathLike[str] | None, n_items: int) -> list[I
     if not path.is_file():
         raise ValueError(f"task file not found: {path}")
     return rows_to_items(read_jsonl(path), source=str(path))[:n_items]
-
-
-# ------------------------------------------------------------------------------------ statistics
-def mean_or_nan(values: np.ndarray) -> float:
-    """The mean, or NaN for no values."""
-    return float(np.mean(values)) if len(values) else float("nan")
-
-
-def bootstrap_interval(
-    statistic: Callable[..., float], *arrays: np.ndarray, n_boot: int, seed: int
-) -> list:
-    """The bootstrap 95% interval of ``statistic`` (NaNs when an array has fewer than 2 values)."""
-    if any(len(a) < 2 for a in arrays):
-        return [float("nan"), float("nan")]
-    low, high = bootstrap_ci(statistic, *arrays, n_resamples=n_boot, seed=seed)
-    return [low, high]
-
-
-def mean_with_ci(values: np.ndarray, *, n_boot: int, seed: int) -> dict[str, Any]:
-    """Mean and its bootstrap 95% interval."""
-    values = np.asarray(values, dtype=float)
-    return {
-        "mean": mean_or_nan(values),
-        "ci": bootstrap_interval(np.mean, values, n_boot=n_boot, seed=seed),
-    }
-
-
-def perplexity_ratio(
-    base: Perplexity, other: Perplexity, *, n_boot: int, seed: int
-) -> dict[str, Any]:
-    """Perplexity with and without an intervention, their ratio and its paired bootstrap CI.
-
-    Both are per-token perplexities over the same texts (resampled together); the token counts
-    may differ slightly where a prefix changes how a text's first word is split.
-    """
-    if len(base.nll) != len(other.nll):
-        raise ValueError("perplexities to compare must cover the same texts")
-
-    def ratio(b: np.ndarray, bt: np.ndarray, o: np.ndarray, ot: np.ndarray, axis: int = -1):
-        log_other = o.sum(axis=axis) / ot.sum(axis=axis)
-        return np.exp(log_other - b.sum(axis=axis) / bt.sum(axis=axis))
-
-    return {
-        "perplexity": other.value,
-        "baseline_perplexity": base.value,
-        "ratio": other.value / base.value,
-        "ratio_ci": bootstrap_interval(
-            ratio, base.nll, base.tokens, other.nll, other.tokens, n_boot=n_boot, seed=seed
-        ),
-    }
-
-
-def accuracy_change(
-    base: np.ndarray, other: np.ndarray, *, n_boot: int, seed: int
-) -> dict[str, Any]:
-    """Accuracy with and without an intervention and the paired CI of the difference."""
-    diff = other.astype(float) - base.astype(float)
-    return {
-        "accuracy": mean_or_nan(other.astype(float)),
-        "baseline_accuracy": mean_or_nan(base.astype(float)),
-        "delta": mean_or_nan(diff),
-        "delta_ci": bootstrap_interval(np.mean, diff, n_boot=n_boot, seed=seed),
-    }
-
-
-def shift_summary(
-    base: np.ndarray, other: np.ndarray, index: Sequence[int], *, n_boot: int, seed: int
-) -> dict[str, Any]:
-    """Score and shift (other - base) over the prompts in ``index``, with paired CIs."""
-    index = list(index)
-    diff = other[index] - base[index]
-    return {
-        "score": mean_or_nan(other[index]),
-        "score_ci": bootstrap_interval(np.mean, other[index], n_boot=n_boot, seed=seed),
-        "shift": mean_or_nan(diff),
-        "shift_ci": bootstrap_interval(np.mean, diff, n_boot=n_boot, seed=seed),
-        "n": len(index),
-    }
 
 
 # --------------------------------------------------------------------------- the experiment core
@@ -234,6 +169,8 @@ def run_behavior_edit(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[int, torch.Tensor]]]:
     """Sweep steering layer x coefficient per attribute; returns (results, generations, vectors).
 
+    The vectors returned are those coefficient 1 adds (reference norm x unit mean difference, per
+    attribute and layer), so that ``Steering(layer, vector, coefficient)`` repeats a setting.
     ``layers`` None: three spread over the blocks (:func:`default_steering_layers`). The best
     setting of an attribute is the largest mean shift on the *selection* prompts among settings
     whose neutral perplexity ratio stays within ``max_perplexity_ratio`` (all settings when none
@@ -272,7 +209,8 @@ def run_behavior_edit(
     for attribute, scorer in scorers.items():
         chosen = [pairs[attribute][i] for i in vector_pairs[attribute]]
         with count_forward(model) as vector_cost:
-            vecs = steering_vectors(model, tokenizer, chosen, layers, pooling=pooling)
+            found = contrast_vectors(model, tokenizer, chosen, layers, pooling=pooling)
+        vecs = found.scaled()
         vectors[attribute] = vecs
         per_sample = sample_scores(scorer, base_gen)
         base_scores = np.asarray([float(np.mean(s)) for s in per_sample])
@@ -334,7 +272,8 @@ def run_behavior_edit(
         results[attribute] = {
             "scorer": scorer.describe(),
             "n_vector_pairs": len(chosen),
-            "vector_norms": {str(k): float(v.norm()) for k, v in vecs.items()},
+            "direction_norms": {str(k): float(v.norm()) for k, v in found.directions.items()},
+            "reference_norms": {str(k): v for k, v in found.reference_norms.items()},
             "vector_cost": vector_cost.as_dict(),
             "baseline": {
                 "report": mean_with_ci(base_scores[report], **boot),
@@ -347,6 +286,7 @@ def run_behavior_edit(
         "attributes": results,
         "layers": layers,
         "coefficients": coefficients,
+        "steering_convention": CONVENTION,
         "n_prompts": len(prompts),
         "n_selection": len(selection),
         "n_report": len(report),
@@ -561,6 +501,8 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
         "prompts and seeds; 95% bootstrap CIs over prompts. Side effects: perplexity of "
         f"neutral held-out sentences (baseline {fmt(side['baseline_perplexity'])}) and task "
         f"accuracy (baseline {fmt(side['baseline_accuracy'])}, {side['n_task_items']} items).",
+        "",
+        f"Coefficients are relative to the residual stream: {results['steering_convention']}.",
     ]
     for attribute, info in results["attributes"].items():
         base = info["baseline"]["report"]
@@ -568,7 +510,9 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             "",
             f"## {attribute} (scorer: {info['scorer']['kind']})",
             "",
-            f"Unsteered score {fmt(base['mean'])} {fmt_ci(base['ci'])}.",
+            f"Unsteered score {fmt(base['mean'])} {fmt_ci(base['ci'])}. Reference norms by layer: "
+            + ", ".join(f"{k}: {v:.1f}" for k, v in info["reference_norms"].items())
+            + ".",
             "",
             "| layer | coefficient | score | shift | 95% CI | perplexity ratio | accuracy change |",
             "| --- | --- | --- | --- | --- | --- | --- |",

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from actspace.core.checks import PAIRS_FILE, WORLD_FILES, check_file
+from actspace.core.checks import PAIRS_FILE, WORLD_FILES, check_extra, check_file
 from actspace.core.schema import check_layers, check_name
+from actspace.methods.steering_sets import builtin_files
 from actspace.plan import RESULTS
 
 #: What the files behavior_edit reads are, in words.
@@ -19,8 +20,9 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
     files named here that do not exist.
 
     patching_layers patches PM3's model on PM3's prompt pairs unless told otherwise; behavior_edit
-    steers PM3's model, reads the world's contrast sets and neutral prompts, and measures its
-    accuracy side effect on the first task.
+    steers PM3's model, reads the contrast sets and neutral prompts that ``builtin_sets`` names
+    (the world's for an organism, the shipped English sets for any other model, under ``auto``),
+    and measures its accuracy side effect on the first task.
     """
     pm3 = config["premortems"]["pm3"]
     experiments = config["experiments"]
@@ -38,9 +40,12 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
     pl["pairs"] = pl["pairs"] or pm3["pairs"] or WORLD_FILES["pairs"]
     be["model"] = be["model"] or pm3["model"]
     be["side_task"] = be["side_task"] or next(iter(config["tasks"]))
-    be["attribute_sets"] = be["attribute_sets"] or WORLD_FILES["attribute_sets"]
-    be["prompts"] = be["prompts"] or WORLD_FILES["prompts"]
     check_name(be["model"], config["models"], "experiments.behavior_edit.model", "model")
+    shipped = builtin_files(be["builtin_sets"], config["models"][be["model"]]["source"])
+    for key in ("attribute_sets", "prompts"):
+        be[key] = be[key] or (shipped[key] if shipped else WORLD_FILES[key])
+    if "toxicity" in be["attributes"] and be["scorers"]["toxicity"]["kind"] == "offline":
+        check_extra("experiments.behavior_edit.scorers.toxicity.kind", "profanity_check", "scorers")
     check_name(pl["model"], config["models"], "experiments.patching_layers.model", "model")
     check_name(be["side_task"], config["tasks"], "experiments.behavior_edit.side_task", "task")
     if pl["layers"]:
