@@ -65,7 +65,14 @@ def real_study_config(model: Path, data: Path) -> dict:
         "experiments": {
             # every 5th layer of 31 and 24 pairs: the by-layer curve at a sixth of the cost
             "patching_layers": {"layers": [0, 5, 10, 15, 20, 25, 30], "n_pairs": 24},
-            "behavior_edit": {"max_new_tokens": 16, "samples_per_prompt": 2},
+            # toxicity scored offline (alt-profanity-check's classifier ships in its wheel); no
+            # well-kept offline formality classifier exists, so formality is left out
+            "behavior_edit": {
+                "attributes": ["toxicity"],
+                "scorers": {"toxicity": {"kind": "offline"}},
+                "max_new_tokens": 16,
+                "samples_per_prompt": 2,
+            },
         },
     }
 
