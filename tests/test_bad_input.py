@@ -23,6 +23,10 @@ Cross-references before any job (tests/test_config_checks.py)
   - task-type-specific keys: a hub-type task with ``path`` but no ``source: local``,
     ``num_fewshot`` on a jsonl task, ``subjects`` on a non-MMLU task, one choice per item
   - ``tracking.wandb`` set without wandb installed
+  - ``revision`` on a local or organism model (tests/test_config.py: "applies to hub models only")
+  - an unknown ``behavior_edit.builtin_sets``, ``kind: offline`` for formality, and ``offline``
+    without alt-profanity-check installed (tests/test_steering_convention.py,
+    tests/test_attribute_scorers.py)
 Nothing already computed is lost (tests/test_nothing_lost.py, slow)
   - each case above that a check catches, run with ``snakemake --cores 2`` on a finished study:
     refused before any job, and the sha256 of every results file unchanged
@@ -36,8 +40,9 @@ Activation stores (tests/test_store_integrity.py, and below)
     ``extract.truncation: refuse`` stops instead
   - a task with one choice per item
 A pre-mortem with no value (tests/test_gate.py, tests/test_summary.py, tests/test_premortems.py)
-  - PM3 with no usable pair, PM2 with too few right or wrong answers: INCONCLUSIVE with the
-    reason; the abort report, the decision, the summary and the paper are written (the organisms
+  - PM3 with no usable pair, PM2 with too few right or wrong answers, PM1 on a study of one model
+    (and, forced open, the 2A experiments: "not measured"): INCONCLUSIVE with the reason; the
+    abort report, the decision, the summary and the paper are written (the organisms
     at 150 training steps, slow)
 Below: truncated, corrupted and NaN activation files, malformed task lines, out-of-range labels,
 empty tasks, weightless model folders and oversized layers at the step that reads them.
