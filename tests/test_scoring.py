@@ -191,8 +191,8 @@ def test_item_metrics_truthfulqa() -> None:
     assert item_metrics(logliks - 1000.0, mc2)["mc2"] == pytest.approx(0.8, abs=1e-12)
     # p_true = (0.2 + 0.2) / (0.2 + 0.2 + 0.1)
     assert mc2_score(np.log([0.2, 0.2, 0.1]), [1, 1, 0]) == pytest.approx(0.8)
-    # like the harness, answers after the first 0 count as false even when labelled 1
-    assert mc2_score(np.log([0.5, 0.3, 0.2]), [1, 0, 1]) == pytest.approx(0.5)
+    # like the harness (lm-eval 0.4.13), an answer labelled 1 is true even after a 0
+    assert mc2_score(np.log([0.5, 0.3, 0.2]), [1, 0, 1]) == pytest.approx(0.7)
     assert mc2_score([math.log(0.1), math.log(0.3)], [1, 0]) == pytest.approx(0.25)
 
 

@@ -88,7 +88,7 @@ def test_truthfulqa_real_items(shared_benchmarks: Path) -> None:
     mc2 = load_task({"type": "truthfulqa_mc2", "source": "local", "path": path})
     assert len(mc2) == 817
     assert mc2[0].metadata["labels"] == [1, 1, 1, 0, 0, 0] and len(mc2[0].choices) == 6
-    # line 165 lists a true answer after a false one; kept as given (the harness splits at the 0)
+    # line 165 lists a true answer after a false one; kept as given (the harness counts every 1)
     assert mc2[164].metadata["labels"] == [1, 1, 1, 0, 1, 0, 0, 0, 0]
 
 

@@ -210,9 +210,9 @@ def truthfulqa_item(doc: dict[str, Any], index: int, where: str, variant: str) -
         or any(label not in (0, 1) or isinstance(label, bool) for label in labels)
     ):
         raise ValueError(f"{where}: {key}.labels must be one 0 or 1 per choice")
-    # The harness takes index 0 as MC1's answer and splits MC2's answers at the first 0 (true
-    # answers first). Two items of the data set list a true answer after a false one; the
-    # harness counts it as false, and so does scoring.mc2_score: the labels are kept as given.
+    # The harness takes index 0 as MC1's answer and every MC2 answer labelled 1 as true. Two
+    # items of the data set list a true answer after a false one; the harness (0.4.13) counts
+    # it as true, and so does scoring.mc2_score: the labels are kept as given.
     if labels[0] != 1:
         raise ValueError(f"{where}: {key}.labels must list a true answer (1) first")
     if variant == "mc2" and 0 not in labels:
