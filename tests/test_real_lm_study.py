@@ -67,9 +67,14 @@ def real_study_config(model: Path, data: Path) -> dict:
             "patching_layers": {"layers": [0, 5, 10, 15, 20, 25, 30], "n_pairs": 24},
             # toxicity scored offline (alt-profanity-check's classifier ships in its wheel); no
             # well-kept offline formality classifier exists, so formality is left out
+            # one middle layer, two strengths, fewer texts: 3 settings instead of 10
             "behavior_edit": {
                 "attributes": ["toxicity"],
                 "scorers": {"toxicity": {"kind": "offline"}},
+                "layers": [15],
+                "coefficients": [0.25, 0.5],
+                "n_neutral_texts": 20,
+                "side_task_items": 30,
                 "max_new_tokens": 16,
                 "samples_per_prompt": 2,
             },
