@@ -21,6 +21,8 @@ import pytest
 import yaml
 from helpers.workflow import compile_paper, copy_workflow, force_args, snakemake
 
+from actspace import plan
+
 pytestmark = pytest.mark.slow
 
 #: Items per task: small enough for CI on 2 cores, large enough for held-out intervals.
@@ -78,6 +80,7 @@ def real_study_config(model: Path, data: Path) -> dict:
                 "max_new_tokens": 16,
                 "samples_per_prompt": 2,
             },
+            "patching_vs_prompting": {"timing_repeats": 1},
         },
     }
 
@@ -100,12 +103,16 @@ def _results(workdir: Path, folder: str) -> dict:
     return json.loads((workdir / "results" / folder / "results.json").read_text(encoding="utf-8"))
 
 
+def _premortem(workdir: Path, pm: str) -> dict:
+    return json.loads((workdir / plan.premortem(pm).folder / "results.json").read_text())
+
+
 def _finite(*values: object) -> bool:
     return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
 def test_pm1_on_one_model_says_why_and_the_gate_goes_on(real_study):
-    pm1 = _results(real_study, "premortems/pm1")
+    pm1 = _premortem(real_study, "pm1")
     assert pm1["value"] is None and pm1["verdict"] == "INCONCLUSIVE"
     assert "this study has one (smollm2)" in pm1["reason"]
     decision = json.loads((real_study / "results/gate/decision.json").read_text())
@@ -114,7 +121,7 @@ def test_pm1_on_one_model_says_why_and_the_gate_goes_on(real_study):
 
 def test_pm2_and_pm3_measure_the_real_model(real_study):
     for pm in ("pm2", "pm3"):
-        record = _results(real_study, f"premortems/{pm}")
+        record = _premortem(real_study, pm)
         assert _finite(record["value"], *record["ci"]), pm
         assert record["ci"][0] <= record["value"] <= record["ci"][1]
         assert record["verdict"] in {"PASS", "INCONCLUSIVE", "FAIL"}
