@@ -177,11 +177,11 @@ def layer_stats(
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; allowed: {', '.join(POOLINGS)}")
     if not texts:
-        raise ValueError("layer_means needs at least one text")
+        raise ValueError("layer_stats needs at least one text")
     blocks = residual_blocks(model)
     layers = [int(k) for k in layers]
     if not layers:
-        raise ValueError("layer_means needs at least one layer")
+        raise ValueError("layer_stats needs at least one layer")
     bad = [k for k in layers if not 0 <= k <= len(blocks)]
     if bad:
         raise ValueError(f"layer {bad[0]} is out of range 0..{len(blocks)}")
