@@ -94,7 +94,7 @@ def test_store_matches_naive_scoring_and_plain_forward(family, tiny_model_dir, t
     assert meta["forward_passes"] == 2 * 3  # shards of 4 + 3 items, batches of 3: 2 + 1 batches
     assert meta["n_layers"] == len(residual_blocks(model))
 
-    add_bos = needs_bos(model)
+    add_bos = needs_bos(model, tokenizer)
     encoded, _ = encode_items(tokenizer, ITEMS, add_bos=add_bos)
     pooled = {name: store.pooled(name) for name in ("last", "mean")}
     mask = store.choice_mask()

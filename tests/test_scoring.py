@@ -95,6 +95,21 @@ def test_gemma_gets_bos(tiny_model_dir) -> None:
     assert ctx == [tok.bos_token_id, *plain_ctx] and cont == plain_cont
 
 
+@pytest.mark.parametrize("family", ["opt", "llama", "gpt2"])
+def test_contexts_start_as_the_tokenizer_starts_them_like_lm_eval(tiny_model_dir, family) -> None:
+    """lm-eval 0.4.13 encodes a context with the tokenizer's default special tokens: OPT's
+    tokenizer puts ``</s>`` first, the others nothing. The project's context ids are the same."""
+    folder = tiny_model_dir(family)
+    tok = tokenizer_of(folder)
+    config = transformers.AutoConfig.from_pretrained(folder)
+    add_bos = needs_bos(config, tok)
+    assert add_bos == (family == "opt")
+    context = "The cat sat on the"
+    ctx, cont = encode_pair(tok, context, " mat", add_bos=add_bos)
+    assert ctx == tok.encode(context)  # add_special_tokens defaults to True, as in the harness
+    assert ctx + cont == tok.encode(context + " mat")
+
+
 def test_encode_item(tiny_model_dir) -> None:
     tok = tokenizer_of(tiny_model_dir("gpt2"))
     item = Item("x", "A man is sitting on a roof. He ", ["starts", "looked"], 0, {})
@@ -118,7 +133,7 @@ def test_score_reference_matches_independent(tiny_model_dir, family: str) -> Non
     model, tok = model_of(folder), tokenizer_of(folder)
     items = load_task({"type": "jsonl", "path": str(FIXTURES / "tasks_plain.jsonl")})
     scores = score_reference(model, tok, items)
-    bos = family == "gemma2"
+    bos = family in ("gemma2", "opt")  # Gemma always; OPT because its tokenizer adds </s>
     for item, item_scores in zip(items, scores, strict=True):
         expected = [independent_loglik(model, tok, item.context, c, bos) for c in item.choices]
         assert len(item_scores) == len(item.choices)

@@ -184,7 +184,7 @@ def extract_store(
     device = next(model.parameters()).device
     out_dtype = resolve_storage_dtype(storage_dtype, device)
     if add_bos is None:
-        add_bos = needs_bos(model)
+        add_bos = needs_bos(model, tokenizer)
     if max_length is None:
         max_length = model_max_length(model, tokenizer)
     blocks = residual_blocks(model)

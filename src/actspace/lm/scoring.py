@@ -48,17 +48,33 @@ TARGET_DELIMITER = " "
 DEFAULT_MAX_LENGTH = 2048
 
 
-def needs_bos(model_or_config: Any) -> bool:
-    """Whether the model needs a BOS token in front of its input (the Gemma families).
+def needs_bos(model_or_config: Any, tokenizer: Any = None) -> bool:
+    """Whether contexts get a BOS token in front: always for the Gemma families, and wherever the
+    tokenizer adds one by default (OPT's ``</s>``, Llama 2 and 3, Mistral).
 
-    Accepts a model, a config or a ``model_type`` string.
+    lm-evaluation-harness 0.4.13 encodes contexts with the tokenizer's default special tokens, so
+    the second rule keeps the scoring equal to the harness's; the first keeps Gemma, which needs
+    its BOS, right even where a tokenizer was saved without it. Accepts a model, a config or a
+    ``model_type`` string, and the tokenizer (None: the model type alone decides).
     """
     if isinstance(model_or_config, str):
         model_type = model_or_config
     else:
         config = getattr(model_or_config, "config", model_or_config)
         model_type = getattr(config, "model_type", "") or ""
-    return "gemma" in model_type.lower()
+    return "gemma" in model_type.lower() or (
+        tokenizer is not None and tokenizer_adds_bos(tokenizer)
+    )
+
+
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether encoding with the tokenizer's default special tokens puts its BOS token first."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    with_special = tokenizer.encode("a", add_special_tokens=True)
+    plain = tokenizer.encode("a", add_special_tokens=False)
+    return len(with_special) > len(plain) and with_special[0] == bos and plain[:1] != [bos]
 
 
 def prefix_token_id(tokenizer: Any) -> int:
@@ -175,11 +191,12 @@ def score_reference(
 ) -> list[list[float]]:
     """Choice log-likelihoods by one forward pass per (context, choice), as the harness runs them.
 
-    ``add_bos`` defaults to :func:`needs_bos` of the model. Log-probabilities are taken in float32
-    whatever the model's dtype (the harness takes them in the model's dtype; equal in float32).
+    ``add_bos`` defaults to :func:`needs_bos` of the model and tokenizer. Log-probabilities are
+    taken in float32 whatever the model's dtype (the harness takes them in the model's dtype;
+    equal in float32).
     """
     if add_bos is None:
-        add_bos = needs_bos(model)
+        add_bos = needs_bos(model, tokenizer)
     limit = max_length(model, tokenizer)
     device = next(model.parameters()).device
     model.eval()

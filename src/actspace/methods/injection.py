@@ -38,7 +38,7 @@ class EncodedItem:
 
 def encode_items(model: Any, tokenizer: Any, items: Sequence[Item]) -> list[EncodedItem]:
     """Harness encoding (:func:`actspace.lm.scoring.encode_item`), truncated as the harness does."""
-    add_bos = needs_bos(model)
+    add_bos = needs_bos(model, tokenizer)
     limit = max_length(model, tokenizer)
     encoded = []
     for item in items:

@@ -185,7 +185,7 @@ def layer_stats(
     bad = [k for k in layers if not 0 <= k <= len(blocks)]
     if bad:
         raise ValueError(f"layer {bad[0]} is out of range 0..{len(blocks)}")
-    add_bos = needs_bos(model)
+    add_bos = needs_bos(model, tokenizer)
     device = _device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     total = torch.zeros((len(layers), hidden_size(model)), dtype=torch.float64)
@@ -363,7 +363,7 @@ def generate(
     """
     if not prompts:
         raise ValueError("generate needs at least one prompt")
-    add_bos = needs_bos(model)
+    add_bos = needs_bos(model, tokenizer)
     device = _device(model)
     encoded = [_encode(tokenizer, with_prefix(prefix, p), add_bos) for p in prompts]
     if any(not ids for ids in encoded):
@@ -441,7 +441,7 @@ def text_nll(
     """
     if not texts:
         raise ValueError("text_nll needs at least one text")
-    add_bos = needs_bos(model)
+    add_bos = needs_bos(model, tokenizer)
     device = _device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rows: list[tuple[list[int], int]] = []
@@ -496,7 +496,7 @@ def task_correct(
     """Per-item correctness (harness ``acc``) on a multiple-choice task, with steering on."""
     if not items:
         raise ValueError("task_correct needs at least one item")
-    encoded, _ = encode_items(tokenizer, items, add_bos=needs_bos(model))
+    encoded, _ = encode_items(tokenizer, items, add_bos=needs_bos(model, tokenizer))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     correct: list[bool] = []
     with _intervention(model, steering):
