@@ -62,3 +62,15 @@ def real_lm_dir() -> Path:
         return real_model_dir()
     except RealModelUnavailable as error:
         pytest.skip(str(error))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and do not fight other jobs for cores); the
+    previous thread count is restored after the test."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

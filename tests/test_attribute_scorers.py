@@ -24,13 +24,7 @@ from actspace.methods.scorers import (
 )
 from actspace.methods.steering_sets import english_sets, load_contrast_pairs
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_classifier(folder: Path, labels: dict[int, str]) -> Path:

@@ -11,12 +11,13 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 from helpers.scripts import load_script
 from helpers.world import SMALL_WORLD
 
 from actspace.core.progress import Progress, optional_progress, peak_rss_mb
 from actspace.core.schema import validate_schema
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class FakeClock:
@@ -148,14 +149,6 @@ def test_optional_progress_and_bad_arguments(tmp_path):
 # ------------------------------------------------------------------------------ the long steps
 def _tracker(tmp_path: Path, name: str) -> Progress:
     return Progress(tmp_path / f"{name}.json", step=name, every_s=0.0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
