@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats as _stats
@@ -157,3 +157,74 @@ def verdict(ci_low: float, ci_high: float, threshold: float) -> Verdict:
     if high < threshold:
         return "FAIL"
     return "INCONCLUSIVE"
+
+
+def corrected_t_ci(
+    estimates: np.ndarray | Sequence[float],
+    *,
+    n_train: int,
+    n_test: int,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Interval of the mean of repeated cross-fitting estimates (Nadeau and Bengio 2003).
+
+    ``estimates`` holds one value per (repeat, fold) fit, each measured on that fold's held-out
+    items. The folds' training sets overlap, so their estimates are correlated and the plain
+    variance of their mean understates the uncertainty; the *corrected resampled t* inflates it
+    to ``(1/J + n_test/n_train) * s**2`` (J estimates), which includes the variability of the
+    fit itself, and uses Student's t with J - 1 degrees of freedom. NaN estimates are dropped; a
+    NaN interval comes back when fewer than two remain.
+    """
+    values = np.asarray(estimates, dtype=float)
+    values = values[np.isfinite(values)]
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"n_train and n_test must be positive, got {n_train} and {n_test}")
+    if values.size < 2:
+        return float("nan"), float("nan")
+    j = values.size
+    variance = (1.0 / j + n_test / n_train) * float(values.var(ddof=1))
+    half = float(_stats.t.ppf(0.5 + level / 2, df=j - 1)) * float(np.sqrt(variance))
+    centre = float(values.mean())
+    return centre - half, centre + half
+
+
+def cluster_bootstrap_ci(
+    statistic: Callable[..., float],
+    *arrays: np.ndarray | Sequence[float],
+    groups: np.ndarray | Sequence[Any],
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(*arrays)`` that resamples whole groups.
+
+    Items that share a group (pairs about one entity, items from one source) are not independent;
+    drawing groups with replacement and keeping every item of a drawn group gives an interval
+    that says so. With every item its own group this is the ordinary paired bootstrap.
+    """
+    data = _as_arrays(arrays)
+    labels = np.asarray(groups)
+    if any(array.shape[0] != labels.shape[0] for array in data):
+        raise ValueError("cluster_bootstrap_ci needs one group label per item")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    _, codes = np.unique(labels, return_inverse=True)
+    members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+    if len(members) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_resamples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        for b in range(n_resamples):
+            chosen = rng.integers(0, len(members), size=len(members))
+            index = np.concatenate([members[g] for g in chosen])
+            draws[b] = statistic(*(array[index] for array in data))
+    alpha = (1.0 - level) / 2
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(draws, [alpha, 1.0 - alpha])
+    return float(low), float(high)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, train_test_split
 
 #: Smallest count of correct and of incorrect answers a correctness probe needs.
 MIN_PER_CLASS = 6
@@ -79,3 +79,82 @@ def correctness_split(
         np.arange(y.size), test_size=test_fraction, stratify=y, random_state=seed
     )
     return Split(items=items, y=y, train=np.sort(train), test=np.sort(test))
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fit of repeated cross-fitting: positions of its training and held-out items."""
+
+    repeat: int
+    fold: int
+    train: np.ndarray
+    test: np.ndarray
+
+
+def _group_codes(groups: np.ndarray | None, n: int) -> np.ndarray:
+    """Integer group codes for ``n`` items (every item its own group when ``groups`` is None)."""
+    if groups is None:
+        return np.arange(n)
+    labels = np.asarray(groups)
+    if labels.shape[0] != n:
+        raise ValueError(f"groups must hold one label per item, got {labels.shape[0]} for {n}")
+    return np.unique(labels, return_inverse=True)[1].reshape(-1)
+
+
+def grouped_folds(
+    n: int,
+    *,
+    n_folds: int,
+    n_repeats: int,
+    seed: int,
+    groups: np.ndarray | None = None,
+    stratify: np.ndarray | None = None,
+) -> list[Fold]:
+    """``n_repeats`` seeded partitions of ``n`` items into ``n_folds`` folds, every item held out
+    once per repeat and every group inside one fold.
+
+    With ``stratify`` (class labels) the folds keep the classes' shares as far as the groups
+    allow (scikit-learn's ``StratifiedGroupKFold``); without, groups are dealt to folds in a
+    seeded random order (``GroupKFold`` with shuffling). Repeat ``r`` uses seed ``seed + r``.
+    """
+    codes = _group_codes(groups, n)
+    if n_folds < 2 or n_repeats < 1:
+        raise ValueError(f"need n_folds >= 2 and n_repeats >= 1, got {n_folds} and {n_repeats}")
+    if np.unique(codes).size < n_folds:
+        raise ValueError(
+            f"{n_folds} folds need at least {n_folds} groups of items, got {np.unique(codes).size}"
+        )
+    folds = []
+    for repeat in range(n_repeats):
+        if stratify is not None:
+            splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed + repeat)
+            parts = splitter.split(np.zeros(n), np.asarray(stratify), codes)
+        else:
+            splitter = GroupKFold(n_folds, shuffle=True, random_state=seed + repeat)
+            parts = splitter.split(np.zeros(n), groups=codes)
+        for fold, (train, test) in enumerate(parts):
+            folds.append(Fold(repeat, fold, np.sort(train), np.sort(test)))
+    return folds
+
+
+def grouped_split(
+    n: int,
+    *,
+    test_fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
+    stratify: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One seeded split of ``n`` items into (train, test) positions with every group on one side.
+
+    About ``test_fraction`` of the items are held out: the first of ``round(1 / test_fraction)``
+    grouped (and, with ``stratify``, stratified) folds. Without groups this is a plain
+    (stratified) random split.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    n_folds = max(2, int(round(1.0 / test_fraction)))
+    first = grouped_folds(
+        n, n_folds=n_folds, n_repeats=1, seed=seed, groups=groups, stratify=stratify
+    )[0]
+    return first.train, first.test

@@ -194,6 +194,8 @@ def hellaswag_item(doc: dict[str, Any], index: int, where: str) -> Item:
     ind = doc.get("ind", index)
     context = preprocess_hellaswag(activity + ": " + ctx_a + " " + ctx_b.capitalize())
     metadata = {"task": "hellaswag", "ind": ind, "activity_label": activity}
+    if doc.get("source_id") is not None:  # endings written from one source video: one group
+        metadata["source_id"] = str(doc["source_id"])
     return Item(f"hellaswag/{ind}", context, choices, label, metadata)
 
 

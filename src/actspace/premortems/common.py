@@ -11,7 +11,7 @@ without naming its keys a second time.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,46 @@ def topic(pm: str) -> str:
     return plan.premortem(pm).title.removeprefix(f"{pm.upper()} ")
 
 
+def control_record(
+    name: str, description: str, value: float | None, ci: Sequence[float | None]
+) -> dict[str, Any]:
+    """What a trivial explanation already gives on the same items (the pre-mortem's control)."""
+    return {
+        "name": name,
+        "description": description,
+        "value": value,
+        "ci": [ci[0], ci[1]],
+    }
+
+
+def controlled_test(
+    statistic: str, value: float | None, ci: Sequence[float | None], bound: float
+) -> dict[str, Any]:
+    """The comparison the controlled verdict decides on: ``statistic`` (for PM1 and PM2 the
+    paired difference metric - control, bound 0) must have its whole interval above ``bound``."""
+    low = ci[0]
+    passed = low is not None and bool(np.isfinite(low)) and float(low) > bound
+    return {
+        "statistic": statistic,
+        "value": value,
+        "ci": [ci[0], ci[1]],
+        "bound": float(bound),
+        "passed": passed,
+    }
+
+
+def controlled_verdict(plan_verdict: str, controlled: Mapping[str, Any] | None) -> str:
+    """PASS only when the plan's rule passes AND the metric beats its control.
+
+    A plan verdict other than PASS stands as it is (FAIL stays FAIL, INCONCLUSIVE stays
+    INCONCLUSIVE); a plan PASS whose comparison with the control does not lie above its bound
+    is a FAIL: the metric is no better than what the trivial explanation gives.
+    """
+    if plan_verdict != "PASS":
+        return plan_verdict
+    return "PASS" if controlled is not None and controlled["passed"] else "FAIL"
+
+
 def headline(
     pm: str,
     *,
@@ -43,13 +83,19 @@ def headline(
     started: float,
     date: str,
     description: str,
+    control: Mapping[str, Any] | None,
+    controlled: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The keys every pre-mortem record of PM1 and PM2 opens with, in their order.
+    """The keys every pre-mortem record opens with, in their order.
 
-    ``started`` is the ``time.perf_counter()`` reading at the start of the run: the duration is
-    measured when the headline is built, after the computation.
+    ``plan_verdict`` is the plan's threshold rule on ``ci``; ``controlled_verdict`` adds the
+    comparison with the control (:func:`controlled_verdict`). Which of the two the gate uses is
+    ``gate.criterion``'s choice, made by the gate, not here. ``started`` is the
+    ``time.perf_counter()`` reading at the start of the run: the duration is measured when the
+    headline is built, after the computation.
     """
     low, high = ci
+    plan_rule = verdict(low, high, threshold)
     return {
         "premortem": pm,
         "name": record_name(pm),
@@ -58,7 +104,10 @@ def headline(
         "ci": [low, high],
         "ci_level": ci_level,
         "threshold": float(threshold),
-        "verdict": verdict(low, high, threshold),
+        "plan_verdict": plan_rule,
+        "control": dict(control) if control is not None else None,
+        "controlled": dict(controlled) if controlled is not None else None,
+        "controlled_verdict": controlled_verdict(plan_rule, controlled),
         "n": int(n),
         "duration_s": round(time.perf_counter() - started, 3),
         "date": date,
@@ -76,8 +125,9 @@ def no_value_headline(
     date: str,
     description: str,
 ) -> dict[str, Any]:
-    """A pre-mortem's record when it cannot be measured: no value, INCONCLUSIVE, and the reason,
-    so that the gate, the abort report and the summary say why, and the rest of the plan goes on."""
+    """A pre-mortem's record when it cannot be measured: no value, INCONCLUSIVE under both
+    criteria, and the reason, so that the gate, the abort report and the summary say why, and
+    the rest of the plan goes on."""
     record = headline(
         pm,
         value=float("nan"),
@@ -88,8 +138,16 @@ def no_value_headline(
         started=started,
         date=date,
         description=description,
+        control=None,
+        controlled=None,
     )
-    record.update(value=None, ci=[None, None], verdict="INCONCLUSIVE", reason=reason)
+    record.update(
+        value=None,
+        ci=[None, None],
+        plan_verdict="INCONCLUSIVE",
+        controlled_verdict="INCONCLUSIVE",
+        reason=reason,
+    )
     return record
 
 
