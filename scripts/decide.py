@@ -1,16 +1,18 @@
-"""Rule `decision`: apply gate.force to the measured verdicts; write decision.json and .md.
+"""Rule `decision`: apply gate.criterion and gate.force to the measured verdicts; write
+decision.json and decision.md.
 
-The workflow passes the resolved ``gate`` section as ``--params``; ``--force pm1=PASS,pm3=FAIL``
-overrides its ``force`` by hand.
+The workflow passes the resolved ``gate`` section as ``--params``; by hand, ``--criterion plan``
+overrides its ``criterion`` and ``--force pm1=PASS,pm3=FAIL`` its ``force``. A key missing from
+``--params`` takes the schema's default.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from actspace.core.cli import json_object, one_line_errors
+from actspace.core.cli import json_object, one_line_errors, schema_defaults
 from actspace.core.io import atomic_write_json, atomic_write_text
-from actspace.gate.decision import decide, decision_markdown, read_verdicts
+from actspace.gate.decision import CRITERIA, decide, decision_markdown, read_verdicts
 
 
 def parse_force(text: str) -> dict[str, str | None]:
@@ -27,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--params", type=json_object, default={}, help="the resolved gate section as JSON"
     )
+    parser.add_argument("--criterion", choices=CRITERIA, default=None, help="which verdict decides")
     parser.add_argument(
         "--force", type=parse_force, default=None, help="forced verdicts, e.g. pm1=PASS,pm2=FAIL"
     )
@@ -38,12 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    force = args.force if args.force is not None else args.params.get("force", {})
+    gate = {**schema_defaults("gate"), **args.params}
+    force = args.force if args.force is not None else gate["force"]
+    criterion = args.criterion if args.criterion is not None else gate["criterion"]
     with one_line_errors(OSError, KeyError):
-        decision = decide(read_verdicts(args.verdicts), force)
+        decision = decide(read_verdicts(args.verdicts), force, criterion)
     atomic_write_json(args.output_json, decision)
     atomic_write_text(args.output_md, decision_markdown(decision))
-    print("branches:", ", ".join(decision["branches"]))
+    print(f"criterion {criterion}; branches:", ", ".join(decision["branches"]))
 
 
 if __name__ == "__main__":

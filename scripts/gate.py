@@ -1,6 +1,8 @@
 """Checkpoint `gate`: record the measured pre-mortem verdicts in results/gate/verdicts.json.
 
-One flag per pre-mortem of the plan (``--pm1 results.json`` ...), from :mod:`actspace.plan`.
+One flag per pre-mortem of the plan (``--pm1 results.json`` ...), from :mod:`actspace.plan`. Both
+verdicts of each (plan and controlled) are recorded, with the control; which one decides is
+``gate.criterion``'s choice, made by the decision step, so the checkpoint never depends on it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError, KeyError) as error:
         sys.exit(f"error: {error}")
     atomic_write_json(args.output, record)
-    print(", ".join(f"{pm}: {info['verdict']}" for pm, info in record.items()))
+    print(
+        ", ".join(
+            f"{pm}: plan {info['plan_verdict']}, controlled {info['controlled_verdict']}"
+            for pm, info in record.items()
+        )
+    )
 
 
 if __name__ == "__main__":

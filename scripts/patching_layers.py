@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         if "n_samples" in params:  # the common flag --n-samples sets this step's n_pairs
             params["n_pairs"] = params.pop("n_samples")
         path, revision = model_path(params)
-        pairs = load_prompt_pairs(args.pairs)[: params["n_pairs"]]
+        pairs = load_prompt_pairs(args.pairs, n_pairs=params["n_pairs"], seed=params["seed"])
         with optional_progress(args.progress_file, step="patching_layers") as progress:
             model, tokenizer = load_model(
                 path, dtype=params["dtype"], device=params["device"], revision=revision

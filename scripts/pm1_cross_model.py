@@ -37,11 +37,18 @@ def main(argv: list[str] | None = None) -> None:
     }
     write_experiment(args.output_dir, results, config, summary_markdown(results))
     if results["value"] is None:
-        print(f"pm1: no value ({results['reason']}) -> {results['verdict']}")
+        print(
+            f"pm1: no value ({results['reason']}) -> plan {results['plan_verdict']}, "
+            f"controlled {results['controlled_verdict']}"
+        )
         return
+    control, test = results["control"], results["controlled"]
     print(
         f"pm1 {results['metric']} = {results['value']:.3f} "
-        f"[{results['ci'][0]:.3f}, {results['ci'][1]:.3f}] -> {results['verdict']}"
+        f"[{results['ci'][0]:.3f}, {results['ci'][1]:.3f}] -> plan {results['plan_verdict']}; "
+        f"control {control['value']:.3f}, difference {test['value']:.3f} "
+        f"[{test['ci'][0]:.3f}, {test['ci'][1]:.3f}] -> controlled "
+        f"{results['controlled_verdict']}"
     )
 
 

@@ -1,4 +1,5 @@
-"""PM2 error prediction: a linear probe on one layer predicts whether the model answered correctly.
+"""PM2 error prediction: a linear probe on one layer predicts whether the model answered correctly,
+decided against a probe on the model's output confidence alone (both verdicts are printed).
 
 Reads one activation store (one model on one task; --store) and writes results.json, config.json
 and summary.md to --output-dir. The parameters are the keys of premortems.pm2 and the study's
@@ -35,12 +36,18 @@ def main(argv: list[str] | None = None) -> None:
     config = {"premortem": "pm2", "store": args.store, **params}
     write_experiment(args.output_dir, results, config, summary_markdown(results))
     if results["value"] is None:
-        print(f"pm2: no value ({results['reason']}) -> {results['verdict']}")
+        print(
+            f"pm2: no value ({results['reason']}) -> plan {results['plan_verdict']}, "
+            f"controlled {results['controlled_verdict']}"
+        )
         return
+    test = results["controlled"]
     print(
         f"pm2 {results['metric']} = {results['value']:.3f} "
         f"[{results['ci'][0]:.3f}, {results['ci'][1]:.3f}] at layer {results['layer']} "
-        f"-> {results['verdict']}"
+        f"-> plan {results['plan_verdict']}; control {results['control']['value']:.3f}, "
+        f"{test['statistic']} {test['value']:.3f} [{test['ci'][0]:.3f}, {test['ci'][1]:.3f}] "
+        f"-> controlled {results['controlled_verdict']}"
     )
 
 

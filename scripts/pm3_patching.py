@@ -4,7 +4,7 @@ Reads the prompt pairs (--pairs), loads the model of the model reference in --pa
 and --revision) and writes results.json, config.json, summary.md and per_pair.jsonl (the per-pair
 logit differences) to --output-dir. The parameters are the keys of premortems.pm3, the study's
 seed, the model reference and extract's dtype and device, passed as --params (the workflow does);
-by hand, --n-samples N uses the first N pairs (premortems.pm3.n_pairs).
+by hand, --n-samples N draws N pairs at random, seeded by the study's seed (premortems.pm3.n_pairs).
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     write_jsonl(args.output_dir / "per_pair.jsonl", per_pair)
     write_experiment(args.output_dir, results, config, summary_markdown(results))
     print(
-        f"pm3: change rate {results['value']:.3f} at layer {results['chosen_layer']} "
-        f"(n = {results['n']}), CI {results['ci']}, {results['verdict']}"
+        f"pm3: change rate {results['value']} at layer {results['chosen_layer']} "
+        f"(n = {results['n']}), CI {results['ci']}: plan {results['plan_verdict']}; interior "
+        f"layer {results['interior_layer']}: controlled {results['controlled_verdict']}"
     )
 
 

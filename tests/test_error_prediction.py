@@ -21,6 +21,7 @@ from actspace.branches.error_prediction.error_prediction_extended import (
     run_error_prediction_extended,
     summary_markdown,
 )
+from actspace.branches.error_prediction.groups import out_of_fold
 from actspace.branches.error_prediction.intervals import defined_ci
 from actspace.branches.error_prediction.steps import layer_choice
 from actspace.core.schema import validate_schema
@@ -127,6 +128,19 @@ def test_split_matches_pm2_and_refuses_one_sided_answers() -> None:
     assert sub.items.size == 30
     with pytest.raises(OneSidedAnswers, match="at least 6 correct"):
         correctness_split(np.r_[np.ones(50, bool), np.zeros(3, bool)])
+
+
+def test_out_of_fold_predictions_keep_groups_in_one_fold() -> None:
+    """Five near-copies of each of 40 items, right or wrong together: ungrouped folds let the
+    probe recognise held-out copies of training items; the store's groups leave it at chance."""
+    rng = np.random.default_rng(0)
+    group = np.repeat(np.arange(40), 5)
+    X = rng.normal(size=(40, 60))[group] + 0.05 * rng.normal(size=(200, 60))
+    y = (rng.random(40) < 0.5)[group]
+    leaky, _ = out_of_fold(X, y, C=1.0, calibrated_C=1.0, seed=0)
+    kept, _ = out_of_fold(X, y, C=1.0, calibrated_C=1.0, seed=0, split_groups=group)
+    assert balanced_accuracy(y, leaky) > 0.9
+    assert abs(balanced_accuracy(y, kept) - 0.5) < 0.2
 
 
 def test_one_sided_store_is_skipped_not_fatal(tmp_path: Path) -> None:

@@ -89,16 +89,16 @@ def segments(drawn: Drawn, gid: str) -> list[tuple[float, float]]:
 
 
 def decision_json() -> dict:
-    pm = {
-        "pm1": ("heldout_projection_correlation", 0.42, [0.35, 0.50], 0.3, "PASS", 60),
-        "pm2": ("heldout_balanced_accuracy", 0.58, [0.52, 0.64], 0.6, "INCONCLUSIVE", 90),
-        "pm3": ("change_rate", 0.10, [0.02, 0.25], 0.5, "FAIL", 20),
-    }
+    from helpers.premortem_records import record
+
     results = {
-        key: dict(zip(("metric", "value", "ci", "threshold", "verdict", "n"), row, strict=True))
-        for key, row in pm.items()
-    }
-    return plain(decide(measured_verdicts(results), {"pm3": "PASS"}))
+        # PM1 clears its threshold but not its control: plan PASS, controlled FAIL
+        "pm1": record("pm1", 0.42, [0.35, 0.50], 0.3, n=60,
+                      control=(0.40, [0.33, 0.47]), comparison=(0.02, [-0.01, 0.05], 0.0)),
+        "pm2": record("pm2", 0.58, [0.52, 0.64], 0.6, n=90),
+        "pm3": record("pm3", 0.10, [0.02, 0.25], 0.5, n=20),
+    }  # fmt: skip
+    return plain(decide(measured_verdicts(results), {"pm3": "PASS"}, "plan"))
 
 
 class FakeStore:
@@ -456,9 +456,18 @@ def test_premortem_verdicts_plot_values_cis_thresholds_and_forced_marks(inputs):
     np.testing.assert_allclose(ci[:, 1], [52.0, 64.0])
     forced = [ln for ln in pm3.get_lines() if ln.get_gid() == "value"][0]
     assert forced.get_markerfacecolor() == "white"  # hollow: forced
-    assert pm3.get_xlabel() == "PASS (forced)\nmeasured: FAIL\nn = 20"
+    assert pm3.get_xlabel() == "PASS (forced)\nmeasured: FAIL\nplan FAIL, controlled FAIL\nn = 20"
     assert pm2.get_ylabel() == "balanced accuracy (%)"
     assert "forced verdicts (PM3)" in drawn.caption and "PM1 n = 60" in drawn.caption
+    # the control beside the metric, in the metric's unit; both verdicts under the one used
+    control = [ln for ln in pm1.get_lines() if ln.get_gid() == "control"][0]
+    assert list(control.get_ydata()) == [0.40] and control.get_xdata()[0] > value.get_xdata()[0]
+    control_ci = [c for c in pm1.collections if c.get_gid() == "control_ci"][0].get_segments()[0]
+    np.testing.assert_allclose(control_ci[:, 1], [0.33, 0.47])
+    pm2_control = [ln for ln in pm2.get_lines() if ln.get_gid() == "control"][0]
+    assert pm2_control.get_ydata()[0] == pytest.approx(48.0)  # 0.58 - 0.1, in percent
+    assert pm1.get_xlabel() == "PASS\nplan PASS, controlled FAIL\nn = 60"  # criterion: plan
+    assert "under the plan criterion" in drawn.caption and "controls (grey)" in drawn.caption
 
 
 def test_cross_model_heatmap_draws_the_matrices_and_every_layer_grid(inputs):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from helpers.premortem_records import no_value_record, record, verdicts_record
 
 from actspace import plan
 from actspace.gate.abort import negative_results_markdown
 from actspace.gate.decision import (
+    CRITERIA,
     NO_VALUE,
     decide,
     decision_markdown,
@@ -33,27 +35,65 @@ EXPECTED = {
 }
 
 
-def _result(verdict: str, value: float = 0.4) -> dict:
+def _result(
+    verdict: str,
+    value: float | None = None,
+    controlled: str | None = None,
+    *,
+    pm: str = "pm1",
+    threshold: float = 0.3,
+) -> dict:
+    """A pre-mortem record (the contract's shape, from ``headline``) whose plan verdict is
+    ``verdict`` and whose controlled verdict is ``controlled`` (default: the same; FAIL after a
+    plan PASS means the metric does not beat its control). ``value`` puts the 95% CI at value
+    +- 0.05 (default: the middle of the band that gives ``verdict`` at ``threshold``)."""
+    beats = not (verdict == "PASS" and controlled == "FAIL")
+    if value is None:
+        res = verdicts_record(pm, verdict, beats_control=beats, threshold=threshold)
+    else:
+        gap = 0.1 if beats else 0.01
+        res = record(
+            pm,
+            value,
+            (round(value - 0.05, 6), round(value + 0.05, 6)),
+            threshold,
+            control=(
+                round(value - gap, 6),
+                (round(value - gap - 0.05, 6), round(value - gap + 0.05, 6)),
+            ),
+            comparison=(gap, (0.05, 0.15) if beats else (-0.03, 0.05), 0.0),
+        )
+    assert res["plan_verdict"] == verdict
+    assert res["controlled_verdict"] == (controlled or verdict)
+    return res
+
+
+def _study(*verdicts: str, controlled: str | None = None) -> dict:
+    """Each pre-mortem's record with its own metric; ``controlled`` (e.g. "FAIL") applies to the
+    first pre-mortem."""
     return {
-        "metric": "m",
-        "value": value,
-        "ci": [value - 0.1, value + 0.1],
-        "ci_level": 0.95,
-        "threshold": 0.3,
-        "verdict": verdict,
-        "n": 100,
+        pm: _result(v, pm=pm, controlled=controlled if i == 0 else None)
+        for i, (pm, v) in enumerate(zip(PMS, verdicts, strict=True))
     }
 
 
 @pytest.mark.parametrize("combo", list(EXPECTED))
-def test_each_of_the_eight_rows(combo):
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_each_of_the_eight_rows(combo, criterion):
     verdicts = dict(zip(("pm1", "pm2", "pm3"), combo, strict=True))
     assert branches_for(verdicts) == EXPECTED[combo]
     assert forced_branches(verdicts) == EXPECTED[combo]
-    decision = decide(measured_verdicts({pm: _result(v) for pm, v in verdicts.items()}), None)
+    measured = measured_verdicts({pm: _result(v) for pm, v in verdicts.items()})
+    decision = decide(measured, None, criterion)
     assert decision["branches"] == EXPECTED[combo]
     assert decision["abort"] == (combo == ("FAIL", "FAIL", "FAIL"))
-    assert decision["forced"] == []
+    assert decision["forced"] == [] and decision["disagree"] == []
+    assert decision["criterion"] == criterion
+    # the verdicts agree: the other criterion schedules the same branches
+    assert decision["other_criterion"] == {
+        "criterion": "plan" if criterion == "controlled" else "controlled",
+        "branches": EXPECTED[combo],
+    }
 
 
 def test_decision_table_has_the_plans_eight_rows_in_order():
@@ -66,11 +106,12 @@ def test_the_gate_reads_the_plans_premortems():
     assert plan.PREMORTEM_NAMES == PMS
     assert [plan.premortem(pm).branch for pm in PMS] == ["2A", "2B", "2C"]
     assert plan.VERDICTS == ("PASS", "INCONCLUSIVE", "FAIL")
-    text = decision_markdown(decide(measured_verdicts({pm: _result("PASS") for pm in PMS}), None))
+    measured = measured_verdicts(_study("PASS", "PASS", "PASS"))
+    text = decision_markdown(decide(measured, None, "controlled"))
     assert "| PM1 | PM2 | PM3 | Branches |" in text
     assert "| PASS | PASS | PASS | 2A, 2B, 2C **<-** |" in text
     assert "Decision-table row (PM1 / PM2 / PM3): **PASS / PASS / PASS**." in text
-    assert "| PM1 cross-model similarity | m | 0.400 |" in text
+    assert "| PM1 cross-model similarity | heldout_projection_correlation | 0.400 |" in text
 
 
 @pytest.mark.parametrize(
@@ -78,7 +119,7 @@ def test_the_gate_reads_the_plans_premortems():
 )
 def test_inconclusive_counts_as_fail_and_is_reported(combo):
     measured = measured_verdicts({pm: _result(v) for pm, v in zip(PMS, combo, strict=True)})
-    decision = decide(measured, {})
+    decision = decide(measured, {}, "controlled")
     planning = tuple("PASS" if v == "PASS" else "FAIL" for v in combo)
     assert decision["branches"] == EXPECTED[planning]
     assert decision["inconclusive"] == [
@@ -92,28 +133,160 @@ def test_forcing_overrides_and_is_marked():
     measured = measured_verdicts(
         {"pm1": _result("FAIL"), "pm2": _result("FAIL"), "pm3": _result("FAIL")}
     )
-    decision = decide(measured, {"pm2": "PASS"})
+    decision = decide(measured, {"pm2": "PASS"}, "controlled")
     assert decision["branches"] == ["2B"]
     assert decision["forced"] == ["pm2"]
     info = decision["premortems"]["pm2"]
     assert info["verdict"] == "PASS" and info["measured_verdict"] == "FAIL" and info["forced"]
     text = decision_markdown(decision)
-    assert "Forced verdicts: PM2" in text and "PASS (forced)" in text
+    assert "Forced verdicts: PM2" in text and "| PASS (forced) |" in text
 
 
 def test_partial_force_needs_the_measurement():
     assert forced_branches({"pm1": "PASS", "pm2": None, "pm3": "FAIL"}) is None
-    with pytest.raises(ValueError, match="pm3"):
-        effective_verdicts({"pm1": "PASS", "pm2": "FAIL"}, {})
+    records = measured_verdicts({pm: _result("PASS") for pm in PMS})
+    del records["pm3"]
+    with pytest.raises(ValueError, match="no controlled_verdict for pm3"):
+        effective_verdicts(records, {}, "controlled")
+    with pytest.raises(ValueError, match="no plan_verdict for pm3"):
+        effective_verdicts(records, {}, "plan")
+    # forced, it needs no record
+    assert effective_verdicts(records, {"pm3": "FAIL"}, "plan")["pm3"]["verdict"] == "FAIL"
 
 
 def test_bad_verdicts_are_refused():
     with pytest.raises(ValueError, match="allowed"):
         planning_verdict("MAYBE")
+    records = measured_verdicts({pm: _result("PASS") for pm in PMS})
     with pytest.raises(ValueError, match="gate.force.pm1"):
-        effective_verdicts({"pm1": "PASS", "pm2": "PASS", "pm3": "PASS"}, {"pm1": "INCONCLUSIVE"})
-    with pytest.raises(ValueError, match="pm2"):
-        measured_verdicts({"pm1": _result("PASS"), "pm2": _result("YES"), "pm3": _result("PASS")})
+        effective_verdicts(records, {"pm1": "INCONCLUSIVE"}, "controlled")
+    with pytest.raises(
+        ValueError, match=r"gate.criterion: 'strict' is not allowed \(controlled or"
+    ):
+        effective_verdicts(records, {}, "strict")
+    bad = {**_result("PASS"), "plan_verdict": "YES"}
+    with pytest.raises(ValueError, match="pm2 results.json: plan_verdict 'YES' is not one of"):
+        measured_verdicts({"pm1": _result("PASS"), "pm2": bad, "pm3": _result("PASS")})
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        # a record from before the two verdicts: a ``verdict`` key only
+        (
+            {"verdict": "PASS", "plan_verdict": None, "controlled_verdict": None},
+            "plan_verdict None",
+        ),
+        ({"controlled_verdict": "MAYBE"}, "controlled_verdict 'MAYBE' is not one of"),
+        # the controlled verdict differs from the plan's only after a plan PASS
+        ({"plan_verdict": "FAIL", "controlled_verdict": "PASS"}, "controlled_verdict PASS with"),
+        ({"controlled_verdict": "INCONCLUSIVE"}, "after a plan PASS the controlled verdict is"),
+        ({"control": [0.1]}, "pm1 results.json: control must be an object or null"),
+        ({"controlled": {"ci": [0.1]}}, r"controlled.ci must be \[low, high\]"),
+    ],
+)
+def test_a_record_off_the_contract_is_refused_naming_the_key(change, words):
+    res = {**_result("PASS"), **change}
+    with pytest.raises(ValueError, match=words):
+        measured_verdicts({"pm1": res, "pm2": _result("PASS"), "pm3": _result("PASS")})
+
+
+def test_the_checkpoint_records_both_verdicts_and_the_control_but_no_choice():
+    record = measured_verdicts(_study("PASS", "FAIL", "PASS", controlled="FAIL"))
+    pm1 = record["pm1"]
+    assert list(pm1) == [
+        "title", "metric", "value", "ci", "ci_level", "threshold", "n", "plan_verdict",
+        "controlled_verdict", "control", "controlled",
+    ]  # fmt: skip
+    assert (pm1["plan_verdict"], pm1["controlled_verdict"]) == ("PASS", "FAIL")
+    assert pm1["control"] == {
+        "name": "trivial", "description": "what a trivial explanation gives", "value": 0.39,
+        "ci": [0.34, 0.44],
+    }  # fmt: skip
+    assert pm1["controlled"] == {
+        "statistic": "metric - control", "value": 0.01, "ci": [-0.03, 0.05], "bound": 0.0,
+        "passed": False,
+    }  # fmt: skip
+    assert all("verdict" not in info for info in record.values())  # no choice made here
+
+
+# --- gate.criterion: which measured verdict decides ----------------------------------------------
+
+
+def _disagreeing() -> dict:
+    """PM1 clears its threshold but not its control (plan PASS, controlled FAIL); PM2 fails both;
+    PM3 passes both."""
+    return measured_verdicts(_study("PASS", "FAIL", "PASS", controlled="FAIL"))
+
+
+def test_the_criterion_picks_the_verdict_and_so_the_branches():
+    measured = _disagreeing()
+    controlled = decide(measured, None, "controlled")
+    by_plan = decide(measured, None, "plan")
+    assert controlled["branches"] == ["2C"] and by_plan["branches"] == ["2A", "2C"]
+    assert controlled["row"] == ["FAIL", "FAIL", "PASS"] and by_plan["row"] == [
+        "PASS",
+        "FAIL",
+        "PASS",
+    ]
+    assert controlled["disagree"] == by_plan["disagree"] == ["pm1"]
+    assert controlled["other_criterion"] == {"criterion": "plan", "branches": ["2A", "2C"]}
+    assert by_plan["other_criterion"] == {"criterion": "controlled", "branches": ["2C"]}
+    for decision, used in ((controlled, "FAIL"), (by_plan, "PASS")):
+        pm1 = decision["premortems"]["pm1"]
+        assert (pm1["plan_verdict"], pm1["controlled_verdict"]) == ("PASS", "FAIL")
+        assert pm1["verdict"] == pm1["measured_verdict"] == used and not pm1["forced"]
+    # on the same records, the effective verdicts alone
+    assert effective_verdicts(measured, None, "plan")["pm1"]["verdict"] == "PASS"
+    assert effective_verdicts(measured, None, "controlled")["pm1"]["verdict"] == "FAIL"
+
+
+def test_force_overrides_either_criterion():
+    measured = _disagreeing()
+    forced_open = decide(measured, {"pm1": "PASS"}, "controlled")
+    assert forced_open["branches"] == ["2A", "2C"] and forced_open["forced"] == ["pm1"]
+    pm1 = forced_open["premortems"]["pm1"]
+    assert pm1["verdict"] == "PASS" and pm1["measured_verdict"] == "FAIL" and pm1["forced"]
+    forced_shut = decide(measured, {"pm1": "FAIL", "pm3": "FAIL"}, "plan")
+    assert forced_shut["branches"] == ["X"] and forced_shut["abort"]
+    assert forced_shut["premortems"]["pm1"]["measured_verdict"] == "PASS"
+    # the other criterion is forced the same way: nothing left to differ
+    assert forced_shut["other_criterion"]["branches"] == ["X"]
+
+
+def test_the_decision_page_shows_both_verdicts_and_the_control_side_by_side():
+    text = decision_markdown(decide(_disagreeing(), None, "controlled"))
+    assert "The gate decided on the **controlled** verdicts (`gate.criterion: controlled`)" in text
+    assert (
+        "| Pre-mortem | Metric | Value | 95% CI | Threshold | Plan verdict | Control "
+        "| Control value [95% CI] | Controlled comparison [95% CI] | Controlled verdict "
+        "| Verdict used (controlled) |" in text
+    )
+    assert (
+        "| PM1 cross-model similarity | heldout_projection_correlation | 0.400 | [0.350, 0.450] "
+        "| 0.300 | PASS | trivial | 0.390 [0.340, 0.440] | 0.010 [-0.030, 0.050] (bound 0.000) "
+        "| FAIL | FAIL |" in text
+    )
+    assert (
+        "| PM3 activation patching | change_rate | 0.400 | [0.350, 0.450] | 0.300 | PASS "
+        "| trivial | 0.300 [0.250, 0.350] | 0.100 [0.050, 0.150] (bound 0.000) | PASS | PASS |"
+        in text
+    )
+    assert (
+        "- PM1: control trivial (what a trivial explanation gives); controlled comparison: "
+        "metric - control, which passes when its 95% CI lies above 0.000 (did not pass)." in text
+    )
+    assert (
+        "PM1: plan verdict PASS, controlled verdict FAIL: the metric clears its threshold" in text
+    )
+    assert "Under the plan criterion the gate would have scheduled: 2A (" in text
+    page = decision_markdown(decide(_disagreeing(), None, "plan"))
+    assert "The gate decided on the **plan** verdicts (`gate.criterion: plan`)" in page
+    assert "| FAIL | PASS |" in page.split("| PM1 ")[1].splitlines()[0]  # controlled, used
+    assert "Under the controlled criterion the gate would have scheduled: 2C (" in page
+    agree = decision_markdown(decide(measured_verdicts({pm: _result("PASS") for pm in PMS}),
+                                     None, "plan"))  # fmt: skip
+    assert "The controlled criterion schedules the same branches." in agree
 
 
 def test_abort_targets_the_report_and_unknown_branches_are_refused():
@@ -124,36 +297,61 @@ def test_abort_targets_the_report_and_unknown_branches_are_refused():
 
 def test_negative_results_report_has_the_numbers_and_sections():
     results = {
-        "pm1": {**_result("FAIL", 0.1), "ci": [0.05, 0.15]},
-        "pm2": {**_result("INCONCLUSIVE", 0.55), "ci": [0.5, 0.6], "threshold": 0.55},
-        "pm3": {**_result("FAIL", 0.2), "ci": [0.1, 0.3], "threshold": 0.5},
+        "pm1": _result("FAIL", 0.1, pm="pm1"),
+        "pm2": _result("INCONCLUSIVE", 0.55, pm="pm2", threshold=0.55),
+        "pm3": _result("FAIL", 0.2, pm="pm3"),
     }
-    text = negative_results_markdown(decide(measured_verdicts(results), None))
+    text = negative_results_markdown(decide(measured_verdicts(results), None, "controlled"))
     for heading in (
         "## Summary",
-        "## Pre-mortems against their thresholds",
+        "## Pre-mortems against their thresholds and controls",
         "## Implications",
         "## Value of the negative result",
         "## Pivot options",
     ):
         assert heading in text
-    assert "| 0.100 | [0.050, 0.150] | 0.300 | FAIL |" in text
+    assert (
+        "| 0.100 | [0.050, 0.150] | 0.300 | FAIL | 0.000 [-0.050, 0.050] "
+        "| 0.100 [0.050, 0.150] (bound 0.000) | FAIL | FAIL |" in text
+    )
     assert "straddles the threshold 0.550" in text
     assert "Forced" not in text
-    assert "- **PM3**: the whole 95% CI [0.100, 0.300] lies below the threshold 0.500: " in text
+    assert "- **PM3**: the whole 95% CI [0.150, 0.250] lies below the threshold 0.300: " in text
     assert plan.premortem("pm3").fail_meaning in text
     assert "(2A cross-model transfer; 2B error prediction; 2C activation patching" in text
+    assert "The gate decided on the **controlled** verdicts" in text
+    assert "The plan criterion schedules the same branches." in text
+
+
+def test_the_abort_report_says_a_plan_pass_did_not_beat_its_control():
+    measured = measured_verdicts(_study("PASS", "FAIL", "FAIL", controlled="FAIL"))
+    decision = decide(measured, None, "controlled")
+    assert decision["abort"]
+    text = negative_results_markdown(decision)
+    assert (
+        "- **PM1**: the 95% CI [0.350, 0.450] lies above the threshold 0.300 (plan verdict "
+        "PASS), but the metric does not beat its control, trivial (0.390 [0.340, 0.440]): the "
+        "controlled comparison (metric - control) is 0.010 [-0.030, 0.050] (bound 0.000)" in text
+    )
+    assert "lies below the threshold 0.300: " + plan.premortem("pm1").fail_meaning not in text
+    assert "Under the plan criterion the gate would have scheduled: 2A (" in text
+    # the plan criterion opens 2A on the same measurements: no abort, no report
+    assert decide(measured, None, "plan")["branches"] == ["2A"]
 
 
 def test_negative_results_report_marks_forced_verdicts():
     measured = measured_verdicts({pm: _result("PASS") for pm in PMS})
-    decision = decide(measured, {"pm1": "FAIL", "pm2": "FAIL", "pm3": "FAIL"})
+    decision = decide(measured, {"pm1": "FAIL", "pm2": "FAIL", "pm3": "FAIL"}, "controlled")
     assert decision["abort"]
     text = negative_results_markdown(decision)
     assert "**Forced verdicts: PM1, PM2, PM3.**" in text
-    assert "| 0.400 | [0.300, 0.500] | 0.300 | FAIL (forced; measured PASS) |" in text
+    assert "| PASS | FAIL (forced; measured PASS) |" in text
     assert "- **PM2**: verdict FAIL (forced; the measurement said PASS)." in text
     assert "lies below the threshold" not in text  # a forced FAIL is not read as a measurement
+    disagreeing = decide(_disagreeing(), {"pm3": "FAIL"}, "controlled")
+    text = negative_results_markdown(disagreeing)
+    assert "- **PM3**: verdict FAIL (forced; the measurement said PASS)." in text
+    assert "lies above the threshold 0.300 (plan verdict PASS), but" in text  # PM1, measured
 
 
 def test_the_gate_scripts_take_one_flag_per_premortem_and_the_gate_section(tmp_path):
@@ -169,7 +367,7 @@ def test_the_gate_scripts_take_one_flag_per_premortem_and_the_gate_section(tmp_p
     verdicts = tmp_path / "gate" / "verdicts.json"
     gate = load_script("gate")
     gate.main([*files, "--output", str(verdicts)])
-    assert {pm: info["verdict"] for pm, info in read_json(verdicts).items()} == {
+    assert {pm: info["plan_verdict"] for pm, info in read_json(verdicts).items()} == {
         "pm1": "PASS", "pm2": "INCONCLUSIVE", "pm3": "FAIL",
     }  # fmt: skip
     with pytest.raises(SystemExit):  # argparse: every pre-mortem of the plan is required
@@ -182,11 +380,40 @@ def test_the_gate_scripts_take_one_flag_per_premortem_and_the_gate_section(tmp_p
     decide_script.main(["--params", '{"force": {"pm3": "PASS"}}', *argv])
     decision = read_json(paths[0])
     assert decision["branches"] == ["2A", "2C"] and decision["forced"] == ["pm3"]
+    assert decision["criterion"] == "controlled"  # the schema's default
     decide_script.main(["--params", '{"force": {"pm3": "PASS"}}', "--force", "pm2=PASS", *argv])
     assert read_json(paths[0])["branches"] == ["2A", "2B"]  # --force overrides --params by hand
     assert_clean_exit(
         decide_script.main, ["--params", '{"force": {"pm1": "MAYBE"}}', *argv], "gate.force.pm1"
     )
+    assert_clean_exit(
+        decide_script.main, ["--params", '{"criterion": "strict"}', *argv], "gate.criterion"
+    )
+
+
+def test_decide_applies_the_criterion_of_the_gate_section(tmp_path):
+    from helpers.scripts import load_script
+
+    from actspace.core.io import atomic_write_json, read_json
+
+    verdicts = tmp_path / "verdicts.json"
+    atomic_write_json(verdicts, _disagreeing())
+    out = ["--output-json", str(tmp_path / "d.json"), "--output-md", str(tmp_path / "d.md")]
+    decide_script = load_script("decide")
+    branches = {}
+    for criterion in CRITERIA:
+        params = f'{{"criterion": "{criterion}"}}'
+        decide_script.main(["--params", params, "--verdicts", str(verdicts), *out])
+        decision = read_json(tmp_path / "d.json")
+        assert decision["criterion"] == criterion
+        branches[criterion] = decision["branches"]
+    assert branches == {"controlled": ["2C"], "plan": ["2A", "2C"]}
+    decide_script.main(  # --criterion overrides --params by hand
+        ["--params", '{"criterion": "controlled"}', "--criterion", "plan",
+         "--verdicts", str(verdicts), *out]
+    )  # fmt: skip
+    assert read_json(tmp_path / "d.json")["branches"] == ["2A", "2C"]
+    assert "**plan** verdicts" in (tmp_path / "d.md").read_text()
 
 
 # --- a pre-mortem with no value (PM3 with no usable pair): INCONCLUSIVE with its reason ----------
@@ -199,57 +426,24 @@ REASON = (
 
 def _pm3_no_value() -> dict:
     """PM3's results.json (as written: NaN becomes null) when only one pair is usable."""
-    import json
-
-    import numpy as np
-
-    from actspace.core.io import to_json
-    from actspace.methods.patching import LayerPatching
-    from actspace.premortems.pm3 import pm3_from_patching
-
-    clean, corrupted = np.array([2.0, -1.0]), np.array([-2.0, -2.0])  # pair 1 wrong on clean
-    patched = np.array([[2.0, 1.0, -1.0, -2.0], [-1.0, 0.0, 0.0, 0.0]])
-    run = LayerPatching(
-        ids=["p0", "p1"],
-        layers=[0, 1, 2, 3],
-        position="diff",
-        positions=np.zeros(2, dtype=int),
-        clean_diff=clean,
-        corrupted_diff=corrupted,
-        patched_diff=patched,
-        flipped=patched > 0,
-        flipped_argmax=patched > 0,
-        candidate_tokens=[1, 2],
-        clean_argmax_correct=clean > 0,
-        corrupted_argmax_correct=corrupted < 0,
-        skipped={},
-        n_multi_token_answers=0,
-    )
-    res = pm3_from_patching(
-        run, n_blocks=3, n_bootstrap=100, seed=0, threshold=0.5, selection_fraction=0.5
-    )
-    return json.loads(to_json(res))
+    return no_value_record("pm3", REASON, threshold=0.5)
 
 
 def _no_value_study() -> dict:
     """PM1 and PM2 FAIL, PM3 has no value: the abort path."""
     return {
-        "pm1": {**_result("FAIL", 0.1), "ci": [0.05, 0.15]},
-        "pm2": {**_result("FAIL", 0.4), "ci": [0.35, 0.45], "threshold": 0.55},
+        "pm1": _result("FAIL", 0.1, pm="pm1"),
+        "pm2": _result("FAIL", 0.4, pm="pm2", threshold=0.55),
         "pm3": _pm3_no_value(),
     }
-
-
-def test_pm3_with_one_usable_pair_records_no_value_and_the_reason():
-    res = _pm3_no_value()
-    assert res["value"] is None and res["ci"] == [None, None] and res["chosen_layer"] is None
-    assert res["verdict"] == "INCONCLUSIVE" and res["reason"] == REASON
 
 
 def test_the_gate_records_no_value_with_the_reason():
     record = measured_verdicts(_no_value_study())
     assert record["pm3"]["value"] is None and record["pm3"]["ci"] == [None, None]
-    assert record["pm3"]["verdict"] == "INCONCLUSIVE" and record["pm3"]["reason"] == REASON
+    assert record["pm3"]["plan_verdict"] == record["pm3"]["controlled_verdict"] == "INCONCLUSIVE"
+    assert record["pm3"]["reason"] == REASON
+    assert record["pm3"]["control"] is None and record["pm3"]["controlled"] is None
     assert "reason" not in record["pm1"] and record["pm1"]["value"] == 0.1  # measured: as it was
     # the reason from an older record's ``note``, or a default; NaN is no value either
     older = {**_no_value_study()["pm3"], "value": float("nan"), "note": "too few items"}
@@ -261,19 +455,22 @@ def test_the_gate_records_no_value_with_the_reason():
 
 
 def test_a_verdict_other_than_inconclusive_needs_a_value():
-    results = {**_no_value_study(), "pm3": {**_pm3_no_value(), "verdict": "PASS"}}
-    with pytest.raises(ValueError, match="pm3 results.json: verdict PASS but no value"):
+    passed = {**_pm3_no_value(), "plan_verdict": "PASS", "controlled_verdict": "PASS"}
+    results = {**_no_value_study(), "pm3": passed}
+    with pytest.raises(ValueError, match="pm3 results.json: plan_verdict PASS but no value"):
         measured_verdicts(results)
 
 
-def test_the_decision_page_says_inconclusive_with_the_reason():
-    decision = decide(measured_verdicts(_no_value_study()), None)
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_the_decision_page_says_inconclusive_with_the_reason(criterion):
+    decision = decide(measured_verdicts(_no_value_study()), None, criterion)
     assert decision["branches"] == ["X"] and decision["inconclusive"] == ["pm3"]
     text = decision_markdown(decision)
     assert (
         "| PM3 activation patching | change_rate | n/a | [n/a, n/a] | 0.500 | INCONCLUSIVE "
-        "| INCONCLUSIVE |" in text
+        "| n/a | n/a | n/a | INCONCLUSIVE | INCONCLUSIVE |" in text
     )
+    assert "- PM3: no control was measured." in text
     assert (
         f"INCONCLUSIVE with no value: PM3 measured nothing ({REASON}); the plan counts this as "
         "FAIL for scheduling" in text
@@ -282,8 +479,11 @@ def test_the_decision_page_says_inconclusive_with_the_reason():
 
 
 def test_the_abort_report_is_written_with_no_value():
-    text = negative_results_markdown(decide(measured_verdicts(_no_value_study()), None))
-    row = "| PM3 activation patching | change_rate | n/a | [n/a, n/a] | 0.500 | INCONCLUSIVE |"
+    text = negative_results_markdown(decide(measured_verdicts(_no_value_study()), None, "plan"))
+    row = (
+        "| PM3 activation patching | change_rate | n/a | [n/a, n/a] | 0.500 | INCONCLUSIVE | n/a "
+        "| n/a | INCONCLUSIVE | INCONCLUSIVE |"
+    )
     assert row in text
     assert (
         f"- **PM3**: INCONCLUSIVE with no value: nothing was measured ({REASON}). There is no "
@@ -291,17 +491,21 @@ def test_the_abort_report_is_written_with_no_value():
     )
     assert "or when nothing could be measured (n/a; the reason is given below)." in text
     assert "- **PM2**: the whole 95% CI [0.350, 0.450] lies below the threshold 0.550" in text
+    assert "The gate decided on the **plan** verdicts" in text
 
 
 def test_a_forced_verdict_on_no_value_keeps_the_reason():
-    decision = decide(measured_verdicts(_no_value_study()), {"pm3": "FAIL"})
+    decision = decide(measured_verdicts(_no_value_study()), {"pm3": "FAIL"}, "controlled")
     text = negative_results_markdown(decision)
-    assert "| n/a | [n/a, n/a] | 0.500 | FAIL (forced; measured INCONCLUSIVE) |" in text
+    assert "| n/a | [n/a, n/a] | 0.500 | INCONCLUSIVE | n/a | n/a | INCONCLUSIVE " in text
+    assert "| FAIL (forced; measured INCONCLUSIVE) |" in text
     assert (
         f"- **PM3**: verdict FAIL (forced; the measurement said INCONCLUSIVE, with no value: "
         f"{REASON})." in text
     )
-    page = decision_markdown(decide(measured_verdicts(_no_value_study()), {"pm3": "PASS"}))
+    page = decision_markdown(
+        decide(measured_verdicts(_no_value_study()), {"pm3": "PASS"}, "controlled")
+    )
     assert f"PM3 measured nothing ({REASON}); its verdict was forced to PASS" in page
 
 
@@ -339,7 +543,8 @@ def _verdicts(tmp_path, text: str):
     return path
 
 
-ALLOWED = "whose verdict is one of PASS, INCONCLUSIVE or FAIL"
+ALLOWED = "whose plan_verdict and controlled_verdict are each one of PASS, INCONCLUSIVE or FAIL"
+BOTH = '{"plan_verdict": "PASS", "controlled_verdict": "PASS"}'
 
 
 @pytest.mark.parametrize(
@@ -348,11 +553,26 @@ ALLOWED = "whose verdict is one of PASS, INCONCLUSIVE or FAIL"
         ("{not json", "not valid JSON (Expecting property name enclosed in double quotes)"),
         ("", "not valid JSON (Expecting value)"),
         ('["PASS"]', "a JSON list instead of an object"),
-        ('{"pm1": {"verdict": "PASS"}, "pm2": {"verdict": "FAIL"}}', "no record for pm3"),
+        (f'{{"pm1": {BOTH}, "pm2": {BOTH}}}', "no record for pm3"),
         (
-            '{"pm1": {"verdict": "PASS"}, "pm2": {"verdict": "MAYBE"}, "pm3": {"verdict": "FAIL"}}',
-            "pm2.verdict 'MAYBE' is unknown",
+            f'{{"pm1": {BOTH}, "pm2": {{"plan_verdict": "MAYBE", "controlled_verdict": "FAIL"}}, '
+            f'"pm3": {BOTH}}}',
+            "pm2.plan_verdict 'MAYBE' is unknown",
         ),
+        (
+            f'{{"pm1": {BOTH}, "pm2": {BOTH}, "pm3": {{"plan_verdict": "PASS", '
+            '"controlled_verdict": null}}',
+            "pm3.controlled_verdict None is unknown",
+        ),
+        # written before the two verdicts: the gate must measure again
+        (
+            '{"pm1": {"verdict": "PASS"}, "pm2": {"verdict": "FAIL"}, "pm3": {"verdict": "FAIL"}}',
+            "pm1 has no plan_verdict",
+        ),
+        (
+            f'{{"pm1": {{"plan_verdict": "PASS"}}, "pm2": {BOTH}, "pm3": {BOTH}}}',
+            "pm1 has no controlled_verdict",
+        ),  # fmt: skip
         ('{"pm1": "PASS", "pm2": "PASS", "pm3": "PASS"}', "no record for pm1"),
     ],
 )
@@ -405,7 +625,8 @@ def _check_every_report_says_why(workdir):
 
     results = workdir / plan.RESULTS
     pm3 = read_json(workdir / plan.premortem("pm3").folder / "results.json")
-    assert pm3["value"] is None and pm3["verdict"] == "INCONCLUSIVE"
+    assert pm3["value"] is None and "verdict" not in pm3
+    assert pm3["plan_verdict"] == pm3["controlled_verdict"] == "INCONCLUSIVE"
     reason = pm3["reason"].rstrip(".")
     assert "pair(s) where the model is right on both prompts" in reason
     assert read_json(results / "gate" / "verdicts.json")["pm3"]["reason"] == pm3["reason"]

@@ -210,8 +210,10 @@ BAD_VERDICTS = [
     ("not_json", b'{"pm1": {"verdict": "PASS"', "not valid JSON"),
     (
         "unknown_verdict",
-        b'{"pm1": {"verdict": "PASS"}, "pm2": {"verdict": "MAYBE"}, "pm3": {"verdict": "FAIL"}}',
-        "pm2.verdict 'MAYBE' is unknown",
+        b'{"pm1": {"plan_verdict": "PASS", "controlled_verdict": "PASS"}, '
+        b'"pm2": {"plan_verdict": "MAYBE", "controlled_verdict": "FAIL"}, '
+        b'"pm3": {"plan_verdict": "FAIL", "controlled_verdict": "FAIL"}}',
+        "pm2.plan_verdict 'MAYBE' is unknown",
     ),
 ]
 

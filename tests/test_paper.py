@@ -46,12 +46,29 @@ def comparison(cid: str, branch: str, **fields) -> dict:
 
 
 def premortem(name: str, metric: str, value: float, ci: list, threshold: float, verdict: str):
+    """A pre-mortem as statistics.json records it: both verdicts agree, and the metric beats
+    its control (a surface control 0.1 below it) by 0.1, 95% CI [0.05, 0.15]."""
     return {
         "name": name,
         "metric": metric,
         "value": value,
         "ci": ci,
         "threshold": threshold,
+        "plan_verdict": verdict,
+        "controlled_verdict": verdict,
+        "control": {
+            "name": "surface features",
+            "description": "what the input alone gives",
+            "value": round(value - 0.1, 6),
+            "ci": [round(ci[0] - 0.1, 6), round(ci[1] - 0.1, 6)],
+        },
+        "controlled": {
+            "statistic": "metric - control",
+            "value": 0.1,
+            "ci": [0.05, 0.15],
+            "bound": 0.0,
+            "passed": True,
+        },
         "verdict": verdict,
         "measured_verdict": verdict,
         "forced": False,
@@ -76,7 +93,13 @@ def statistics(*comparisons: dict, forced: tuple[str, ...] = ()) -> dict:
         premortems[key]["forced"] = True
         premortems[key]["verdict"] = "PASS"
     return {
-        "decision": {"branches": ["2A", "2B", "2C"], "forced": list(forced), "rows": "..."},
+        "decision": {
+            "criterion": "controlled",
+            "branches": ["2A", "2B", "2C"],
+            "forced": list(forced),
+            "other_criterion": {"criterion": "plan", "branches": ["2A", "2B", "2C"]},
+            "rows": "...",
+        },
         "premortems": premortems,
         "comparisons": list(comparisons),
         "holm": {"alpha": 0.05, "n_comparisons": len(comparisons)},
@@ -549,14 +572,19 @@ def test_results_table_lists_every_comparison(draft):
     assert patching in experiments
     assert "n/a & n/a" in experiments  # abstention: no p-values
     # pre-mortem table: the forced verdict is marked, with the measured one
+    # with both verdicts, the control and the controlled comparison in the metric's unit
     pm1 = (
         r"PM1 & correlation after projection & 0.400 & {[}0.260, 0.550{]} & 0.300 & "
-        r"PASS$^{\dagger}$ (INCONCLUSIVE) \\"
+        r"INCONCLUSIVE & surface features: 0.300 {[}0.160, 0.450{]} & "
+        r"0.100 {[}0.0500, 0.150{]}, bound 0 & INCONCLUSIVE & PASS$^{\dagger}$ (INCONCLUSIVE) \\"
     )
     assert pm1 in experiments
     assert (
-        r"PM2 & balanced accuracy & 62.0\% & {[}58.0\%, 66.0\%{]} & 55.0\% & PASS \\" in experiments
+        r"PM2 & balanced accuracy & 62.0\% & {[}58.0\%, 66.0\%{]} & 55.0\% & PASS & "
+        r"surface features: 52.0\% {[}48.0\%, 56.0\%{]} & 10.0\% {[}5.00\%, 15.0\%{]}, bound 0\% & "
+        r"PASS & PASS \\" in experiments
     )
+    assert r"Used: the verdict the gate used (\texttt{gate.criterion}: controlled)." in experiments
 
 
 def test_figures_are_included_from_the_manifest(draft):
@@ -847,3 +875,67 @@ def test_failed_premortem_is_reported_and_its_branch_did_not_run():
     assert "PM3 (activation patching) failed: 20.0\\% (95\\% CI {[}10.0\\%, 30.0\\%{]})" in analysis
     assert "so its branch did not run" in analysis
     assert "The branches that ran are 2B." in tex
+
+
+def _control_failed(criterion: str) -> dict:
+    """PM1 clears its threshold (plan PASS) but not its control (controlled FAIL); ``criterion``
+    decided, so 2A ran under the plan criterion only."""
+    stats = statistics(comparison("unsupervised_error", "2B", success=True))
+    used = "PASS" if criterion == "plan" else "FAIL"
+    stats["premortems"]["pm1"].update(
+        value=0.4, ci=[0.35, 0.45], plan_verdict="PASS", controlled_verdict="FAIL",
+        verdict=used, measured_verdict=used,
+    )  # fmt: skip
+    stats["premortems"]["pm1"]["controlled"].update(value=0.01, ci=[-0.03, 0.05], passed=False)
+    branches = {"plan": ["2A", "2B", "2C"], "controlled": ["2B", "2C"]}
+    other = "controlled" if criterion == "plan" else "plan"
+    stats["decision"].update(
+        criterion=criterion,
+        branches=branches[criterion],
+        other_criterion={"criterion": other, "branches": branches[other]},
+    )
+    return stats
+
+
+def test_the_draft_names_the_criterion_and_shows_both_verdicts():
+    tex = " ".join(
+        paper.render_draft(
+            _control_failed("controlled"), [], config(), "", templates_dir=TEMPLATES
+        ).split()
+    )
+    assert (
+        r"The gate decided on the controlled verdicts (\texttt{gate.criterion}); "
+        r"Table~\ref{tab:premortems} shows both. Under the plan criterion it would have "
+        "scheduled 2A, 2B and 2C." in tex
+    )
+    assert (
+        r"PM1 & correlation after projection & 0.400 & {[}0.350, 0.450{]} & 0.300 & PASS & "
+        r"surface features: 0.300 {[}0.160, 0.450{]} & 0.0100 {[}-0.0300, 0.0500{]}, bound 0 & "
+        r"FAIL & FAIL \\" in tex
+    )
+    analysis = section(tex, "Analysis")
+    assert (
+        "PM1 (cross-model similarity) cleared its threshold but not its control: 0.400 (95\\% CI "
+        "{[}0.350, 0.450{]}) lies above the threshold of 0.300 (plan verdict PASS), but against "
+        "surface features (0.300, 95\\% CI {[}0.160, 0.450{]}) the controlled comparison, 0.0100 "
+        "(95\\% CI {[}-0.0300, 0.0500{]}), does not lie above its bound of 0, so its controlled "
+        "verdict is FAIL. The gate decided on the controlled verdicts, so its branch did not run."
+        in analysis
+    )
+
+
+def test_under_the_plan_criterion_the_draft_says_the_branch_ran_without_beating_its_control():
+    tex = " ".join(
+        paper.render_draft(
+            _control_failed("plan"), [], config(), "", templates_dir=TEMPLATES
+        ).split()
+    )
+    assert r"The gate decided on the plan verdicts (\texttt{gate.criterion})" in tex
+    assert "Under the controlled criterion it would have scheduled 2B and 2C." in tex
+    assert r"0.0100 {[}-0.0300, 0.0500{]}, bound 0 & FAIL & PASS \\" in tex
+    analysis = section(tex, "Analysis")
+    assert (
+        "The gate decided on the plan verdicts, so its branch ran although the metric does not "
+        "beat its control; we read that branch's results as exploratory." in analysis
+    )
+    assert "PM1 (cross-model similarity) failed" not in analysis

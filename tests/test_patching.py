@@ -1,4 +1,7 @@
-"""Activation patching and PM3: exact known answers on tiny models, and the arithmetic by hand."""
+"""The activation patching core: exact known answers on tiny models, layer bands, prompt pairs.
+
+PM3 itself (the statistics, the verdicts, the script) is tested in tests/test_pm3.py.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +11,24 @@ import numpy as np
 import pytest
 import torch
 from helpers.pairs import answered_pairs, one_token_diff_prompts
-from helpers.scripts import assert_clean_exit, load_script
 
+from actspace.core.groups import pair_group
 from actspace.lm.hooks import patch_residual
 from actspace.lm.models import load_model, residual_blocks
 from actspace.methods.patching import (
-    LayerPatching,
     PromptPair,
+    band_range,
     encode_pairs,
+    interior_layers,
+    known_answer_layer,
     load_prompt_pairs,
     logit_diff_recovery,
+    patched_layers,
     patched_logits,
     run_patching_layers,
+    sample_pairs,
 )
-from actspace.premortems.pm3 import pm3_from_patching, run_pm3, summary_markdown
 
-#: The statistics' keywords, spelled out (the schema's defaults), so that these known answers do
-#: not move when a default in the schema does.
-STATS = {"n_bootstrap": 1000, "seed": 0, "threshold": 0.5, "selection_fraction": 0.5}
-#: run_pm3's keywords: every layer at the differing token, every pair.
-PM3 = {**STATS, "position": "diff", "layers": None, "n_pairs": 1000}
 #: Fast families on every run; the others (same code paths, more CPU time) under ``-m slow``.
 FAMILIES = (
     "gpt2",
@@ -168,149 +169,74 @@ def test_run_patching_layers_known_rows(tiny):
     assert (final.positions == [len(tokenizer(p.clean)["input_ids"]) - 1 for p in pairs]).all()
 
 
-# --- arithmetic by hand ----------------------------------------------------------------------
-
-
-def _hand_run() -> LayerPatching:
-    # 6 pairs, layers 0..3 (3 blocks). Pair 5 is wrong on the clean prompt (unusable).
-    clean = np.array([2.0, 4.0, 1.0, 3.0, 2.0, -1.0])
-    corrupted = np.array([-2.0, -4.0, -1.0, -1.0, -2.0, -2.0])
-    patched = np.array(
-        [
-            [2.0, 1.0, -1.0, -2.0],
-            [4.0, 2.0, 0.0, -4.0],
-            [1.0, -0.5, 0.5, -1.0],
-            [3.0, 1.0, 2.0, -1.0],
-            [2.0, -1.0, 1.0, -2.0],
-            [-1.0, 0.0, 0.0, 0.0],
-        ]
-    )
-    return LayerPatching(
-        ids=[f"p{i}" for i in range(6)],
-        layers=[0, 1, 2, 3],
-        position="diff",
-        positions=np.zeros(6, dtype=int),
-        clean_diff=clean,
-        corrupted_diff=corrupted,
-        patched_diff=patched,
-        flipped=patched > 0,
-        flipped_argmax=patched > 0,
-        candidate_tokens=[1, 2],
-        clean_argmax_correct=clean > 0,
-        corrupted_argmax_correct=corrupted < 0,
-        skipped={"length_mismatch": 1},
-        n_multi_token_answers=0,
-    )
-
-
 def test_recovery_arithmetic():
     rec = logit_diff_recovery(np.array([0.0, 1.0]), np.array([2.0, 3.0]), np.array([-2.0, 3.0]))
     assert rec[0] == pytest.approx(0.5)
     assert np.isnan(rec[1])
 
 
-def test_pm3_arithmetic_by_hand():
-    res = pm3_from_patching(_hand_run(), n_blocks=3, **{**STATS, "n_bootstrap": 200})
-    assert res["baseline"]["n_usable"] == 5
-    assert res["baseline"]["clean_accuracy"] == pytest.approx(5 / 6)
-    assert res["baseline"]["corrupted_accuracy"] == pytest.approx(1.0)
-    by_layer = {row["layer"]: row for row in res["per_layer"]}
-    assert by_layer[0]["change_rate"] == 1.0 and by_layer[0]["recovery_mean"] == pytest.approx(1.0)
-    assert by_layer[1]["change_rate"] == pytest.approx(3 / 5)
-    # recovery at layer 1: (1+2)/4, (2+4)/8, (-0.5+1)/2, (1+1)/4, (-1+2)/4
-    assert by_layer[1]["recovery_mean"] == pytest.approx(np.mean([0.75, 0.75, 0.25, 0.5, 0.25]))
-    assert by_layer[2]["change_rate"] == pytest.approx(3 / 5)
-    assert by_layer[3]["change_rate"] == 0.0
-    assert res["selectable_layers"] == [1, 2]
-    assert res["selection"]["n"] + res["n"] == 5
-    assert res["selection"]["n"] == 2  # round(2.5) == 2 (banker's rounding)
-    held = [int(i[1:]) for i in res["heldout"]["ids"]]
-    chosen = res["chosen_layer"]
-    assert chosen in (1, 2)
-    expected = float(np.mean(_hand_run().flipped[held, chosen]))
-    assert res["value"] == pytest.approx(expected)
-    assert res["ci"][0] <= res["value"] <= res["ci"][1]
-    assert res["ci"][0] <= res["heldout"]["ci_exact"][0]  # widened to the exact interval
-    # 3 held-out pairs can never PASS 0.5: the Clopper-Pearson lower bound for 3/3 is 0.29.
-    assert res["verdict"] in ("INCONCLUSIVE", "FAIL")
-    assert sum(row["split"] == "heldout" for row in res["per_pair"]) == res["n"]
-    assert res["per_pair"][5]["split"] is None
+# --- layer bands and known-answer layers ------------------------------------------------------
 
 
-def test_pm3_layer_choice_by_selection_half():
-    run = _hand_run()
-    # Make layer 1 flip everything and layer 2 nothing: layer 1 must be chosen, value 1.0.
-    run.patched_diff[:, 1], run.patched_diff[:, 2] = 1.0, -1.0
-    run.flipped = run.patched_diff > 0
-    res = pm3_from_patching(run, n_blocks=3, **{**STATS, "n_bootstrap": 200, "seed": 3})
-    assert res["chosen_layer"] == 1
-    assert res["value"] == 1.0
-    assert res["selection"]["change_rate"]["1"] == 1.0
+def test_band_range_and_interior_layers():
+    """layers ceil(low L)..floor(high L); the known-answer cell at the position never inside."""
+    assert band_range((0.25, 0.75), 30) == (8, 22)
+    assert band_range((0.25, 0.75), 4) == (1, 3)  # 0.25 * 4 is exactly layer 1
+    assert band_range((0.0, 1.0), 12) == (0, 12)
+    every = list(range(31))
+    assert interior_layers(every, 30, (0.25, 0.75), "diff") == list(range(8, 23))
+    assert interior_layers(range(5), 4, (0.25, 0.75), "diff") == [2, 3]  # not layer 1
+    assert interior_layers(range(5), 4, (0.25, 0.75), "final") == [1, 2]  # not layer 3
+    assert interior_layers(range(5), 4, (0.0, 1.0), "diff") == [2, 3]  # never 0, 1 or L
+    assert interior_layers([0, 3, 6], 8, (0.25, 0.75), "diff") == [3, 6]
+    assert (known_answer_layer("diff", 30), known_answer_layer("final", 30)) == (1, 29)
+    assert patched_layers([0, 3, 6], 30) == [0, 1, 3, 6, 29]
+    assert patched_layers(None, 30) is None
+    with pytest.raises(ValueError, match="layer_band must be"):
+        band_range((0.5, 0.5), 12)
 
 
-def test_pm3_too_few_usable_is_inconclusive():
-    run = _hand_run()
-    run.corrupted_diff = np.array([1.0, 1.0, 1.0, 1.0, 1.0, -2.0])  # none right on corrupted
-    res = pm3_from_patching(run, n_blocks=3, **{**STATS, "n_bootstrap": 100})
-    assert res["verdict"] == "INCONCLUSIVE" and res["n"] == 0 and res["chosen_layer"] is None
-    assert "pair" in res["note"]
-    summary_markdown({**res, "date": "2024-01-01", "duration_s": 0.1})
+# --- prompt pairs ------------------------------------------------------------------------------
 
 
-def test_large_all_flip_sample_passes():
-    n = 40
-    run = LayerPatching(
-        ids=[str(i) for i in range(n)],
-        layers=[1, 2],
-        position="final",
-        positions=np.zeros(n, dtype=int),
-        clean_diff=np.ones(n),
-        corrupted_diff=-np.ones(n),
-        patched_diff=np.column_stack([np.ones(n), -np.ones(n)]),
-        flipped=np.column_stack([np.ones(n, bool), np.zeros(n, bool)]),
-        flipped_argmax=np.column_stack([np.ones(n, bool), np.zeros(n, bool)]),
-        candidate_tokens=[1, 2],
-        clean_argmax_correct=np.ones(n, bool),
-        corrupted_argmax_correct=np.ones(n, bool),
-        skipped={},
-        n_multi_token_answers=0,
-    )
-    res = pm3_from_patching(run, n_blocks=3, **{**STATS, "n_bootstrap": 200})
-    assert res["chosen_layer"] == 1 and res["value"] == 1.0 and res["n"] == 20
-    assert res["ci"][0] == pytest.approx(0.025 ** (1 / 20))  # Clopper-Pearson for 20/20
-    assert res["verdict"] == "PASS"
+def _pair(i: int, entity: str | None = None) -> PromptPair:
+    meta = {} if entity is None else {"clean_entity": entity}
+    return PromptPair(f"p{i:02d}", f"a b{i}", f"a c{i}", f"x{i}", f"y{i}", meta)
 
 
-# --- end to end ------------------------------------------------------------------------------
+def test_sample_pairs_is_seeded_random_not_the_top():
+    pairs = [_pair(i) for i in range(50)]
+    first = sample_pairs(pairs, 10, seed=42)
+    assert len(first) == 10 and len({p.id for p in first}) == 10
+    assert first == sample_pairs(pairs, 10, seed=42)  # the same seed, the same pairs
+    assert first != pairs[:10] and first != sample_pairs(pairs, 10, seed=43)
+    assert [p.id for p in first] == sorted(p.id for p in first)  # kept in file order
+    assert sample_pairs(pairs, 80, seed=0) == pairs  # all when the file has fewer
+    with pytest.raises(ValueError, match="n_pairs must be positive"):
+        sample_pairs(pairs, 0, seed=0)
 
 
-def test_run_pm3_schema(tiny):
+def test_pairs_carry_their_group(tiny):
+    """run_patching_layers labels each encoded pair with core.groups.pair_group."""
     model, tokenizer = tiny
-    pairs = answered_pairs(model, tokenizer, n=6)
-    bad = PromptPair("bad", "The cat sat", "The cat sat on the", "a", "o", {})
-    res = run_pm3(model, tokenizer, [*pairs, bad], **{**PM3, "n_bootstrap": 100, "seed": 1})
-    for key, kind in {
-        "premortem": str,
-        "name": str,
-        "metric": str,
-        "value": float,
-        "ci": list,
-        "ci_level": float,
-        "threshold": float,
-        "verdict": str,
-        "n": int,
-        "duration_s": float,
-        "date": str,
-    }.items():
-        assert isinstance(res[key], kind), key
-    assert (res["premortem"], res["name"], res["metric"]) == ("pm3", "patching", "change_rate")
-    assert res["skipped"]["length_mismatch"] == 1
-    assert res["baseline"]["n_usable"] == len(pairs)
-    assert res["per_layer"][0]["change_rate"] == 1.0  # layer 0 at the differing token
-    assert res["per_layer"][0]["recovery_mean"] == pytest.approx(1.0, abs=1e-4)
-    text = summary_markdown(res)
-    for word in ("Verdict", "Threshold", "CI", "Date", "Duration", res["verdict"]):
-        assert word in text
+    pairs = answered_pairs(model, tokenizer, n=3)
+    tagged = [
+        PromptPair(p.id, p.clean, p.corrupted, p.clean_answer, p.corrupted_answer, meta)
+        for p, meta in zip(pairs, ({"clean_entity": "France"}, {"group": 7}, {}), strict=False)
+    ]
+    run = run_patching_layers(model, tokenizer, tagged, layers=[0])
+    expected = ["entity:France", "group:7", f"answer:{tagged[2].clean_answer}"]
+    assert run.groups == expected[: len(tagged)]
+
+
+def test_capital_pairs_group_by_their_clean_entity():
+    """The paper's capitals file: each clean entity is one group of two pairs (25 groups)."""
+    pairs = load_prompt_pairs("config/prompt_pairs_capitals.jsonl")
+    groups = [pair_group({"metadata": p.metadata, "clean_answer": p.clean_answer}) for p in pairs]
+    assert len(pairs) == 50 and len(set(groups)) == 25
+    assert groups[0] == groups[1] == "entity:France"
+    sample = load_prompt_pairs("config/prompt_pairs_capitals.jsonl", n_pairs=20, seed=42)
+    assert len(sample) == 20 and sample == sample_pairs(pairs, 20, seed=42)
 
 
 def test_encode_pairs_skips_and_errors():
@@ -359,35 +285,3 @@ def test_load_prompt_pairs(tmp_path):
     path.write_text("{not json\n")
     with pytest.raises(ValueError, match="line 1 is not valid JSON"):
         load_prompt_pairs(path)
-
-
-def test_script_end_to_end(tmp_path, tiny_model_dir):
-    pm3_patching = load_script("pm3_patching")
-    folder = tiny_model_dir("gpt2")
-    model, tokenizer = load_model(folder, dtype="float32", device="cpu")
-    pairs = answered_pairs(model, tokenizer, n=6)
-    pairs_path = tmp_path / "pairs.jsonl"
-    pairs_path.write_text(
-        "".join(json.dumps({**p.__dict__}) + "\n" for p in pairs), encoding="utf-8"
-    )
-    out = tmp_path / "pm3"
-    section = {**PM3, "model": "tiny", "pairs": None, "n_pairs": 50, "n_bootstrap": 100}
-    params = ["--params", json.dumps({**section, "dtype": "auto", "device": "cpu"})]
-    args = ["--model", str(folder), "--pairs", str(pairs_path), "--output-dir", str(out)]
-    pm3_patching.main([*params, *args, "--layers", "0,1,2,3"])
-    results = json.loads((out / "results.json").read_text())
-    config = json.loads((out / "config.json").read_text())
-    assert results["premortem"] == "pm3" and results["model"] == str(folder)
-    assert "per_pair" not in results
-    assert len((out / "per_pair.jsonl").read_text().splitlines()) == len(pairs)
-    assert config["position"] == "diff" and "provenance" in config
-    assert config["pairs"] == str(pairs_path) and config["layers"] == [0, 1, 2, 3]
-    assert "Verdict" in (out / "summary.md").read_text()
-    pm3_patching.main([*params, *args, "--n-samples", "4"])
-    assert json.loads((out / "results.json").read_text())["n_pairs_loaded"] == 4
-    main = pm3_patching.main
-    assert_clean_exit(main, [*params, *args, "--layers", "0,9"], "layers must lie in 0..3")
-    missing = ["--pairs", str(tmp_path / "missing.jsonl"), "--output-dir", str(out)]
-    with_model = [*params, "--model", str(folder), *missing]
-    assert_clean_exit(main, with_model, "prompt pairs file not found")
-    assert_clean_exit(main, [*params, *missing], "missing parameter(s) model_ref")

@@ -72,7 +72,7 @@ def test_scripts_write_experiment_folders(tmp_path: Path, capsys) -> None:
     params = ["--params", json.dumps({**section, "ridge_alpha": 1})]
     pm1.main([*params, *stores_arg, "--output-dir", str(out1)])
     results = json.loads((out1 / "results.json").read_text())
-    assert results["verdict"] == "PASS" and results["models"] == ["small", "large"]
+    assert results["plan_verdict"] == "PASS" and results["models"] == ["small", "large"]
     assert {p["ridge_alpha"] for p in results["pairs"]} == {1.0}
     config = json.loads((out1 / "config.json").read_text())
     assert config["ridge_alpha"] == 1 and "provenance" in config

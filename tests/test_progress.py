@@ -215,9 +215,10 @@ def test_patching_sweeps_count_pairs(gpt2, tmp_path):
             position="diff",
             layers=None,
             n_pairs=3,
+            layer_band=(0.25, 0.75),
             progress=tracker,
         )
-    assert (tracker.items_done, tracker.total) == (3, 3)
+    assert (tracker.items_done, tracker.total) == (6, 6)  # each pair at both positions
     with _tracker(tmp_path, "sweep") as tracker:
         run_layer_position_sweep(
             model,

@@ -113,7 +113,8 @@ def _finite(*values: object) -> bool:
 
 def test_pm1_on_one_model_says_why_and_the_gate_goes_on(real_study):
     pm1 = _premortem(real_study, "pm1")
-    assert pm1["value"] is None and pm1["verdict"] == "INCONCLUSIVE"
+    assert pm1["value"] is None
+    assert pm1["plan_verdict"] == pm1["controlled_verdict"] == "INCONCLUSIVE"
     assert "this study has one (smollm2)" in pm1["reason"]
     decision = json.loads((real_study / "results/gate/decision.json").read_text())
     assert decision["branches"] == ["2A", "2B", "2C"]  # forced open
@@ -124,7 +125,8 @@ def test_pm2_and_pm3_measure_the_real_model(real_study):
         record = _premortem(real_study, pm)
         assert _finite(record["value"], *record["ci"]), pm
         assert record["ci"][0] <= record["value"] <= record["ci"][1]
-        assert record["verdict"] in {"PASS", "INCONCLUSIVE", "FAIL"}
+        assert record["plan_verdict"] in {"PASS", "INCONCLUSIVE", "FAIL"}
+        assert record["controlled_verdict"] in {"PASS", "INCONCLUSIVE", "FAIL"}
 
 
 def test_the_tasks_are_the_real_items_and_the_model_beats_chance_on_hellaswag(real_study):

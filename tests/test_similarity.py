@@ -143,6 +143,27 @@ def test_projection_with_null_matches_the_separate_functions(rng: np.random.Gene
     assert np.array_equal(null, permutation_null(x, y, train, test, n_permutations=3, seed=5))
 
 
+@pytest.mark.parametrize(("n", "p"), [(200, 8), (50, 120)])  # both orders of the product
+def test_fixed_penalty_null_is_the_refit_at_the_observed_penalty(
+    rng: np.random.Generator, n: int, p: int
+) -> None:
+    x = rng.normal(size=(n, p))
+    y = 3.0 * x[:, :3] @ rng.normal(size=(3, 7)) + rng.normal(size=(n, 7))
+    train, test = np.arange(int(0.8 * n)), np.arange(int(0.8 * n), n)
+    observed, fast = projection_with_null(
+        x, y, train, test, n_permutations=6, seed=2, null_alpha="observed"
+    )
+    # the grid's penalty is chosen once, on the real targets, and kept for every permutation
+    refit, slow = projection_with_null(
+        x, y, train, test, alpha=observed.alpha, n_permutations=6, seed=2
+    )
+    assert np.array_equal(observed.per_item, refit.per_item)
+    np.testing.assert_allclose(fast, slow, atol=1e-10)
+    assert fast.mean(axis=1).max() < observed.mean  # the real pairing beats every shuffle
+    with pytest.raises(ValueError, match="null_alpha"):
+        projection_with_null(x, y, train, test, null_alpha="fixed")  # type: ignore[arg-type]
+
+
 def test_ridge_input_checks(rng: np.random.Generator) -> None:
     x = rng.normal(size=(20, 4))
     with pytest.raises(ValueError, match="same items"):

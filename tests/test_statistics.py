@@ -198,19 +198,59 @@ def test_locate_and_build(tmp_path):
     with pytest.raises(ValueError, match="not an experiment results file"):
         locate("results/experiments/nonsense/results.json")
     decision = {
+        "criterion": "plan",
         "branches": ["X"],
         "forced": ["pm2"],
         "premortems": {
-            "pm1": {"value": 0.1, "ci": [0.0, 0.2], "threshold": 0.3, "verdict": "FAIL",
-                    "measured_verdict": "FAIL", "forced": False},
-            "pm2": {"value": 0.7, "ci": [0.6, 0.8], "threshold": 0.55, "verdict": "FAIL",
-                    "measured_verdict": "PASS", "forced": True},
+            "pm1": {"value": 0.1, "ci": [0.0, 0.2], "threshold": 0.3, "plan_verdict": "FAIL",
+                    "controlled_verdict": "FAIL", "verdict": "FAIL", "measured_verdict": "FAIL",
+                    "forced": False},
+            "pm2": {"value": 0.7, "ci": [0.6, 0.8], "threshold": 0.55, "plan_verdict": "PASS",
+                    "controlled_verdict": "FAIL", "verdict": "FAIL", "measured_verdict": "PASS",
+                    "forced": True},
         },
     }  # fmt: skip
     out = build_statistics(decision, [], **SETTINGS, seed=0)
     assert out["comparisons"] == [] and out["holm"]["n_comparisons"] == 0
     assert out["premortems"]["pm2"]["forced"] and out["premortems"]["pm2"]["verdict"] == "FAIL"
     assert out["premortems"]["pm2"]["measured_verdict"] == "PASS"
+    assert out["decision"]["criterion"] == "plan"
+
+
+def test_the_premortems_keep_both_verdicts_the_control_and_the_criterion():
+    """statistics.json from the gate's own functions: PM1 clears its threshold, not its control."""
+    from helpers.premortem_records import verdicts_record
+
+    from actspace.gate.decision import decide, measured_verdicts
+
+    results = {
+        "pm1": verdicts_record("pm1", "PASS", beats_control=False),
+        "pm2": verdicts_record("pm2", "FAIL"),
+        "pm3": verdicts_record("pm3", "PASS"),
+    }
+    decision = decide(measured_verdicts(results), {"pm2": "PASS"}, "controlled")
+    out = build_statistics(decision, [], **SETTINGS, seed=0)
+    assert out["decision"] == {
+        "criterion": "controlled",
+        "branches": ["2B", "2C"],
+        "forced": ["pm2"],
+        "disagree": ["pm1"],
+        "other_criterion": {"criterion": "plan", "branches": ["2A", "2B", "2C"]},
+    }
+    pm1 = out["premortems"]["pm1"]
+    assert (pm1["plan_verdict"], pm1["controlled_verdict"], pm1["verdict"]) == (
+        "PASS", "FAIL", "FAIL",
+    )  # fmt: skip
+    assert pm1["control"] == {
+        "name": "trivial", "description": "what a trivial explanation gives", "value": 0.39,
+        "ci": [0.34, 0.44],
+    }  # fmt: skip
+    assert pm1["controlled"]["value"] == 0.01 and pm1["controlled"]["passed"] is False
+    pm2 = out["premortems"]["pm2"]
+    assert (pm2["plan_verdict"], pm2["controlled_verdict"], pm2["verdict"]) == (
+        "FAIL", "FAIL", "PASS",
+    )  # fmt: skip
+    assert pm2["forced"] and pm2["measured_verdict"] == "FAIL"
 
 
 def test_a_results_file_without_a_headline_is_named():
@@ -228,7 +268,9 @@ def test_the_script_takes_the_analysis_statistics_section(tmp_path):
     from actspace.core.io import read_json
 
     decision = tmp_path / "decision.json"
-    atomic_write_json(decision, {"branches": ["2C"], "forced": [], "premortems": {}})
+    atomic_write_json(
+        decision, {"criterion": "controlled", "branches": ["2C"], "forced": [], "premortems": {}}
+    )
     result = _write(
         tmp_path,
         "patching_layers",

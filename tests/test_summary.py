@@ -8,18 +8,28 @@ import pytest
 
 from actspace.analysis.summary import number, study_summary, summary_table
 
+CONTROL = {"name": "surface", "description": "token embeddings", "value": 0.2,
+           "ci": [0.1, 0.3]}  # fmt: skip
+CONTROLLED = {"statistic": "metric - control", "value": 0.25, "ci": [0.2, 0.3], "bound": 0.0,
+              "passed": True}  # fmt: skip
 STATISTICS = {
-    "decision": {"branches": ["2A", "2C"], "forced": ["pm3"]},
+    "decision": {"criterion": "controlled", "branches": ["2A", "2C"], "forced": ["pm3"],
+                 "disagree": [], "other_criterion": {"criterion": "plan",
+                                                     "branches": ["2A", "2C"]}},
     "premortems": {
         "pm1": {"name": "cross-model similarity", "metric": "correlation_after_projection",
-                "value": 0.4567, "ci": [0.35, 0.55], "threshold": 0.3, "verdict": "PASS",
-                "measured_verdict": "PASS", "forced": False, "n": 64},
+                "value": 0.4567, "ci": [0.35, 0.55], "threshold": 0.3, "plan_verdict": "PASS",
+                "controlled_verdict": "PASS", "control": CONTROL, "controlled": CONTROLLED,
+                "verdict": "PASS", "measured_verdict": "PASS", "forced": False, "n": 64},
         "pm2": {"name": "error prediction", "metric": "balanced_accuracy", "value": 0.5,
-                "ci": [0.4, 0.6], "threshold": 0.55, "verdict": "INCONCLUSIVE",
+                "ci": [0.4, 0.6], "threshold": 0.55, "plan_verdict": "INCONCLUSIVE",
+                "controlled_verdict": "INCONCLUSIVE", "control": CONTROL,
+                "controlled": {**CONTROLLED, "passed": False}, "verdict": "INCONCLUSIVE",
                 "measured_verdict": "INCONCLUSIVE", "forced": False, "n": 60},
         "pm3": {"name": "activation patching", "metric": "change_rate", "value": 0.0,
-                "ci": [0.0, 0.137], "threshold": 0.5, "verdict": "PASS",
-                "measured_verdict": "FAIL", "forced": True, "n": 25},
+                "ci": [0.0, 0.137], "threshold": 0.5, "plan_verdict": "FAIL",
+                "controlled_verdict": "FAIL", "control": None, "controlled": None,
+                "verdict": "PASS", "measured_verdict": "FAIL", "forced": True, "n": 25},
     },
     "comparisons": [
         {"id": "activation_transfer", "experiment": "activation_transfer", "label": None,
@@ -59,7 +69,15 @@ def test_the_table_has_the_fixed_columns_and_the_experiments_numbers():
     assert "forced; measured FAIL" in pm3[0]
     pm2 = next(r for r in rows if r[0].startswith("PM2"))
     assert "INCONCLUSIVE" in pm2[0] and "forced" not in pm2[0]
+    pm1 = next(r for r in rows if r[0].startswith("PM1"))
+    assert (
+        pm1[0] == "PM1 cross-model similarity — PASS (plan PASS, controlled PASS) (threshold 0.3)"
+    )
     assert "Forced verdicts: PM3" in table
+    assert (
+        "Pre-mortem verdicts: the one the gate used (criterion controlled), then the plan and "
+        "the controlled verdict." in table
+    )
     assert "| activation_transfer | 42: 1.235, 123: 0.8 | 1.017 | 0.31 |" in table
 
 
@@ -70,6 +88,14 @@ def test_the_study_summary_says_what_ran_why_and_where():
         figures=[{"name": "transfer_gain", "caption": "Gain."}],
     )
     assert "PM3 (activation patching)" in text and "forced; measured FAIL" in text
+    assert (
+        "- PM1 (cross-model similarity): correlation_after_projection = 0.4567, 95% CI "
+        "[0.35, 0.55], threshold 0.3; control surface = 0.2, 95% CI [0.1, 0.3]; metric - control "
+        "= 0.25, 95% CI [0.2, 0.3] (bound 0) -> PASS (plan PASS, controlled PASS)" in text
+    )
+    assert "threshold 0.5; no control measured -> PASS **(forced; measured FAIL)**" in text
+    assert "The gate decided on the **controlled** verdicts (`gate.criterion: controlled`)" in text
+    assert "The plan criterion schedules the same branches." in text
     assert "2A (cross-model transfer); 2C (activation patching and behaviour editing)" in text
     assert "did NOT meet its success criterion" in text
     assert "met its success criterion" in text
@@ -77,8 +103,39 @@ def test_the_study_summary_says_what_ran_why_and_where():
     assert "`transfer_gain`: Gain." in text
 
 
+def test_the_summaries_say_which_criterion_decided_and_show_both_verdicts():
+    """PM1 clears its threshold but not its control: the controlled criterion shuts 2A."""
+    premortems = {pm: dict(info) for pm, info in STATISTICS["premortems"].items()}
+    premortems["pm1"].update(
+        controlled_verdict="FAIL",
+        verdict="FAIL",
+        measured_verdict="FAIL",
+        controlled={**CONTROLLED, "ci": [-0.1, 0.6], "passed": False},
+    )
+    decision = {"criterion": "controlled", "branches": ["2C"], "forced": ["pm3"],
+                "disagree": ["pm1"],
+                "other_criterion": {"criterion": "plan", "branches": ["2A", "2C"]}}  # fmt: skip
+    statistics = {**STATISTICS, "decision": decision, "premortems": premortems}
+    pm1 = next(r for r in _rows(summary_table(statistics)) if r[0].startswith("PM1"))
+    assert pm1[0] == (
+        "PM1 cross-model similarity — FAIL (plan PASS, controlled FAIL) (threshold 0.3)"
+    )
+    text = study_summary(statistics, outputs={})
+    assert "(bound 0) -> FAIL (plan PASS, controlled FAIL)" in text
+    assert (
+        "Under the plan criterion the gate would have scheduled: 2A (cross-model transfer), 2C "
+        "(activation patching and behaviour editing)." in text
+    )
+    by_plan = {**decision, "criterion": "plan", "branches": ["2A", "2C"],
+               "other_criterion": {"criterion": "controlled", "branches": ["2C"]}}  # fmt: skip
+    text = study_summary({**statistics, "decision": by_plan}, outputs={})
+    assert "The gate decided on the **plan** verdicts (`gate.criterion: plan`)" in text
+    assert "Under the controlled criterion the gate would have scheduled: 2C (" in text
+
+
 def test_the_abort_path_points_at_the_negative_results():
-    aborted = {**STATISTICS, "decision": {"branches": ["X"], "forced": []}, "comparisons": []}
+    decision = {"criterion": "controlled", "branches": ["X"], "forced": []}
+    aborted = {**STATISTICS, "decision": decision, "comparisons": []}
     text = study_summary(aborted, outputs={"negative_results": "results/negative_results.md"})
     assert "the plan aborts" in text and "no paper is drafted" in text
     assert "Headline numbers" not in text
@@ -96,20 +153,17 @@ REASON = "only 1 pair(s) where the model is right on both prompts; at least 2 ar
 
 def _no_value_statistics(force: dict | None = None, comparisons: list | None = None) -> dict:
     """statistics.json from the gate's own functions: PM1 FAIL, PM2 PASS, PM3 with no value."""
+    from helpers.premortem_records import no_value_record, record
+
     from actspace.analysis.statistics import build_statistics
     from actspace.gate.decision import decide, measured_verdicts
 
-    def result(value, ci, threshold, verdict, n=64):
-        return {"metric": "m", "value": value, "ci": ci, "threshold": threshold,
-                "verdict": verdict, "n": n}  # fmt: skip
-
     results = {
-        "pm1": result(0.1, [0.05, 0.15], 0.3, "FAIL"),
-        "pm2": result(0.62, [0.58, 0.66], 0.55, "PASS"),
-        "pm3": {**result(None, [None, None], 0.5, "INCONCLUSIVE", n=1), "metric": "change_rate",
-                "reason": REASON},
-    }  # fmt: skip
-    decision = decide(measured_verdicts(results), force)
+        "pm1": record("pm1", 0.1, [0.05, 0.15], 0.3, n=64),
+        "pm2": record("pm2", 0.62, [0.58, 0.66], 0.55, n=64),
+        "pm3": no_value_record("pm3", REASON, 0.5),
+    }
+    decision = decide(measured_verdicts(results), force, "controlled")
     statistics = build_statistics(
         decision, [], n_bootstrap=100, n_permutations=100, alpha=0.05, seed=0
     )
@@ -121,6 +175,8 @@ def test_statistics_keep_no_value_and_the_reason():
     premortems = _no_value_statistics()["premortems"]
     assert premortems["pm3"]["value"] is None and premortems["pm3"]["ci"] == [None, None]
     assert premortems["pm3"]["verdict"] == "INCONCLUSIVE" and premortems["pm3"]["reason"] == REASON
+    assert premortems["pm3"]["plan_verdict"] == premortems["pm3"]["controlled_verdict"]
+    assert premortems["pm3"]["control"] is None and premortems["pm3"]["controlled"] is None
     assert "reason" not in premortems["pm2"] and premortems["pm2"]["value"] == 0.62
 
 
@@ -128,18 +184,20 @@ def test_the_summaries_say_inconclusive_with_the_reason():
     statistics = _no_value_statistics()
     pm3 = next(r for r in _rows(summary_table(statistics)) if r[0].startswith("PM3"))
     assert pm3 == [
-        f"PM3 activation patching — INCONCLUSIVE (no value: {REASON}) (threshold 0.5)",
+        f"PM3 activation patching — INCONCLUSIVE (plan INCONCLUSIVE, controlled INCONCLUSIVE) "
+        f"(no value: {REASON}) (threshold 0.5)",
         "change_rate", "n/a", "[n/a, n/a]", "n/a (verdict by CI)",
     ]  # fmt: skip
     text = study_summary(statistics, outputs={"decision": "results/gate/decision.md"})
     assert (
-        f"- PM3 (activation patching): change_rate = n/a, 95% CI [n/a, n/a], threshold 0.5 -> "
-        f"INCONCLUSIVE (no value: {REASON})" in text
+        f"- PM3 (activation patching): change_rate = n/a, 95% CI [n/a, n/a], threshold 0.5; no "
+        "control measured -> INCONCLUSIVE (plan INCONCLUSIVE, controlled INCONCLUSIVE) (no "
+        f"value: {REASON})" in text
     )
     assert "INCONCLUSIVE (the CI straddles the threshold, or nothing was measured) counts" in text
     aborted = _no_value_statistics({"pm2": "FAIL"})
     text = study_summary(aborted, outputs={"negative_results": "results/negative_results.md"})
-    assert "the plan aborts" in text and f"INCONCLUSIVE (no value: {REASON})" in text
+    assert "the plan aborts" in text and f"INCONCLUSIVE) (no value: {REASON})" in text
 
 
 def test_a_study_with_every_value_says_nothing_of_missing_values():

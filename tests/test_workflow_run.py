@@ -43,7 +43,10 @@ def test_decision_agrees_with_the_three_premortems(study):
             assert (folder / name).is_file(), f"{pm}: {name} missing"
         result = _read(folder / "results.json")
         info = decision["premortems"][pm]
-        assert info["verdict"] == result["verdict"] and not info["forced"]
+        assert info["plan_verdict"] == result["plan_verdict"]
+        assert info["controlled_verdict"] == result["controlled_verdict"]
+        used = result[f"{decision['criterion']}_verdict"]
+        assert info["verdict"] == used and not info["forced"]
         assert info["value"] == pytest.approx(result["value"])
         assert info["ci"] == pytest.approx(result["ci"])
         assert info["threshold"] == result["threshold"]
@@ -56,8 +59,8 @@ def test_decision_agrees_with_the_three_premortems(study):
             if high < result["threshold"]
             else "INCONCLUSIVE"
         )
-        assert result["verdict"] == expected
-        verdicts[pm] = result["verdict"]
+        assert result["plan_verdict"] == expected
+        verdicts[pm] = used
     assert decision["branches"] == branches_for(verdicts)
     assert decision["forced"] == []
     abort_report = study / "results" / "negative_results.md"

@@ -14,8 +14,12 @@ class FakeStore:
         correct: np.ndarray | None = None,
         logliks: list[np.ndarray] | None = None,
         model: str = "fake",
+        pooled: dict[str, list[np.ndarray]] | None = None,
     ) -> None:
         self._layers = layers
+        # other poolings than `last` (for example `mean`), one array per layer like ``layers``
+        self._pooled = {"last": layers, **(pooled or {})}
+        self.poolings = list(self._pooled)
         self.n_layers = len(layers) - 1
         self.n_items = layers[0].shape[0]
         self.hidden_size = layers[0].shape[1]
@@ -24,9 +28,9 @@ class FakeStore:
         self.meta = {"model": model, "task": "synthetic", "n_items": self.n_items}
 
     def layer(self, k: int, pooling: str = "last") -> np.ndarray:
-        if pooling != "last":
-            raise ValueError(f"pooling {pooling!r} not in this store; available: ['last']")
-        return self._layers[k].astype(np.float32)
+        if pooling not in self._pooled:
+            raise ValueError(f"pooling {pooling!r} not in this store; available: {self.poolings}")
+        return self._pooled[pooling][k].astype(np.float32)
 
     def correct(self) -> np.ndarray:
         assert self._correct is not None
@@ -65,7 +69,8 @@ PM1 = {
     "layer_depth": 0.5,
     "pooling": "last",
     "n_samples": None,
-    "test_fraction": 0.3,
+    "folds": 5,
+    "repeats": 2,
     "ridge_alpha": "auto",
     "n_permutations": 5,
     "n_bootstrap": 1000,
@@ -76,8 +81,9 @@ PM2 = {
     "layer": "auto",
     "pooling": "last",
     "n_samples": None,
-    "test_fraction": 0.3,
-    "val_fraction": 0.2,
+    "folds": 5,
+    "repeats": 2,
+    "val_fraction": 0.25,
     "cv_folds": 5,
     "n_bootstrap": 1000,
     "threshold": 0.55,

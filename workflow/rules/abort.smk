@@ -10,7 +10,7 @@ rule abort_report:
         plan.ABORT_REPORT,
     params:
         # Not read by the script (the decision records what was forced): it re-runs the report
-        # when gate.force changes.
+        # when gate.criterion or gate.force changes.
         gate=gate_params(),
     conda:
         CONDA_ENV

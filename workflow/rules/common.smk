@@ -163,17 +163,18 @@ def read_checkpoint_verdicts(path):
 
 
 def scheduled_branches():
-    """The branches the gate schedules, with gate.force applied on top (an input-function helper).
+    """The branches the gate schedules: the measured verdict gate.criterion names, with gate.force
+    applied on top (an input-function helper).
 
     When every pre-mortem's verdict is forced, the checkpoint is not read at all, so even a fresh
-    clone previews the whole forced path.
+    clone previews the whole forced path. The checkpoint records both verdicts, so switching the
+    criterion changes the branches here without re-running it or the pre-mortems.
     """
     force = config["gate"]["force"]
     branches = forced_branches(force)
     if branches is None:
         verdicts = read_checkpoint_verdicts(checkpoints.gate.get().output.verdicts)
-        measured = {pm: info["verdict"] for pm, info in verdicts.items()}
-        effective = effective_verdicts(measured, force)
+        effective = effective_verdicts(verdicts, force, config["gate"]["criterion"])
         branches = plan.branches_for({pm: info["verdict"] for pm, info in effective.items()})
     return branches
 
@@ -214,7 +215,7 @@ def gate_output(name):
 
 def gate_params():
     """The ``--params`` of the steps written from the decision: the resolved gate section, so that
-    they re-run when gate.force changes."""
+    they re-run when gate.criterion or gate.force changes (the checkpoint does not)."""
     return step_params(config["gate"])
 
 

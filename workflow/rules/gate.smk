@@ -1,10 +1,12 @@
-# The gate. The checkpoint records the *measured* verdicts and has no params a preview changes;
-# the decision rule applies gate.force on top, so forcing a verdict never re-runs the checkpoint.
+# The gate. The checkpoint records the *measured* verdicts (both: plan and controlled) and has no
+# params a preview changes; the decision rule takes the one gate.criterion names and applies
+# gate.force on top, so switching the criterion or forcing a verdict never re-runs the checkpoint.
 # The pre-mortems it reads are the plan's (actspace.plan.PREMORTEMS), one --<name> flag each.
 
 
 checkpoint gate:
-    """Read every pre-mortem's verdict; the branches downstream are chosen from this output."""
+    """Read every pre-mortem's two verdicts and its control; the branches downstream are chosen
+    from this output."""
     input:
         script="scripts/gate.py",
         **{pm: pm_outputs(pm)["results"] for pm in plan.PREMORTEM_NAMES},
@@ -23,8 +25,8 @@ checkpoint gate:
 
 
 rule decision:
-    """The effective decision (measured verdicts with gate.force applied), for people and for
-    every later output."""
+    """The effective decision (the measured verdicts gate.criterion names, with gate.force
+    applied), for people and for every later output."""
     input:
         script="scripts/decide.py",
         verdicts=gate_output("verdicts"),

@@ -329,7 +329,8 @@ def _holm(entries: list[dict[str, Any]], alpha: float) -> None:
 
 
 def premortem_table(decision: Mapping[str, Any]) -> dict[str, Any]:
-    """The pre-mortems as the decision records them, forced verdicts marked.
+    """The pre-mortems as the decision records them: both measured verdicts, the control and the
+    controlled comparison, the verdict the gate used (``verdict``) and whether it was forced.
 
     A pre-mortem that measured nothing keeps ``value`` None and gains the ``reason`` the gate
     recorded (INCONCLUSIVE with no value).
@@ -343,6 +344,10 @@ def premortem_table(decision: Mapping[str, Any]) -> dict[str, Any]:
             "value": info.get("value"),
             "ci": info.get("ci"),
             "threshold": info.get("threshold"),
+            "plan_verdict": info.get("plan_verdict"),
+            "controlled_verdict": info.get("controlled_verdict"),
+            "control": info.get("control"),
+            "controlled": info.get("controlled"),
             "verdict": info.get("verdict"),
             "measured_verdict": info.get("measured_verdict", info.get("verdict")),
             "forced": bool(info.get("forced")),
@@ -378,8 +383,11 @@ def build_statistics(
     )
     return {
         "decision": {
+            "criterion": decision.get("criterion"),
             "branches": list(decision["branches"]),
             "forced": list(decision.get("forced", [])),
+            "disagree": list(decision.get("disagree", [])),
+            "other_criterion": decision.get("other_criterion"),
         },
         "premortems": premortem_table(decision),
         **stats,

@@ -11,7 +11,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actspace import plan
-from actspace.gate.decision import NO_VALUE, no_value
+from actspace.gate.decision import (
+    NO_VALUE,
+    criterion_sentence,
+    no_value,
+    other_criterion_sentence,
+)
 
 TABLE_HEADER = (
     "| Experiment | Metric | Value | 95% CI | p-value |",
@@ -42,15 +47,40 @@ def p_value_cell(entry: Mapping[str, Any]) -> str:
     return f"{number(entry['p_holm'])} (Holm; raw {number(entry['p_value'])}, {entry['test']})"
 
 
+def both_verdicts(info: Mapping[str, Any]) -> str:
+    """``plan PASS, controlled FAIL``: the two measured verdicts side by side."""
+    plan_rule = info.get("plan_verdict") or "n/a"
+    return f"plan {plan_rule}, controlled {info.get('controlled_verdict') or 'n/a'}"
+
+
 def premortem_verdict(info: Mapping[str, Any]) -> str:
-    """The verdict used, what was measured when it was forced, and why there is no value."""
+    """The verdict used, both measured verdicts, what was measured when it was forced, and why
+    there is no value."""
     if info["forced"]:
         text = f"{info['verdict']} **(forced; measured {info['measured_verdict']})**"
     else:
         text = str(info["verdict"])
+    text += f" ({both_verdicts(info)})"
     if no_value(info):
         text += f" (no value: {str(info.get('reason') or NO_VALUE).rstrip('.')})"
     return text
+
+
+def control_line(info: Mapping[str, Any]) -> str:
+    """The control and the controlled comparison in a few words (``n/a`` when none)."""
+    control, controlled = info.get("control"), info.get("controlled")
+    parts = []
+    if control:
+        parts.append(
+            f"control {control.get('name')} = {number(control.get('value'))}, 95% CI "
+            f"{interval(control.get('ci'))}"
+        )
+    if controlled:
+        parts.append(
+            f"{controlled.get('statistic')} = {number(controlled.get('value'))}, 95% CI "
+            f"{interval(controlled.get('ci'))} (bound {number(controlled.get('bound'))})"
+        )
+    return "; ".join(parts) or "no control measured"
 
 
 def summary_table(statistics: Mapping[str, Any]) -> str:
@@ -77,6 +107,12 @@ def summary_table(statistics: Mapping[str, Any]) -> str:
         "the experiment's main comparison (statistics.json gives the effect size and what is "
         "compared) and are Holm-corrected across the experiments in this table.",
     ]
+    criterion = statistics["decision"].get("criterion")
+    if criterion:
+        lines.append(
+            f"Pre-mortem verdicts: the one the gate used (criterion {criterion}), then the plan "
+            "and the controlled verdict."
+        )
     if forced:
         lines.append(
             f"Forced verdicts: {', '.join(pm.upper() for pm in forced)}. Branches that ran "
@@ -115,9 +151,14 @@ def study_summary(
         lines.append(
             f"- {pm.upper()} ({info['name']}): {info['metric'] or 'metric'} = "
             f"{number(info['value'])}, 95% CI {interval(info['ci'])}, threshold "
-            f"{number(info['threshold'])} -> {premortem_verdict(info)}"
+            f"{number(info['threshold'])}; {control_line(info)} -> {premortem_verdict(info)}"
         )
     unmeasured = any(no_value(info) for info in statistics["premortems"].values())
+    lines += [
+        "",
+        f"{criterion_sentence(decision.get('criterion'))} "
+        f"{other_criterion_sentence(decision)}".rstrip(),
+    ]
     lines += [
         "",
         "INCONCLUSIVE (the CI straddles the threshold"

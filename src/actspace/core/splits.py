@@ -2,8 +2,10 @@
 
 Every experiment that fits a probe of "is the model right?" splits its items the same way: a seeded
 subsample of ``n_samples`` items, then a train/test split stratified by correctness (sklearn's
-``train_test_split`` with the same seed). With the same seed, ``n_samples`` and ``test_fraction``
-two experiments hold out the same items, so their held-out numbers are about the same items.
+``train_test_split`` with the same seed), grouped where items share a group (an entity, a pair of
+operands, a HellaSwag source), so that no test item is a near-copy of a training item. With the
+same seed, ``n_samples``, ``test_fraction`` and groups two experiments hold out the same items, so
+their held-out numbers are about the same items.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ class Split:
     """The items one experiment uses and their held-out split.
 
     ``items`` are store indices (sorted); ``y`` their correctness; ``train``/``test`` are positions
-    into ``items``.
+    into ``items``; ``groups`` the items' group labels when the split was grouped (else None).
     """
 
     items: np.ndarray
     y: np.ndarray
     train: np.ndarray
     test: np.ndarray
+    groups: np.ndarray | None = None
 
     @property
     def y_train(self) -> np.ndarray:
@@ -43,22 +46,19 @@ class Split:
         return self.y[self.test]
 
 
-def correctness_split(
+def correctness_items(
     correct: np.ndarray,
     *,
     n_samples: int | None = None,
-    test_fraction: float = 0.3,
     seed: int = 0,
     min_per_class: int = MIN_PER_CLASS,
-) -> Split:
-    """A seeded subsample of ``n_samples`` items (None: all), then a stratified train/test split.
+) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded subsample of ``n_samples`` items (None: all) and their correctness.
 
     The subsample draws from ``numpy.random.default_rng(seed)`` (nothing is drawn when every item
-    is used); the split is stratified by correctness with ``random_state=seed``.
-    Raises :class:`OneSidedAnswers` when either class has fewer than ``min_per_class`` items.
+    is used). Raises :class:`OneSidedAnswers` when either class has fewer than ``min_per_class``
+    items: a correctness probe has nothing to learn from one side.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     correct = np.asarray(correct).astype(bool)
     rng = np.random.default_rng(seed)
     n = correct.size
@@ -75,10 +75,50 @@ def correctness_split(
             f"needs at least {min_per_class} correct and {min_per_class} incorrect answers, got "
             f"{n_correct} correct and {n_wrong} incorrect of {y.size}"
         )
-    train, test = train_test_split(
-        np.arange(y.size), test_size=test_fraction, stratify=y, random_state=seed
+    return items, y
+
+
+def correctness_split(
+    correct: np.ndarray,
+    *,
+    n_samples: int | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    min_per_class: int = MIN_PER_CLASS,
+    groups: np.ndarray | None = None,
+) -> Split:
+    """A seeded subsample of ``n_samples`` items (None: all), then a stratified train/test split.
+
+    The subsample is :func:`correctness_items`'s. ``groups`` (one label per store item, as
+    :func:`actspace.core.groups.store_groups` gives) keeps items that share a group on one side:
+    the split is then :func:`grouped_split`'s (stratified as far as the groups allow). Without
+    groups, or when every subsampled item is its own group, the split is sklearn's
+    ``train_test_split`` stratified by correctness with ``random_state=seed``, so stores whose
+    items share nothing (MMLU, TruthfulQA) hold out exactly the items they held out before.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    items, y = correctness_items(
+        correct, n_samples=n_samples, seed=seed, min_per_class=min_per_class
     )
-    return Split(items=items, y=y, train=np.sort(train), test=np.sort(test))
+    labels = None
+    if groups is not None:
+        all_labels = np.asarray(groups)
+        if all_labels.shape[0] != np.asarray(correct).shape[0]:
+            raise ValueError(
+                f"groups must hold one label per item, got {all_labels.shape[0]} for "
+                f"{np.asarray(correct).shape[0]}"
+            )
+        labels = all_labels[items]
+    if labels is None or np.unique(labels).size == labels.size:
+        train, test = train_test_split(
+            np.arange(y.size), test_size=test_fraction, stratify=y, random_state=seed
+        )
+    else:
+        train, test = grouped_split(
+            y.size, test_fraction=test_fraction, seed=seed, groups=labels, stratify=y
+        )
+    return Split(items=items, y=y, train=np.sort(train), test=np.sort(test), groups=labels)
 
 
 @dataclass(frozen=True)

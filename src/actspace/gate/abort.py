@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from actspace import plan
-from actspace.gate.decision import NO_VALUE, no_value
+from actspace.gate.decision import (
+    NO_VALUE,
+    comparison_text,
+    control_text,
+    criterion_sentence,
+    no_value,
+    other_criterion_sentence,
+)
 
 _PIVOTS = (
     "**Scale.** Repeat the pre-mortems on larger models of the same families (e.g. pythia-410m, "
@@ -43,8 +50,16 @@ def _line(pm: plan.PreMortem, info: Mapping[str, Any]) -> str:
     low, high = _ci(info)
     return (
         f"| {pm.title} | {info.get('metric') or 'n/a'} | {_fmt(info.get('value'))} "
-        f"| [{_fmt(low)}, {_fmt(high)}] | {_fmt(info.get('threshold'))} | {_verdict(info)} |"
+        f"| [{_fmt(low)}, {_fmt(high)}] | {_fmt(info.get('threshold'))} "
+        f"| {info.get('plan_verdict') or 'n/a'} | {control_text(info)} | {comparison_text(info)} "
+        f"| {info.get('controlled_verdict') or 'n/a'} | {_verdict(info)} |"
     )
+
+
+def _both(info: Mapping[str, Any]) -> str:
+    """`` (plan PASS, controlled FAIL)`` where the two verdicts differ, else nothing."""
+    plan_rule, controlled = info.get("plan_verdict"), info.get("controlled_verdict")
+    return "" if plan_rule == controlled else f" (plan {plan_rule}, controlled {controlled})"
 
 
 def _interpretation(pm: plan.PreMortem, info: Mapping[str, Any]) -> str:
@@ -55,7 +70,10 @@ def _interpretation(pm: plan.PreMortem, info: Mapping[str, Any]) -> str:
     reason = str(info.get("reason") or NO_VALUE).rstrip(".")
     if info.get("forced"):
         said = f"{measured}, with no value: {reason}" if no_value(info) else measured
-        return f"- **{pm.label}**: verdict {info['verdict']} (forced; the measurement said {said})."
+        return (
+            f"- **{pm.label}**: verdict {info['verdict']} (forced; the measurement said "
+            f"{said}{_both(info)})."
+        )
     if no_value(info):
         return (
             f"- **{pm.label}**: INCONCLUSIVE with no value: nothing was measured ({reason}). "
@@ -69,6 +87,17 @@ def _interpretation(pm: plan.PreMortem, info: Mapping[str, Any]) -> str:
             f"{threshold}. The data can neither confirm nor rule out the effect at this sample "
             f"size (n = {info.get('n')}); the plan counts this as FAIL, and more items would "
             "narrow the interval."
+        )
+    if measured == "FAIL" and info.get("plan_verdict") == "PASS":
+        control = info.get("control") or {}
+        statistic = (info.get("controlled") or {}).get("statistic") or "metric against control"
+        return (
+            f"- **{pm.label}**: the 95% CI [{_fmt(low)}, {_fmt(high)}] lies above the threshold "
+            f"{threshold} (plan verdict PASS), but the metric does not beat its control, "
+            f"{control.get('name') or pm.control} ({control_text(info)}): the controlled "
+            f"comparison ({statistic}) is {comparison_text(info)}, an interval not above its "
+            "bound, so the controlled verdict is FAIL: clearing the threshold shows no more than "
+            "the trivial explanation already gives."
         )
     if measured == "FAIL":
         return (
@@ -93,23 +122,33 @@ def negative_results_markdown(decision: Mapping[str, Any]) -> str:
             "measured verdicts are listed beside them below.",
             "",
         ]
+    unmeasured = any(no_value(premortems[pm]) for pm in plan.PREMORTEM_NAMES)
     lines += [
         "## Summary",
         "",
-        "None of the pre-mortem experiments cleared its threshold, so the gate scheduled none "
-        f"of the lines of work they open ({lines_of_work}) and the plan stops here. The numbers "
-        "below are the measurements; a verdict is PASS when the 95% confidence interval lies "
-        "above the threshold, FAIL when it lies below and INCONCLUSIVE when it straddles it"
+        "None of the pre-mortem experiments earned its branch under the gate's criterion, so the "
+        f"gate scheduled none of the lines of work they open ({lines_of_work}) and the plan "
+        f"stops here. {criterion_sentence(decision.get('criterion'))} "
+        f"{other_criterion_sentence(decision)}".rstrip(),
+        "",
+        "The numbers below are the measurements; a plan verdict is PASS when the 95% confidence "
+        "interval lies above the threshold, FAIL when it lies below and INCONCLUSIVE when it "
+        "straddles it"
         + (
-            " or when nothing could be measured (n/a; the reason is given below)."
-            if any(no_value(premortems[pm]) for pm in plan.PREMORTEM_NAMES)
-            else "."
-        ),
+            " or when nothing could be measured (n/a; the reason is given below)"
+            if unmeasured
+            else ""
+        )
+        + ". A controlled verdict is the plan verdict, except that a plan PASS whose metric does "
+        "not beat its control (the 95% CI of its controlled comparison not above its bound) is "
+        "FAIL.",
         "",
-        "## Pre-mortems against their thresholds",
+        "## Pre-mortems against their thresholds and controls",
         "",
-        "| Pre-mortem | Metric | Value | 95% CI | Threshold | Verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| Pre-mortem | Metric | Value | 95% CI | Threshold | Plan verdict "
+        "| Control value [95% CI] | Controlled comparison [95% CI] | Controlled verdict "
+        "| Verdict used |",
+        "| --- " * 10 + "|",
     ]
     lines += [_line(pm, premortems[pm.name]) for pm in plan.PREMORTEMS]
     lines += ["", "## Interpretation", ""]

@@ -23,7 +23,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from scipy import stats as _scipy_stats
 
+from actspace.core.groups import pair_group
 from actspace.core.progress import Progress
 from actspace.lm.hooks import capture_residual, patch_residual
 from actspace.lm.models import residual_blocks
@@ -61,8 +62,30 @@ class PromptPair:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def load_prompt_pairs(path: str | os.PathLike[str]) -> list[PromptPair]:
-    """Read and validate ``prompt_pairs.jsonl``; a ValueError names the first bad line."""
+def sample_pairs(pairs: Sequence[PromptPair], n_pairs: int, seed: int) -> list[PromptPair]:
+    """A seeded random sample of ``n_pairs`` pairs, kept in file order (all when fewer).
+
+    A pairs file is often sorted (by relation, by entity): its first lines cover few entities,
+    so the first ``n_pairs`` would be a biased, clustered sample. PM3 and branch 2C draw with the
+    same function, so the same seed and ``n_pairs`` give both the same pairs.
+    """
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs must be positive, got {n_pairs}")
+    pairs = list(pairs)
+    if n_pairs >= len(pairs):
+        return pairs
+    chosen = np.sort(np.random.default_rng(seed).choice(len(pairs), size=n_pairs, replace=False))
+    return [pairs[int(i)] for i in chosen]
+
+
+def load_prompt_pairs(
+    path: str | os.PathLike[str], *, n_pairs: int | None = None, seed: int = 0
+) -> list[PromptPair]:
+    """Read and validate ``prompt_pairs.jsonl``; a ValueError names the first bad line.
+
+    With ``n_pairs``, a seeded random sample of that many pairs (:func:`sample_pairs`), not the
+    file's first lines.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"prompt pairs file not found: {path}")
@@ -102,7 +125,7 @@ def load_prompt_pairs(path: str | os.PathLike[str]) -> list[PromptPair]:
             pairs.append(PromptPair(**{key: row[key] for key in PAIR_FIELDS}))
     if not pairs:
         raise ValueError(f"{path} holds no prompt pairs")
-    return pairs
+    return pairs if n_pairs is None else sample_pairs(pairs, n_pairs, seed)
 
 
 @dataclass(frozen=True)
@@ -346,6 +369,7 @@ class LayerPatching:
     corrupted_argmax_correct: np.ndarray  # [pairs] bool: likewise for the corrupted run
     skipped: dict[str, int]
     n_multi_token_answers: int
+    groups: list[str] | None = None  # [pairs] core.groups.pair_group; None: each pair its own
 
     @property
     def usable(self) -> np.ndarray:
@@ -432,6 +456,7 @@ def run_patching_layers(
         corrupted_argmax_correct=corrupted_argmax,
         skipped=skipped,
         n_multi_token_answers=sum(e.multi_token_answer for e in encoded),
+        groups=[pair_group(asdict(e.pair)) for e in encoded],
     )
 
 
@@ -471,3 +496,41 @@ def selectable_layers(layers: Sequence[int], n_blocks: int) -> list[int]:
     known-answer checks but never chosen.
     """
     return [k for k in layers if 0 < k < n_blocks]
+
+
+def known_answer_layer(position: str, n_blocks: int) -> int:
+    """The layer next to a known answer at ``position``: 1 at the differing token (nearly the
+    clean input: only block 0 has read the corrupted token elsewhere), ``L - 1`` at the final
+    token (nearly the clean read-out: only the last block is left to run)."""
+    if position not in POSITIONS:
+        raise ValueError(f"position must be one of {', '.join(POSITIONS)}, got {position!r}")
+    return 1 if position == "diff" else n_blocks - 1
+
+
+def patched_layers(layers: Sequence[int] | None, n_blocks: int) -> list[int] | None:
+    """The layers a pre-mortem patches: every layer (None), or ``layers`` with both known-answer
+    layers (:func:`known_answer_layer`) added, so that their checks are always measured."""
+    if layers is None:
+        return None
+    known = {known_answer_layer(position, n_blocks) for position in POSITIONS}
+    return sorted({int(k) for k in layers} | {k for k in known if 0 < k < n_blocks})
+
+
+def band_range(band: Sequence[float], n_blocks: int) -> tuple[int, int]:
+    """The layers ``ceil(low * L)..floor(high * L)`` that the depth fractions ``band`` span."""
+    low, high = (float(x) for x in band)
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"layer_band must be [low, high] with 0 <= low < high <= 1, got {band}")
+    # a hair of slack so that 0.25 * 4 is layer 1, not 2, whatever the float rounding
+    return math.ceil(low * n_blocks - 1e-9), math.floor(high * n_blocks + 1e-9)
+
+
+def interior_layers(
+    layers: Sequence[int], n_blocks: int, band: Sequence[float], position: str
+) -> list[int]:
+    """Layers a controlled choice may pick: inside ``band`` (depth fractions of the blocks),
+    among ``1..L-1``, and never the known-answer cell at ``position``
+    (:func:`known_answer_layer`), which flips nearly every pair whatever the model computes."""
+    first, last = band_range(band, n_blocks)
+    excluded = known_answer_layer(position, n_blocks)
+    return [k for k in layers if first <= k <= last and 0 < k < n_blocks and k != excluded]

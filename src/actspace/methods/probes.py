@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import logsumexp, softmax
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegressionCV
-from sklearn.model_selection import StratifiedKFold
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
@@ -58,7 +58,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         are many and small, and spinning worker threads slow them down tenfold or more when other
         jobs share the cores.
 
-    ``score`` returns balanced accuracy, the metric the pre-mortem reports.
+    ``score`` returns balanced accuracy, the metric the pre-mortem reports. ``fit`` takes the
+    items' ``groups`` (optional): the inner folds then keep a group on one side, so that the
+    penalty is not chosen on near-copies of training items.
     """
 
     def __init__(
@@ -79,7 +81,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.n_threads = n_threads
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> LinearProbe:
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         if X.ndim != 2 or X.shape[0] != y.shape[0]:
@@ -91,9 +93,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"a probe needs at least 2 items of each class, got counts {counts.tolist()}"
             )
-        folds = StratifiedKFold(
-            n_splits=int(min(self.cv, counts.min())), shuffle=True, random_state=self.random_state
-        )
+        folds = _inner_folds(X, y, groups, int(min(self.cv, counts.min())), self.random_state)
         self.pipeline_: Pipeline = make_pipeline(
             StandardScaler(),
             _l2_logistic_cv(
@@ -129,6 +129,45 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         """Balanced accuracy on ``(X, y)``."""
         y = np.asarray(y)
         return balanced_accuracy(y == self.classes_[1], self.predict(X) == self.classes_[1])
+
+
+def _inner_folds(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int
+) -> StratifiedKFold | list[tuple[np.ndarray, np.ndarray]]:
+    """The inner CV's folds: stratified, and grouped when some items share a group (with every
+    item its own group the folds are the ungrouped ones, so results do not move)."""
+    plain = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    if groups is None:
+        return plain
+    labels = np.asarray(groups)
+    if labels.shape[0] != y.shape[0]:
+        raise ValueError(f"groups must hold one label per item, got {labels.shape[0]}, {y.size}")
+    distinct = np.unique(labels).size
+    if distinct == labels.size:
+        return plain
+    splitter = StratifiedGroupKFold(
+        n_splits=min(n_splits, distinct), shuffle=True, random_state=seed
+    )
+    with warnings.catch_warnings():
+        # Groups can leave a fold short of one class; the CV scores such a fold all the same.
+        warnings.simplefilter("ignore", category=UserWarning)
+        return list(splitter.split(X, y, labels))
+
+
+def fit_fixed_probe(
+    X: np.ndarray, y: np.ndarray, *, C: float, class_weight: str | None = "balanced"
+) -> Pipeline:
+    """Standardise, then L2 logistic regression at a fixed ``C``: one fit where
+    :class:`LinearProbe` makes ``Cs x cv``, for ranking many layers cheaply (PM2's layer choice
+    inside every cross-fitting fold)."""
+    model = make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=C, class_weight=class_weight, max_iter=5000, solver="lbfgs"),
+    )
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        model.fit(np.asarray(X, dtype=np.float64), np.asarray(y))
+    return model
 
 
 def _binary(values: np.ndarray | Sequence[Any]) -> np.ndarray:
@@ -245,3 +284,39 @@ def confidence_baseline(
         "confidence": conf[test],
         "predictions": pred,
     }
+
+
+def confidence_features(logliks: Sequence[Sequence[float]]) -> np.ndarray:
+    """What the model's output alone says about its confidence, per item: ``[items, 4 + m]``.
+
+    Columns: the top-1 probability p1 (softmax over the item's choices), its log-odds
+    log(p1 / (1 - p1)), the top-1 minus top-2 margin of the normalised log-likelihoods
+    (log p1 - log p2, linear in the logits that the last layer reads out), the entropy over the
+    choices, then the choice probabilities sorted descending, padded with 0 to the largest choice
+    count ``m`` (items may differ in count). The log-odds column is there because a calibrated
+    model is right with probability p1: a logistic regression on the confidence is then well
+    specified, and a probe cannot beat it merely by approximating that link better from a copy
+    of the log-likelihoods. Items need at least two choices.
+    """
+    rows = [np.asarray(values, dtype=float) for values in logliks]
+    if not rows:
+        raise ValueError("confidence_features needs at least one item")
+    width = max(row.size for row in rows)
+    out = np.zeros((len(rows), 4 + width))
+    for i, row in enumerate(rows):
+        if row.size < 2 or not np.all(np.isfinite(row)):
+            raise ValueError(f"item {i} needs two or more finite choice log-likelihoods, got {row}")
+        log_p = np.sort(row - logsumexp(row))[::-1]
+        p = np.exp(log_p)
+        # log(1 - p1) from the other choices' log-probabilities: exact where p1 is near 1
+        log_odds = log_p[0] - logsumexp(log_p[1:])
+        out[i, :4] = [p[0], log_odds, log_p[0] - log_p[1], -float(np.sum(p * log_p))]
+        out[i, 4 : 4 + p.size] = p
+    return out
+
+
+def one_hot(labels: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Indicator columns of ``labels``' distinct values (sorted), ``[items, values]``."""
+    values = np.asarray(labels)
+    _, codes = np.unique(values, return_inverse=True)
+    return np.eye(int(codes.max()) + 1)[codes.reshape(-1)]

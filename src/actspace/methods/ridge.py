@@ -36,12 +36,17 @@ cross-validation (Golub, Heath & Wahba 1979) over a grid, in closed form in the 
 each permutation of the null reuses the same decomposition (permuting the target rows only changes
 ``Uᵀ Y``). With hundreds of target dimensions this is one to two orders of magnitude faster than
 ``RidgeCV``'s exact leave-one-out, which forms the full prediction matrix for every penalty.
+:class:`HeldOutMap` keeps one source's decomposition on one split for every target it is mapped
+to. PM1's null keeps the penalty chosen on the real targets (``null_alpha="observed"``), so its
+999 permutations are one fixed linear smoother applied to permuted rows; experiment 2A's null
+searches the grid again for each permutation (``"search"``, the default).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -230,6 +235,66 @@ def _split(
     return train, test
 
 
+class HeldOutMap:
+    """One source representation on one train/test split, standardised with the training items'
+    statistics and decomposed once, so that every target (and every permutation of a target's
+    training rows) reuses the decomposition: PM1 maps each source to several targets, and from
+    several representations, on every fold."""
+
+    def __init__(
+        self,
+        X_src: np.ndarray,
+        train_idx: np.ndarray | Sequence[int],
+        test_idx: np.ndarray | Sequence[int],
+    ) -> None:
+        x, _ = check_pair(X_src, np.zeros((np.shape(X_src)[0], 0)))
+        self.train, self.test = _split(x.shape[0], train_idx, test_idx)
+        self.n = x.shape[0]
+        self.solver = RidgeSVD(standardise(x[self.train]))
+        self.x_test_v = standardise(x[self.test], x[self.train]) @ self.solver.v
+
+    def score(
+        self,
+        Y_tgt: np.ndarray,
+        *,
+        alpha: float | Sequence[float] = DEFAULT_ALPHAS,
+        n_permutations: int = 0,
+        seed: int = 0,
+        null_alpha: Literal["search", "observed"] = "search",
+    ) -> tuple[ProjectionResult, np.ndarray]:
+        """The held-out agreement of the map to ``Y_tgt`` and its shuffled-items null (see
+        :func:`projection_with_null`)."""
+        if n_permutations < 0:
+            raise ValueError(f"n_permutations must be 0 or more, got {n_permutations}")
+        if null_alpha not in ("search", "observed"):
+            raise ValueError(f"null_alpha must be 'search' or 'observed', got {null_alpha!r}")
+        y, _ = check_pair(Y_tgt, np.zeros((np.shape(Y_tgt)[0], 0)))
+        if y.shape[0] != self.n:
+            raise ValueError(f"both models need the same items, got {self.n} and {y.shape[0]}")
+        grid = [float(a) for a in np.ravel(alpha)]
+        if not grid or min(grid) <= 0:
+            raise ValueError(f"ridge penalties must be positive, got {grid}")
+        train, test, solver = self.train, self.test, self.solver
+        y_train, y_test = standardise(y[train]), standardise(y[test], y[train])
+        pred, used = solver.fit_predict_centred(y_train, self.x_test_v, alpha)
+        observed = ProjectionResult(
+            per_item=rowwise_pearson(pred, y_test),
+            per_dimension=columnwise_pearson(pred, y_test),
+            alpha=used,
+        )
+        rng = np.random.default_rng(seed)
+        if null_alpha == "observed" and n_permutations > 0:
+            return observed, _fixed_penalty_null(
+                solver, self.x_test_v, y_train, y_test, used, n_permutations, rng
+            )
+        null = np.empty((n_permutations, test.size))
+        for p in range(n_permutations):
+            shuffled = y_train[rng.permutation(train.size)]
+            pred, _ = solver.fit_predict_centred(shuffled, self.x_test_v, alpha)
+            null[p] = rowwise_pearson(pred, y_test)
+        return observed, null
+
+
 def projection_with_null(
     X_src: np.ndarray,
     Y_tgt: np.ndarray,
@@ -239,32 +304,50 @@ def projection_with_null(
     alpha: float | Sequence[float] = DEFAULT_ALPHAS,
     n_permutations: int = 5,
     seed: int = 0,
+    null_alpha: Literal["search", "observed"] = "search",
 ) -> tuple[ProjectionResult, np.ndarray]:
     """:func:`ridge_projection_correlation` and :func:`permutation_null` sharing one decomposition.
 
     Returns the observed result and the null's per-item correlations ``[n_permutations, n_test]``
-    (an empty first axis when ``n_permutations`` is 0).
+    (an empty first axis when ``n_permutations`` is 0). With ``null_alpha="search"`` every
+    permutation searches a penalty grid again (experiment 2A's null); with ``"observed"`` every
+    permutation keeps the penalty chosen on the unshuffled targets, so the whole null is one
+    fixed linear smoother applied to permuted rows (:func:`_fixed_penalty_null`): PM1's 999
+    permutations then cost about as much as a few fits.
     """
-    if n_permutations < 0:
-        raise ValueError(f"n_permutations must be 0 or more, got {n_permutations}")
-    x, y = check_pair(X_src, Y_tgt)
-    train, test = _split(x.shape[0], train_idx, test_idx)
-    x_train, x_test = standardise(x[train]), standardise(x[test], x[train])
-    y_train, y_test = standardise(y[train]), standardise(y[test], y[train])
-    solver = RidgeSVD(x_train)
-    pred, used = solver.fit_predict(y_train, x_test, alpha)
-    observed = ProjectionResult(
-        per_item=rowwise_pearson(pred, y_test),
-        per_dimension=columnwise_pearson(pred, y_test),
-        alpha=used,
+    check_pair(X_src, Y_tgt)
+    return HeldOutMap(X_src, train_idx, test_idx).score(
+        Y_tgt, alpha=alpha, n_permutations=n_permutations, seed=seed, null_alpha=null_alpha
     )
-    rng = np.random.default_rng(seed)
-    null = np.empty((n_permutations, test.size))
+
+
+def _fixed_penalty_null(
+    solver: RidgeSVD,
+    x_test_v: np.ndarray,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    alpha: float,
+    n_permutations: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Per-item held-out correlations ``[n_permutations, n_test]`` with shuffled training targets.
+
+    With a fixed penalty the held-out prediction is linear in the (centred) training targets,
+    ``pred = A Uᵀ Y`` with ``A = (X_test V) diag(s / (s² + α))``: the decomposition is computed
+    once and each permutation only permutes the rows of ``Y``. The product is taken in the
+    cheaper order: through the ``[n_test, n_train]`` smoother ``A Uᵀ`` when the held-out set is
+    small against the rank (wide activations, few items), else through ``Uᵀ Y_perm``.
+    """
+    a = x_test_v * (solver.s / (solver.s**2 + alpha))
+    n_test, rank = a.shape
+    n_train = y_train.shape[0]
+    smoother = a @ solver.u.T if n_test * n_train <= rank * (n_train + n_test) else None
+    null = np.empty((n_permutations, n_test))
     for p in range(n_permutations):
-        shuffled = y_train[rng.permutation(train.size)]
-        pred, _ = solver.fit_predict(shuffled, x_test, alpha)
+        shuffled = y_train[rng.permutation(n_train)]
+        pred = smoother @ shuffled if smoother is not None else a @ (solver.u.T @ shuffled)
         null[p] = rowwise_pearson(pred, y_test)
-    return observed, null
+    return null
 
 
 def ridge_projection_correlation(

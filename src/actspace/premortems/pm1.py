@@ -1,10 +1,22 @@
-"""Pre-mortem 1: cross-model similarity, read from one activation store per model.
+"""Pre-mortem 1: cross-model similarity, read from one activation store per model, decided
+against a surface-feature control.
 
 :func:`run_pm1` returns the pre-mortem's ``results.json`` dictionary (the top-level keys every
 pre-mortem shares, then details); :func:`summary_markdown` renders it for a person. It reads only
 the activation store interface (:class:`actspace.core.store.StoreLike`): ``store.layer(k,
 pooling) -> [items, d]``, ``store.n_layers`` (blocks; layer 0 is the embeddings), ``store.meta``
-and, where present, ``store.scores()`` for the item ids.
+and, where present, ``store.scores()`` for the item ids and their groups.
+
+Why a control: a ridge map between two unrelated representations that share one per-item scalar
+(the last token's identity, the position, the length) already reaches the plan's threshold. The
+same map from the *source model's token embeddings* (layer 0, which carries only what the input's
+tokens are) to the target's chosen layer measures how much of the metric the input's surface
+already explains; the controlled verdict asks that the model's processing add to it.
+
+Why cross-fitting: an interval over the held-out items of one fit leaves out the variability of
+the fit. Every number here is the mean of K x R grouped folds (every item held out once per
+repeat, items of one group in one fold), with the Nadeau and Bengio (2003) corrected resampled t
+interval over the folds (:func:`actspace.core.resampling.corrected_t_ci`).
 """
 
 from __future__ import annotations
@@ -16,26 +28,44 @@ from typing import Any, Literal
 
 import numpy as np
 
-from actspace.core.resampling import mean_ci, permutation_p_value
+from actspace.core.groups import n_groups, store_groups
+from actspace.core.resampling import cluster_bootstrap_ci, corrected_t_ci, permutation_p_value
 from actspace.core.results import now
+from actspace.core.splits import Fold, grouped_folds
 from actspace.core.store import StoreLike
-from actspace.methods.ridge import ProjectionResult, projection_with_null, ridge_alphas
+from actspace.methods.ridge import HeldOutMap, ridge_alphas
 from actspace.methods.similarity import depth_to_layer, linear_cka_debiased
 from actspace.premortems.common import (
-    check_fraction,
+    control_record,
+    controlled_test,
     headline,
     item_ids,
     n_items,
     no_value_headline,
     subsample,
 )
-from actspace.premortems.report import fmt, fmt_ci, header, verdict_sentence
+from actspace.premortems.report import fmt, fmt_ci, header
 
 DESCRIPTION = (
     "mean over ordered model pairs of the mean over held-out items of the Pearson "
     "correlation, across standardised target dimensions, between ridge-mapped and "
-    "actual activations; bootstrap CI over held-out items"
+    "actual activations; mean of K x R grouped cross-fitting folds, Nadeau-Bengio corrected "
+    "resampled t interval"
 )
+
+#: Fewest permutations for which the shuffled-items null's p-value is reported: with fewer,
+#: the smallest attainable p-value, 1 / (1 + n), is 0.01 or more and says little.
+MIN_PERMUTATIONS_FOR_P = 99
+
+#: The control's candidates: the source model's layer 0 (token embeddings), in two poolings.
+CONTROLS = {
+    "embeddings_pooled": "the source model's token embeddings (layer 0) pooled as the metric "
+    "pools (for `last`: the last token's embedding)",
+    "embeddings_mean": "the source model's token embeddings (layer 0) mean-pooled over the "
+    "context (a bag of tokens)",
+}
+CONTROL_NAME = "surface-feature control (source token embeddings -> target layer)"
+STATISTIC = "PM1 minus surface-feature control"
 
 
 def _check_stores(stores: Mapping[str, StoreLike]) -> int:
@@ -51,39 +81,113 @@ def _check_stores(stores: Mapping[str, StoreLike]) -> int:
     return next(iter(sizes.values()))
 
 
-def _split(m: int, test_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out and training positions among ``m`` items (at least 4 on each side)."""
-    order = rng.permutation(m)
-    n_test = min(max(4, int(round(test_fraction * m))), m - 4)
-    return np.sort(order[:n_test]), np.sort(order[n_test:])
+def _groups(stores: Mapping[str, StoreLike], items: np.ndarray) -> np.ndarray:
+    """The selected items' groups, from the first store; every store must group them alike."""
+    names = list(stores)
+    labels = store_groups(stores[names[0]])
+    for name in names[1:]:
+        if not np.array_equal(store_groups(stores[name]), labels):
+            raise ValueError(
+                f"store {name!r} groups its items differently from store {names[0]!r}; PM1 "
+                "needs one grouping of the shared items"
+            )
+    return labels[items]
 
 
-def _pair_record(
-    src: str,
-    tgt: str,
-    layers: Mapping[str, int],
-    proj: ProjectionResult,
-    null_means: np.ndarray,
-    cka: float,
+def _control_inputs(
+    stores: Mapping[str, StoreLike], items: np.ndarray, pooling: str
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+    """Each control candidate's representation of every model, and why any is missing."""
+    pooled = {
+        name: np.asarray(store.layer(0, pooling), dtype=np.float64)[items]
+        for name, store in stores.items()
+    }
+    candidates = {"embeddings_pooled": pooled}
+    if pooling == "mean":
+        return candidates, {"embeddings_mean": "the metric pools by mean: the same as (i)"}
+    mean: dict[str, np.ndarray] = {}
+    for name, store in stores.items():
+        try:
+            mean[name] = np.asarray(store.layer(0, "mean"), dtype=np.float64)[items]
+        except ValueError as error:  # the store was extracted without mean pooling
+            return candidates, {"embeddings_mean": f"not available in store {name!r}: {error}"}
+    candidates["embeddings_mean"] = mean
+    return candidates, {}
+
+
+def _cross_fit(
+    acts: Mapping[str, np.ndarray],
+    controls: Mapping[str, Mapping[str, np.ndarray]],
+    folds: Sequence[Fold],
     *,
-    n_bootstrap: int,
-    ci_level: float,
+    alpha: float | tuple[float, ...],
+    n_permutations: int,
     seed: int,
 ) -> dict[str, Any]:
-    """One ordered pair's line of ``pairs``."""
+    """Every fold's held-out correlations of the metric and of each control candidate.
+
+    Per fold and ordered pair (source, target): the ridge map from the source's chosen layer
+    (metric) or from a control candidate (source layer 0) to the target's chosen layer, fitted on
+    the fold's training items and scored on its held-out items. On the first fold the metric's
+    map also gets its shuffled-items null (penalty fixed at the one chosen on the real targets).
+    """
+    pairs = list(itertools.permutations(acts, 2))
+    n_folds, m = len(folds), next(iter(acts.values())).shape[0]
+    metric = np.empty((len(pairs), n_folds))
+    per_dim = np.empty((len(pairs), n_folds))
+    alphas = np.empty((len(pairs), n_folds))
+    control = {c: np.empty((len(pairs), n_folds)) for c in controls}
+    item_sum, item_count = np.zeros(m), np.zeros(m)
+    nulls: list[np.ndarray] = []
+    for f, fold in enumerate(folds):
+        # each source representation is standardised and decomposed once per fold
+        maps = {src: HeldOutMap(x, fold.train, fold.test) for src, x in acts.items()}
+        control_maps = {
+            (c, src): HeldOutMap(x, fold.train, fold.test)
+            for c, inputs in controls.items()
+            for src, x in inputs.items()
+        }
+        fold_items = np.zeros(fold.test.size)
+        for p, (src, tgt) in enumerate(pairs):
+            proj, null = maps[src].score(
+                acts[tgt],
+                alpha=alpha,
+                n_permutations=n_permutations if f == 0 else 0,
+                seed=seed + 1000 * (p + 1),
+                null_alpha="observed",
+            )
+            if f == 0:
+                nulls.append(null.mean(axis=1))
+            metric[p, f], per_dim[p, f], alphas[p, f] = (
+                proj.mean,
+                proj.per_dimension_mean,
+                proj.alpha,
+            )
+            fold_items += proj.per_item / len(pairs)
+            for c in controls:
+                result, _ = control_maps[c, src].score(acts[tgt], alpha=alpha)
+                control[c][p, f] = result.mean
+        item_sum[fold.test] += fold_items
+        item_count[fold.test] += 1
     return {
-        "source": src,
-        "target": tgt,
-        "source_layer": layers[src],
-        "target_layer": layers[tgt],
-        "correlation": proj.mean,
-        "ci": list(mean_ci(proj.per_item, n_resamples=n_bootstrap, level=ci_level, seed=seed)),
-        "correlation_per_dimension": proj.per_dimension_mean,
-        "ridge_alpha": proj.alpha,
-        "cka_debiased": cka,
-        "permutation_null": float(null_means.mean()),
-        "permutation_null_sd": float(null_means.std(ddof=1)) if null_means.size > 1 else 0.0,
-        "permutation_p_value": permutation_p_value(proj.mean, null_means),
+        "pairs": pairs,
+        "metric": metric,
+        "per_dimension": per_dim,
+        "alphas": alphas,
+        "control": control,
+        "item_values": item_sum / np.maximum(item_count, 1),
+        "null": np.asarray(nulls),  # [pairs, n_permutations]
+    }
+
+
+def _null_summary(observed: float, draws: np.ndarray, n_permutations: int) -> dict[str, Any]:
+    """Mean, sd and Monte Carlo p-value (None below MIN_PERMUTATIONS_FOR_P) of null draws."""
+    enough = n_permutations >= MIN_PERMUTATIONS_FOR_P
+    return {
+        "observed": float(observed),
+        "mean": float(draws.mean()),
+        "sd": float(draws.std(ddof=1)) if draws.size > 1 else 0.0,
+        "p_value": permutation_p_value(observed, draws) if enough else None,
     }
 
 
@@ -93,7 +197,8 @@ def run_pm1(
     layer_depth: float,
     pooling: str,
     n_samples: int | None,
-    test_fraction: float,
+    folds: int,
+    repeats: int,
     ridge_alpha: float | Sequence[float] | Literal["auto"],
     n_permutations: int,
     n_bootstrap: int,
@@ -101,15 +206,21 @@ def run_pm1(
     seed: int,
     ci_level: float = 0.95,
 ) -> dict[str, Any]:
-    """Correlation after a learned linear projection between every ordered pair of models.
+    """Correlation after a learned linear projection between every ordered pair of models,
+    against the same map from the source's token embeddings.
 
-    The keywords are the keys of ``premortems.pm1`` (and the study's seed). For each ordered pair
-    (source, target) at the same relative depth, a ridge map is fitted on the training items and
-    scored on the held-out items (per-item Pearson r across standardised target dimensions; see
-    :mod:`actspace.methods.ridge`). The metric is the mean over ordered pairs of the mean
-    over held-out items; its interval bootstraps the held-out items (each item's value is its
-    mean over pairs, so pairs stay matched). Debiased linear CKA (all selected items) and a
-    permutation null (training items shuffled) are reported beside it.
+    The keywords are the keys of ``premortems.pm1`` (and the study's seed). Items: a seeded
+    subsample of ``n_samples``, split into ``folds`` grouped folds ``repeats`` times. For each
+    fold and ordered pair (source, target) at the same relative depth, a ridge map is fitted on
+    the training items and scored on the held-out items (per-item Pearson r across standardised
+    target dimensions; see :mod:`actspace.methods.ridge`). A fold's estimate is the mean over its
+    held-out items of the per-item mean over pairs; the value is the mean of the K x R fold
+    estimates with the corrected resampled t interval (the plan verdict reads it). The control
+    (the stronger of two layer-0 representations of the source, by its cross-fitted mean) is
+    fitted and scored on the same folds; the controlled verdict needs the corrected-t interval of
+    the per-fold differences metric - control above 0. Debiased linear CKA (all selected items),
+    a shuffled-items null on the first fold, and the held-out items' cluster bootstrap interval
+    without refitting (``n_bootstrap`` resamples of groups; for comparison) are reported beside.
     """
     started, date = time.perf_counter(), now()
     names = list(stores)
@@ -128,7 +239,8 @@ def run_pm1(
             description=DESCRIPTION,
         )
         return {**record, "models": names, "pooling": pooling, "seed": seed}
-    check_fraction("test_fraction", test_fraction)
+    if folds < 2 or repeats < 1:
+        raise ValueError(f"folds must be 2 or more and repeats 1 or more, got {folds}, {repeats}")
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be positive, got {n_permutations}")
     alpha = ridge_alphas(ridge_alpha)
@@ -139,7 +251,16 @@ def run_pm1(
     m = items.size
     if m < 8:
         raise ValueError(f"PM1 needs at least 8 items, got {m}")
-    test, train = _split(m, test_fraction, rng)
+    groups = _groups(stores, items)
+    splits = grouped_folds(m, n_folds=folds, n_repeats=repeats, seed=seed, groups=groups)
+    smallest = min(min(f.test.size, f.train.size) for f in splits)
+    if smallest < 4:
+        raise ValueError(
+            f"folds: {folds} folds of {m} items in {n_groups(groups)} groups leave a fold with "
+            f"{smallest} items on one side; PM1 needs at least 4 (fewer folds or more items)"
+        )
+    n_train = int(round(np.mean([f.train.size for f in splits])))
+    n_test = int(round(np.mean([f.test.size for f in splits])))
 
     layers = {
         name: depth_to_layer(int(store.n_layers), layer_depth) for name, store in stores.items()
@@ -148,45 +269,76 @@ def run_pm1(
         name: np.asarray(store.layer(layers[name], pooling), dtype=np.float64)[items]
         for name, store in stores.items()
     }
+    candidates, unavailable = _control_inputs(stores, items, pooling)
+    fits = _cross_fit(
+        acts, candidates, splits, alpha=alpha, n_permutations=n_permutations, seed=seed
+    )
+
+    def interval(estimates: np.ndarray) -> tuple[float, float]:
+        return corrected_t_ci(estimates, n_train=n_train, n_test=n_test, level=ci_level)
+
+    metric_folds = fits["metric"].mean(axis=0)
+    control_folds = {c: v.mean(axis=0) for c, v in fits["control"].items()}
+    chosen = max(control_folds, key=lambda c: float(control_folds[c].mean()))
+    differences = metric_folds - control_folds[chosen]
+    control_ci = interval(control_folds[chosen])
     cka = {
         (a, b): linear_cka_debiased(acts[a], acts[b]) for a, b in itertools.combinations(names, 2)
     }
-    boot = {"n_bootstrap": n_bootstrap, "ci_level": ci_level, "seed": seed}
-    pairs: list[dict[str, Any]] = []
-    observed_items, null_items = [], []
-    for index, (src, tgt) in enumerate(itertools.permutations(names, 2)):
-        proj, null = projection_with_null(
-            acts[src],
-            acts[tgt],
-            train,
-            test,
-            alpha=alpha,
-            n_permutations=n_permutations,
-            seed=seed + 1000 * (index + 1),
+    pairs = []
+    for p, (src, tgt) in enumerate(fits["pairs"]):
+        pairs.append(
+            {
+                "source": src,
+                "target": tgt,
+                "source_layer": layers[src],
+                "target_layer": layers[tgt],
+                "correlation": float(fits["metric"][p].mean()),
+                "ci": list(interval(fits["metric"][p])),
+                "correlation_per_dimension": float(np.nanmean(fits["per_dimension"][p])),
+                "ridge_alpha": float(fits["alphas"][p, 0]),
+                "correlation_by_fold": [float(r) for r in fits["metric"][p]],
+                "ridge_alphas_by_fold": [float(a) for a in fits["alphas"][p]],
+                "cka_debiased": cka.get((src, tgt), cka.get((tgt, src))),
+                "control": {c: float(v[p].mean()) for c, v in fits["control"].items()},
+                "difference_from_control": float(
+                    (fits["metric"][p] - fits["control"][chosen][p]).mean()
+                ),
+                "difference_ci": list(interval(fits["metric"][p] - fits["control"][chosen][p])),
+                "shuffled_null": _null_summary(
+                    fits["metric"][p, 0], fits["null"][p], n_permutations
+                ),
+            }
         )
-        observed_items.append(proj.per_item)
-        null_items.append(null.mean(axis=0))
-        pair_cka = cka.get((src, tgt), cka.get((tgt, src)))
-        pairs.append(_pair_record(src, tgt, layers, proj, null.mean(axis=1), pair_cka, **boot))
-
-    per_item = np.mean(observed_items, axis=0)
-    per_item_null = np.mean(null_items, axis=0)
-
-    def ci(values: np.ndarray) -> tuple[float, float]:
-        return mean_ci(values, n_resamples=n_bootstrap, level=ci_level, seed=seed)
-
-    interval, null_ci, diff_ci = ci(per_item), ci(per_item_null), ci(per_item - per_item_null)
+    items_ci = cluster_bootstrap_ci(
+        np.mean,
+        fits["item_values"],
+        groups=groups,
+        n_resamples=n_bootstrap,
+        level=ci_level,
+        seed=seed,
+    )
     return {
         **headline(
             "pm1",
-            value=float(per_item.mean()),
-            ci=interval,
+            value=float(metric_folds.mean()),
+            ci=interval(metric_folds),
             ci_level=ci_level,
             threshold=threshold,
-            n=test.size,
+            n=m,
             started=started,
             date=date,
             description=DESCRIPTION,
+            control=control_record(
+                CONTROL_NAME,
+                f"the same ridge map and folds from {CONTROLS[chosen]} to the target's chosen "
+                "layer: what the input's tokens alone carry across the models",
+                float(control_folds[chosen].mean()),
+                control_ci,
+            ),
+            controlled=controlled_test(
+                STATISTIC, float(differences.mean()), interval(differences), 0.0
+            ),
         ),
         "models": names,
         "layer_depth": float(layer_depth),
@@ -194,62 +346,160 @@ def run_pm1(
         "layers": layers,
         "n_layers": {name: int(store.n_layers) for name, store in stores.items()},
         "n_items": int(m),
-        "n_train": int(train.size),
-        "n_test": int(test.size),
+        "n_groups": n_groups(groups),
+        "folds": folds,
+        "repeats": repeats,
+        "n_train": n_train,
+        "n_test": n_test,
+        "interval_method": (
+            f"Nadeau and Bengio (2003) corrected resampled t over the {len(splits)} fold "
+            f"estimates (variance x (1/{len(splits)} + {n_test}/{n_train}), t with "
+            f"{len(splits) - 1} df)"
+        ),
         "seed": seed,
-        "n_bootstrap": n_bootstrap,
-        "n_permutations": n_permutations,
         "correlation_per_dimension": float(
             np.mean([p["correlation_per_dimension"] for p in pairs])
         ),
         "cka_debiased": float(np.mean(list(cka.values()))),
         "cka_pairs": [{"models": [a, b], "cka_debiased": v} for (a, b), v in cka.items()],
-        "permutation_null": {"value": float(per_item_null.mean()), "ci": list(null_ci)},
-        "difference_from_null": {
-            "value": float((per_item - per_item_null).mean()),
-            "ci": list(diff_ci),
+        "control_candidates": {
+            c: {
+                "description": CONTROLS[c],
+                "value": float(v.mean()),
+                "ci": list(interval(v)),
+                "used": c == chosen,
+                # the same vector for every item (say, one last token for all): it carries nothing
+                "constant_in": [
+                    name for name, x in candidates[c].items() if not np.ptp(x, axis=0).any()
+                ],
+            }
+            for c, v in control_folds.items()
         },
+        "control_unavailable": unavailable,
+        "control_used": chosen,
+        "items_only_ci": {
+            "ci": list(items_ci),
+            "n_bootstrap": n_bootstrap,
+            "note": "cluster bootstrap of the held-out items' values (groups resampled) around "
+            "the fitted maps, without refitting: narrower, for comparison; not the verdict's",
+        },
+        "shuffled_null": {
+            **_null_summary(metric_folds[0], fits["null"].mean(axis=0), n_permutations),
+            "n_permutations": n_permutations,
+            "fold": {"repeat": splits[0].repeat, "fold": splits[0].fold},
+            "note": "target's training rows shuffled against the source on the first fold, "
+            "penalty fixed at the one chosen on the real targets; the p-value is reported only "
+            f"with {MIN_PERMUTATIONS_FOR_P} or more permutations (None otherwise)",
+        },
+        "fold_estimates": [
+            {
+                "repeat": fold.repeat,
+                "fold": fold.fold,
+                "n_train": int(fold.train.size),
+                "n_test": int(fold.test.size),
+                "metric": float(metric_folds[f]),
+                "control": {c: float(v[f]) for c, v in control_folds.items()},
+                "difference": float(differences[f]),
+            }
+            for f, fold in enumerate(splits)
+        ],
         "pairs": pairs,
     }
 
 
+def _verdict_lines(results: Mapping[str, Any]) -> list[str]:
+    """Both verdicts, and what each reads, in words."""
+    plan, controlled = results["plan_verdict"], results["controlled_verdict"]
+    test = results["controlled"]
+    words = {
+        "PASS": "lies entirely above",
+        "FAIL": "lies entirely below",
+        "INCONCLUSIVE": "straddles",
+    }
+    lines = [
+        f"Plan verdict: **{plan}**: the {int(round(100 * results['ci_level']))}% interval "
+        f"{words[plan]} the threshold {fmt(results['threshold'], 2)}"
+        + (" (INCONCLUSIVE counts as FAIL at the gate)." if plan == "INCONCLUSIVE" else "."),
+        f"Controlled verdict: **{controlled}**: metric minus control "
+        f"{fmt(test['value'])} {fmt_ci(test['ci'])}, "
+        + ("above 0." if test["passed"] else "not above 0."),
+    ]
+    if controlled == "PASS":
+        lines.append(
+            "A linear map carries held-out activations between the models beyond what their "
+            "input's tokens carry, so cross-model transfer (branch 2A) has a basis."
+        )
+    elif plan == "PASS":
+        lines.append(
+            "The map reaches the plan's threshold, but not shown to carry more than the "
+            "source's token embeddings alone carry to the target: the agreement is not shown "
+            "to come from the models' processing."
+        )
+    else:
+        lines.append(
+            "A linear map does not reliably carry held-out activations between the models at "
+            "this depth."
+        )
+    return lines
+
+
 def summary_markdown(results: Mapping[str, Any]) -> str:
-    """The person-readable summary of a PM1 results dictionary."""
-    lines = header(results)
+    """The person-readable summary of a PM1 results dictionary: the plan metric, the control
+    (both candidates), their difference, both verdicts and the shuffled-items null."""
+    head = header({**results, "verdict": results["plan_verdict"]})
+    lines = [line for line in head if not line.startswith("- Verdict:")]
+    lines[-1:-1] = [
+        f"- Plan verdict: **{results['plan_verdict']}**",
+        f"- Controlled verdict: **{results['controlled_verdict']}**",
+    ]
     if results["value"] is None:
         return "\n".join([*lines, f"No value: {results['reason']}.", ""])
     lines += [
         f"Models: {', '.join(results['models'])}; relative depth {results['layer_depth']} "
         f"({', '.join(f'{k}: layer {v}' for k, v in results['layers'].items())}), "
-        f"pooling `{results['pooling']}`; {results['n_train']} training and "
-        f"{results['n_test']} held-out items.",
+        f"pooling `{results['pooling']}`; {results['n_items']} items in {results['n_groups']} "
+        f"groups, {results['folds']} grouped folds x {results['repeats']} repeats (about "
+        f"{results['n_train']} training and {results['n_test']} held-out items per fit). "
+        f"Interval: {results['interval_method']}.",
         "",
-        "| source | target | r (per item) | 95% CI | r (per dim) | null r | p | CKA (debiased) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| source | target | r (per item) | 95% CI | control r | difference | 95% CI "
+        "| null r (first fold) | p | CKA (debiased) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    used = results["control_used"]
     for p in results["pairs"]:
+        null = p["shuffled_null"]
         lines.append(
             f"| {p['source']} (L{p['source_layer']}) | {p['target']} (L{p['target_layer']}) "
-            f"| {fmt(p['correlation'])} | {fmt_ci(p['ci'])} "
-            f"| {fmt(p['correlation_per_dimension'])} "
-            f"| {fmt(p['permutation_null'])} | {fmt(p['permutation_p_value'])} "
-            f"| {fmt(p['cka_debiased'])} |"
+            f"| {fmt(p['correlation'])} | {fmt_ci(p['ci'])} | {fmt(p['control'][used])} "
+            f"| {fmt(p['difference_from_control'])} | {fmt_ci(p['difference_ci'])} "
+            f"| {fmt(null['mean'])} | {fmt(null['p_value'])} | {fmt(p['cka_debiased'])} |"
         )
-    null = results["permutation_null"]
-    diff = results["difference_from_null"]
+    lines += ["", "Control candidates (the stronger one is the control):", ""]
+    for c in results["control_candidates"].values():
+        mark = " **(used)**" if c["used"] else ""
+        same = (
+            f" (the same vector for every item in {', '.join(c['constant_in'])}: it carries "
+            "nothing)"
+            if c["constant_in"]
+            else ""
+        )
+        lines.append(f"- {c['description']}: {fmt(c['value'])} {fmt_ci(c['ci'])}{mark}{same}")
+    for name, why in results["control_unavailable"].items():
+        lines.append(f"- {CONTROLS[name]}: not computed ({why})")
+    null = results["shuffled_null"]
+    p_text = fmt(null["p_value"]) if null["p_value"] is not None else "not reported"
     lines += [
         "",
-        f"Permutation null (training items shuffled, {results['n_permutations']} permutations): "
-        f"{fmt(null['value'])} {fmt_ci(null['ci'])}; observed minus null {fmt(diff['value'])} "
-        f"{fmt_ci(diff['ci'])}. Mean debiased linear CKA: {fmt(results['cka_debiased'])}.",
+        f"Metric {fmt(results['value'])} {fmt_ci(results['ci'])}; control "
+        f"{fmt(results['control']['value'])} {fmt_ci(results['control']['ci'])}; difference "
+        f"{fmt(results['controlled']['value'])} {fmt_ci(results['controlled']['ci'])}. Without "
+        f"refitting, the held-out items alone give {fmt_ci(results['items_only_ci']['ci'])}.",
         "",
-        verdict_sentence(results)
-        + (
-            " A linear map carries held-out activations between the models, so cross-model "
-            "transfer (branch 2A) has a basis."
-            if results["verdict"] == "PASS"
-            else " A linear map does not reliably carry held-out activations between the models "
-            "at this depth."
-        ),
+        f"Shuffled-items null ({null['n_permutations']} permutations, first fold): mean "
+        f"{fmt(null['mean'])} (sd {fmt(null['sd'])}) against {fmt(null['observed'])} observed; "
+        f"p = {p_text}. Mean debiased linear CKA: {fmt(results['cka_debiased'])}.",
+        "",
+        *_verdict_lines(results),
     ]
     return "\n".join(lines) + "\n"

@@ -1,154 +1,258 @@
-"""Pre-mortem 2: error prediction, read from one activation store (one model on one task).
+"""Pre-mortem 2: error prediction, read from one activation store (one model on one task), decided
+against a confidence-only control.
 
 :func:`run_pm2` returns the pre-mortem's ``results.json`` dictionary (the top-level keys every
 pre-mortem shares, then details); :func:`summary_markdown` renders it for a person. It reads only
 the activation store interface (:class:`actspace.core.store.StoreLike`): ``store.layer(k,
-pooling)``, ``store.n_layers``, ``store.correct()``, ``store.logliks()`` and ``store.meta``.
+pooling)``, ``store.n_layers``, ``store.correct()``, ``store.logliks()``, ``store.meta`` and,
+where present, ``store.scores()`` for the items' groups and subjects.
+
+Why a control: at the last context token the model's own output distribution is a linear read-out
+of the activations, and how sure the model is predicts whether it is right. A probe that beats
+chance may only re-read that confidence (Kadavath et al. 2022; Orgad et al. 2024). The control is
+the stronger of two predictors that read the output alone: the *confidence probe* (the same probe
+on the top-1 probability and its log-odds, the log-likelihood margin, the entropy and the sorted
+choice probabilities) and the old baseline, a cut on the top-1 probability (on small, skewed
+stores a logistic regression on these features falls well short of that cut). The controlled
+verdict asks that the activation probe beat the control, or that the activations add to the
+confidence (the *incremental* probe on confidence features and activations), per fold, with the
+interval above 0.
+
+Why cross-fitting: an interval over the held-out items of one fit leaves out the variability of
+the fit. Every number is the mean over K grouped stratified folds x R repeats (every item held out
+once per repeat, items that share a group in one fold), with the Nadeau and Bengio (2003) corrected
+resampled t interval (:func:`actspace.core.resampling.corrected_t_ci`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
-from actspace.core.resampling import bootstrap_ci, paired_difference_ci
+from actspace.core.groups import n_groups, store_groups
+from actspace.core.resampling import cluster_bootstrap_ci, corrected_t_ci
 from actspace.core.results import now
-from actspace.core.splits import OneSidedAnswers, Split, correctness_split
+from actspace.core.splits import Fold, OneSidedAnswers, correctness_items, grouped_folds
 from actspace.core.store import StoreLike
-from actspace.methods.probes import (
-    LinearProbe,
-    accuracy,
-    auroc,
-    balanced_accuracy,
-    confidence_baseline,
-    majority_baseline,
+from actspace.methods.probes import balanced_accuracy, confidence_features, one_hot
+from actspace.premortems.common import (
+    check_fraction,
+    control_record,
+    controlled_test,
+    headline,
+    no_value_headline,
 )
-from actspace.premortems.common import check_fraction, headline, no_value_headline
-from actspace.premortems.report import fmt, fmt_ci, header, verdict_sentence
+from actspace.premortems.pm2_folds import LAYER_CHOICE_C, Items, Settings, cross_fit
+from actspace.premortems.pm2_report import summary_markdown
 
-#: ``layer`` value that chooses the layer on a validation part of the training items.
+__all__ = ["AUTO", "DESCRIPTION", "run_pm2", "summary_markdown"]
+
+#: ``layer`` value that chooses the layer, per fold, on a validation part of its training items.
 AUTO = "auto"
 DESCRIPTION = (
     "balanced accuracy on held-out items of a standardised L2 logistic-regression probe "
-    "(C by inner stratified CV, balanced class weights) predicting answer correctness; "
-    "bootstrap CI over held-out items"
+    "(C by inner stratified CV, balanced class weights) predicting answer correctness; mean of "
+    "K x R grouped stratified cross-fitting folds, Nadeau-Bengio corrected resampled t interval"
+)
+#: The control's candidates, predictors that read only the output's confidence: (name,
+#: description). The control is the stronger of the two (higher mean balanced accuracy).
+CONTROLS = {
+    "confidence_probe": (
+        "confidence probe",
+        "the same probe on the output's confidence features alone: top-1 probability and its "
+        "log-odds, top-1 minus top-2 log-likelihood margin, entropy over the choices, sorted "
+        "choice probabilities",
+    ),
+    "max_probability": (
+        "max choice probability cut",
+        "the top-1 choice probability, cut where balanced accuracy on the training items is best",
+    ),
+}
+INTERVAL_METHOD = (
+    "corrected resampled t (Nadeau and Bengio 2003) over the K x R fold estimates: it includes "
+    "the variability of the fit"
+)
+#: The two comparisons the controlled verdict may rest on: (record key, statistic, fit key).
+COMPARISONS = (
+    ("probe_minus_control", "probe minus confidence control (balanced accuracy)", "probe"),
+    (
+        "incremental_minus_control",
+        "[confidence + activations] probe minus confidence control (balanced accuracy)",
+        "incremental_probe",
+    ),
 )
 
 
-def _check(layer: int | str, n_layers: int, test_fraction: float, val_fraction: float) -> None:
-    check_fraction("test_fraction", test_fraction)
-    check_fraction("val_fraction", val_fraction)
-    if layer == AUTO and test_fraction + val_fraction >= 1:
-        raise ValueError(
-            f"test_fraction + val_fraction must be below 1, got {test_fraction} + {val_fraction}"
-        )
+def _check(layer: int | str, n_layers: int, folds: int, repeats: int, val: float) -> None:
+    check_fraction("val_fraction", val)
+    if val > 0.5:
+        raise ValueError(f"val_fraction must be at most 0.5, got {val}")
+    if folds < 2 or repeats < 1:
+        raise ValueError(f"folds must be 2 or more and repeats 1 or more, got {folds}, {repeats}")
     if layer != AUTO and not (isinstance(layer, int | np.integer) and 0 <= layer <= n_layers):
         raise ValueError(f"layer must be 0..{n_layers} (0 = embeddings) or {AUTO!r}, got {layer!r}")
 
 
-def _validate_layers(
-    features: Callable[[int], np.ndarray],
-    data: Split,
-    n_layers: int,
-    val_size: float,
-    new_probe: Callable[[], LinearProbe],
-    seed: int,
-) -> list[dict[str, Any]]:
-    """Fit on part of the training items and score the rest (``val_size`` of them), per layer."""
-    y = data.y
-    fit, val = train_test_split(
-        data.train, test_size=val_size, stratify=y[data.train], random_state=seed
-    )
-    rows = []
-    for k in range(n_layers + 1):
-        X = features(k)
-        probe = new_probe().fit(X[fit], y[fit])
-        rows.append(
-            {
-                "layer": k,
-                "balanced_accuracy": float(balanced_accuracy(y[val], probe.predict(X[val]))),
-                "auroc": float(auroc(y[val], probe.decision_function(X[val]))),
-                "C": probe.C_,
-            }
-        )
-    return rows
+def _subjects(store: StoreLike, items: np.ndarray) -> np.ndarray | None:
+    """The items' ``metadata.subject`` (MMLU), or None when any used item has none."""
+    scores = getattr(store, "scores", None)
+    if scores is None:
+        return None
+    rows = scores()
+    values = [(rows[int(i)].get("metadata") or {}).get("subject") for i in items]
+    return None if any(v is None for v in values) else np.asarray(values, dtype=str)
 
 
-def _best_layer(validation: Sequence[Mapping[str, Any]]) -> int:
-    """The best validation balanced accuracy; AUROC breaks ties, then the shallower layer."""
-    best = max(
-        validation,
-        key=lambda row: (row["balanced_accuracy"], np.nan_to_num(row["auroc"]), -row["layer"]),
-    )
-    return int(best["layer"])
-
-
-def _test_probe(
-    probe: LinearProbe, X: np.ndarray, data: Split, boot: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The probe on the held-out items: predictions, balanced accuracy and AUROC with intervals."""
-    y_test = data.y[data.test]
-    pred = probe.predict(X[data.test]).astype(bool)
-    score = probe.decision_function(X[data.test])
-    return {
-        "pred": pred,
-        "value": float(balanced_accuracy(y_test, pred)),
-        "ci": bootstrap_ci(balanced_accuracy, y_test, pred, **boot),
-        "accuracy": float(accuracy(y_test, pred)),
-        "auroc": float(auroc(y_test, score)),
-        "auroc_ci": list(bootstrap_ci(auroc, y_test, score, **boot)),
-    }
-
-
-def _confidence(
-    store: StoreLike, data: Split, pred: np.ndarray, boot: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The output-confidence baseline on the same split, and the probe's paired difference."""
+def _items(store: StoreLike, index: np.ndarray, y: np.ndarray, pooling: str) -> Items:
+    """Correctness, groups and output-only features of the used items (store indices ``index``)."""
     logliks = store.logliks()
-    y_test = data.y[data.test]
-    conf = confidence_baseline([logliks[i] for i in data.items], data.y, data.train, data.test)
-    diff_ci = paired_difference_ci(
-        balanced_accuracy, (y_test, pred), (y_test, conf["predictions"]), **boot
+    confidence = confidence_features([logliks[int(i)] for i in index])
+    subjects = _subjects(store, index)
+
+    def features(k: int) -> np.ndarray:
+        return np.asarray(store.layer(k, pooling), dtype=np.float64)[index]
+
+    return Items(
+        y=y,
+        groups=store_groups(store)[index],
+        features=features,
+        confidence=confidence,
+        max_probability=confidence[:, 0],
+        subjects=one_hot(subjects) if subjects is not None else None,
     )
-    conf_ci = bootstrap_ci(balanced_accuracy, y_test, conf["predictions"], **boot)
-    return {"baseline": conf, "ci": list(conf_ci), "difference_ci": list(diff_ci)}
 
 
-def _details(
-    data: Split, tested: Mapping[str, Any], confidence: Mapping[str, Any]
+def _interval(
+    values: Sequence[float], folds: Sequence[Fold], level: float, bounds: tuple[float, float]
 ) -> dict[str, Any]:
-    """What a PM2 record holds about the classes and the baselines."""
-    y, y_test = data.y, data.y[data.test]
-    n_correct = int(y.sum())
-    conf = confidence["baseline"]
+    """Mean of per-fold values and its corrected resampled t interval, clipped to the metric's
+    ``bounds`` (a t interval knows no range: an AUROC near 1 would reach past it)."""
+    array = np.asarray(values, dtype=float)
+    n_train = int(round(np.mean([f.train.size for f in folds])))
+    n_test = int(round(np.mean([f.test.size for f in folds])))
+    low, high = corrected_t_ci(array, n_train=n_train, n_test=n_test, level=level)
+    ci = [float(np.clip(low, *bounds)), float(np.clip(high, *bounds))]
+    finite = array[np.isfinite(array)]
+    return {"value": float(finite.mean()) if finite.size else None, "ci": ci}
+
+
+def _predictor(
+    rows: Sequence[Mapping[str, Any]], key: str, folds: Sequence[Fold], level: float
+) -> dict[str, Any]:
+    """A predictor's fold means: balanced accuracy and AUROC with intervals, accuracy."""
+    ba = _interval([r[key]["balanced_accuracy"] for r in rows], folds, level, (0.0, 1.0))
+    auc = _interval([r[key]["auroc"] for r in rows], folds, level, (0.0, 1.0))
     return {
-        "class_balance": {
-            "n_correct": n_correct,
-            "n_incorrect": int(y.size - n_correct),
-            "share_correct": n_correct / y.size,
-            "share_correct_train": float(y[data.train].mean()),
-            "share_correct_test": float(y_test.mean()),
-        },
-        "baselines": {
-            "majority": majority_baseline(y[data.train], y_test),
-            "confidence": {
-                "balanced_accuracy": conf["balanced_accuracy"],
-                "ci": confidence["ci"],
-                "accuracy": conf["accuracy"],
-                "auroc": conf["auroc"],
-                "threshold": conf["threshold"],
-                "description": "maximum softmax probability over the choice log-likelihoods",
-            },
-        },
-        "probe_minus_confidence": {
-            "balanced_accuracy": tested["value"] - conf["balanced_accuracy"],
-            "ci": confidence["difference_ci"],
-        },
+        "balanced_accuracy": ba["value"],
+        "ci": ba["ci"],
+        "accuracy": float(np.mean([r[key]["accuracy"] for r in rows])),
+        "auroc": auc["value"],
+        "auroc_ci": auc["ci"],
     }
+
+
+def _difference(
+    rows: Sequence[Mapping[str, Any]], a: str, b: str, folds: Sequence[Fold], level: float
+) -> dict[str, Any]:
+    """Per-fold paired difference of balanced accuracies ``a - b``, its mean and interval."""
+    diffs = [r[a]["balanced_accuracy"] - r[b]["balanced_accuracy"] for r in rows]
+    return {**_interval(diffs, folds, level, (-1.0, 1.0)), "by_fold": [float(d) for d in diffs]}
+
+
+def _controlled(differences: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], dict]:
+    """Both controlled tests and the better-supported one (the higher lower bound; the probe's
+    own comparison on a tie): the controlled verdict passes when either lies above 0."""
+    tests = {
+        key: controlled_test(statistic, differences[key]["value"], differences[key]["ci"], 0.0)
+        for key, statistic, _ in COMPARISONS
+    }
+
+    def low(key: str) -> float:
+        value = tests[key]["ci"][0]
+        return float(value) if value is not None and np.isfinite(value) else -np.inf
+
+    first = COMPARISONS[0][0]
+    decided = max((key for key, _, _ in COMPARISONS), key=lambda k: (low(k), k == first))
+    return tests[decided], {"tests": tests, "decided_by": decided}
+
+
+def _out_of_fold(
+    items: Items,
+    folds: Sequence[Fold],
+    predictions: Mapping[str, list[np.ndarray]],
+    control: str,
+    boot: dict,
+) -> dict[str, Any]:
+    """Repeat 0's pooled held-out predictions (every item once): probe and control balanced
+    accuracy, and a cluster bootstrap (whole groups resampled, fits held fixed) of their
+    difference: a check beside the verdict's interval, which also includes refitting."""
+    y = items.y
+    pooled = {name: np.zeros(y.size, bool) for name in ("probe", control)}
+    for f, fold in enumerate(folds):
+        if fold.repeat == 0:
+            for name in pooled:
+                pooled[name][fold.test] = predictions[name][f]
+    probe, conf = pooled["probe"], pooled[control]
+
+    def diff(t: np.ndarray, p: np.ndarray, c: np.ndarray) -> float:
+        return float(balanced_accuracy(t, p) - balanced_accuracy(t, c))
+
+    ci = cluster_bootstrap_ci(diff, y, probe, conf, groups=items.groups, **boot)
+    return {
+        "repeat": 0,
+        "probe_balanced_accuracy": float(balanced_accuracy(y, probe)),
+        "control_balanced_accuracy": float(balanced_accuracy(y, conf)),
+        "difference": diff(y, probe, conf),
+        "difference_ci": list(ci),
+        "method": "cluster bootstrap over groups of the pooled held-out predictions "
+        "(fits held fixed; not the verdict's interval)",
+    }
+
+
+def _validation_table(validation: tuple | None, layers: np.ndarray) -> list[dict[str, Any]]:
+    """Per layer: mean validation balanced accuracy and AUROC over folds, times chosen."""
+    if validation is None:
+        return []
+    ba, auc = validation
+    return [
+        {
+            "layer": k,
+            "balanced_accuracy": float(ba[:, k].mean()),
+            "auroc": float(np.nanmean(auc[:, k])) if np.isfinite(auc[:, k]).any() else None,
+            "chosen": int(np.sum(layers == k)),
+        }
+        for k in range(ba.shape[1])
+    ]
+
+
+def _aggregate(
+    fitted: Mapping[str, Any], items: Items, folds: Sequence[Fold], level: float
+) -> dict[str, Any]:
+    """The fold rows summarised: predictors, differences, the controlled tests, the layers."""
+    rows = fitted["rows"]
+    keys = ["probe", "confidence_probe", "incremental_probe", "max_probability", "majority"]
+    out: dict[str, Any] = {key: _predictor(rows, key, folds, level) for key in keys}
+    control = max(CONTROLS, key=lambda k: (out[k]["balanced_accuracy"], k == "confidence_probe"))
+    out["control_key"] = control
+    differences = {
+        key: _difference(rows, fit_key, control, folds, level) for key, _, fit_key in COMPARISONS
+    }
+    out["subject_probe"] = None
+    if items.subjects is not None:
+        out["subject_probe"] = _predictor(rows, "subject_probe", folds, level)
+        differences["probe_minus_subject"] = _difference(
+            rows, "probe", "subject_probe", folds, level
+        )
+    out["differences"] = differences
+    out["controlled"], out["controlled_tests"] = _controlled(differences)
+    layers = np.asarray([r["layer"] for r in rows], dtype=int)
+    out["layer"] = int(np.bincount(layers).argmax())  # modal; the shallower on a tie
+    out["layers_by_fold"] = layers.tolist()
+    out["validation"] = _validation_table(fitted["validation"], layers)
+    return out
 
 
 def run_pm2(
@@ -157,7 +261,8 @@ def run_pm2(
     layer: int | Literal["auto"],
     pooling: str,
     n_samples: int | None,
-    test_fraction: float,
+    folds: int,
+    repeats: int,
     val_fraction: float,
     cv_folds: int,
     n_bootstrap: int,
@@ -166,78 +271,95 @@ def run_pm2(
     Cs: int | Sequence[float] = 10,
     ci_level: float = 0.95,
 ) -> dict[str, Any]:
-    """Held-out balanced accuracy of a linear probe predicting whether the model was right.
+    """Held-out balanced accuracy of a linear probe predicting whether the model was right,
+    decided against what the model's output confidence alone predicts.
 
     The keywords are the keys of ``premortems.pm2`` (and the study's seed); ``Cs`` is the grid of
-    the probe's inner cross-validation. Items are split (stratified by correctness, seeded) into
-    train and test; with ``layer="auto"`` a validation part of the training items
-    (``val_fraction`` of all items) picks the layer with the best validation balanced accuracy
-    (AUROC breaks ties, then the shallower layer), and the probe is refitted on all training
-    items at that layer. The test items are used once, for the reported numbers. Baselines: the
-    training-majority class and the output confidence (maximum choice probability, thresholded
-    on the training items).
+    the probe's inner cross-validation. A seeded subsample of ``n_samples`` items is cut into
+    ``folds`` grouped folds stratified by correctness, ``repeats`` times (seeds ``seed + r``).
+    Per fold, with ``layer="auto"``, a grouped validation part (``val_fraction``) of the training
+    items picks the layer (a fixed-C probe per layer; best balanced accuracy, AUROC then the
+    shallower layer break ties); the probe is fitted on all training items at that layer and
+    scored on the held-out items. ``n_bootstrap`` sizes the cluster bootstrap of the pooled
+    held-out check (``out_of_fold``), not the verdict's interval.
     """
     started, date = time.perf_counter(), now()
     n_layers = int(store.n_layers)
-    _check(layer, n_layers, test_fraction, val_fraction)
+    _check(layer, n_layers, folds, repeats, val_fraction)
     try:
-        data = correctness_split(
-            store.correct(), n_samples=n_samples, test_fraction=test_fraction, seed=seed
-        )
+        index, y = correctness_items(store.correct(), n_samples=n_samples, seed=seed)
     except OneSidedAnswers as error:
         return _no_value(store, f"PM2 {error}", pooling, threshold, ci_level, seed, started, date)
+    items = _items(store, index, y, pooling)
+    splits = grouped_folds(
+        y.size, n_folds=folds, n_repeats=repeats, seed=seed, groups=items.groups, stratify=y
+    )
+    settings = Settings(
+        layer=None if layer == AUTO else int(layer),
+        n_layers=n_layers,
+        val_fraction=val_fraction,
+        cv_folds=cv_folds,
+        Cs=Cs,
+        seed=seed,
+    )
+    fitted = cross_fit(items, splits, settings)
+    summary = _aggregate(fitted, items, splits, ci_level)
+    control = summary["control_key"]
+    probe, conf = summary["probe"], summary[control]
     boot = {"n_resamples": n_bootstrap, "level": ci_level, "seed": seed}
-
-    def features(k: int) -> np.ndarray:
-        return np.asarray(store.layer(k, pooling), dtype=np.float64)[data.items]
-
-    def new_probe() -> LinearProbe:
-        return LinearProbe(Cs=Cs, cv=cv_folds, random_state=seed)
-
-    validation: list[dict[str, Any]] = []
-    if layer == AUTO:
-        val_size = val_fraction / (1.0 - test_fraction)
-        validation = _validate_layers(features, data, n_layers, val_size, new_probe, seed)
-        chosen, selection = _best_layer(validation), "validation"
-    else:
-        chosen, selection = int(layer), "configured"
-
-    X = features(chosen)
-    probe = new_probe().fit(X[data.train], data.y[data.train])
-    tested = _test_probe(probe, X, data, boot)
-    confidence = _confidence(store, data, tested["pred"], boot)
+    out_of_fold = _out_of_fold(items, splits, fitted["predictions"], control, boot)
     meta = getattr(store, "meta", {}) or {}
+    n_correct = int(y.sum())
     return {
         **headline(
             "pm2",
-            value=tested["value"],
-            ci=tested["ci"],
+            value=probe["balanced_accuracy"],
+            ci=probe["ci"],
             ci_level=ci_level,
             threshold=threshold,
-            n=data.test.size,
+            n=y.size,
             started=started,
             date=date,
             description=DESCRIPTION,
+            control=control_record(*CONTROLS[control], conf["balanced_accuracy"], conf["ci"]),
+            controlled=summary.pop("controlled"),
         ),
         "model": meta.get("model"),
         "task": meta.get("task"),
         "pooling": pooling,
-        "layer": chosen,
-        "layer_selection": selection,
+        "layer": summary.pop("layer"),
+        "layer_selection": "validation" if layer == AUTO else "configured",
+        "layer_choice_C": LAYER_CHOICE_C if layer == AUTO else None,
         "n_layers": n_layers,
-        "validation": validation,
-        "n_items": int(data.y.size),
-        "n_train": int(data.train.size),
-        "n_test": int(data.test.size),
+        "n_items": int(y.size),
+        "n_groups": n_groups(items.groups),
+        "folds": folds,
+        "repeats": repeats,
+        "n_train": int(round(np.mean([f.train.size for f in splits]))),
+        "n_test": int(round(np.mean([f.test.size for f in splits]))),
+        "interval_method": INTERVAL_METHOD,
         "seed": seed,
-        "n_bootstrap": n_bootstrap,
         "cv_folds": cv_folds,
-        "probe_C": probe.C_,
-        "accuracy": tested["accuracy"],
-        "auroc": tested["auroc"],
-        "auroc_ci": tested["auroc_ci"],
-        **_details(data, tested, confidence),
+        "n_bootstrap": n_bootstrap,
+        "class_balance": {
+            "n_correct": n_correct,
+            "n_incorrect": int(y.size - n_correct),
+            "share_correct": n_correct / y.size,
+        },
+        **summary,
+        "out_of_fold": out_of_fold,
+        "by_fold": [_fold_row(row) for row in fitted["rows"]],
     }
+
+
+def _fold_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One fold's record: sizes, layer, probe C, and each predictor's balanced accuracy/AUROC."""
+    out = {key: row[key] for key in ("repeat", "fold", "n_train", "n_test", "layer")}
+    out["probe_C"] = row["probe"]["C"]
+    for key in ("probe", "confidence_probe", "incremental_probe", "subject_probe"):
+        if row.get(key) is not None:
+            out[key] = {m: row[key][m] for m in ("balanced_accuracy", "auroc")}
+    return out
 
 
 def _no_value(
@@ -268,49 +390,3 @@ def _no_value(
         "pooling": pooling,
         "seed": seed,
     }
-
-
-def summary_markdown(results: Mapping[str, Any]) -> str:
-    """The person-readable summary of a PM2 results dictionary."""
-    lines = header(results)
-    if results["value"] is None:
-        return "\n".join([*lines, f"No value: {results['reason']}.", ""])
-    balance = results["class_balance"]
-    base = results["baselines"]
-    diff = results["probe_minus_confidence"]
-    lines += [
-        f"Model `{results['model']}`, task `{results['task']}`; layer {results['layer']} of "
-        f"0..{results['n_layers']} ({results['layer_selection']}), pooling `{results['pooling']}`; "
-        f"{results['n_train']} training and {results['n_test']} held-out items; "
-        f"{balance['n_correct']} correct, {balance['n_incorrect']} incorrect "
-        f"({fmt(100 * balance['share_correct'], 1)}% correct).",
-        "",
-        "| predictor | balanced accuracy | accuracy | AUROC |",
-        "| --- | --- | --- | --- |",
-        f"| linear probe | {fmt(results['value'])} {fmt_ci(results['ci'])} | "
-        f"{fmt(results['accuracy'])} | {fmt(results['auroc'])} {fmt_ci(results['auroc_ci'])} |",
-        f"| output confidence | {fmt(base['confidence']['balanced_accuracy'])} "
-        f"{fmt_ci(base['confidence']['ci'])} | {fmt(base['confidence']['accuracy'])} | "
-        f"{fmt(base['confidence']['auroc'])} |",
-        f"| majority class | {fmt(base['majority']['balanced_accuracy'])} | "
-        f"{fmt(base['majority']['accuracy'])} | 0.500 |",
-        "",
-        f"Probe minus confidence baseline (balanced accuracy): {fmt(diff['balanced_accuracy'])} "
-        f"{fmt_ci(diff['ci'])}.",
-    ]
-    if results["validation"]:
-        best = ", ".join(
-            f"L{row['layer']}: {fmt(row['balanced_accuracy'])}" for row in results["validation"]
-        )
-        lines += ["", f"Validation balanced accuracy by layer: {best}."]
-    lines += [
-        "",
-        verdict_sentence(results)
-        + (
-            " The activations carry a linearly readable signal of the model's own errors, so "
-            "the error-prediction branch (2B) has a basis."
-            if results["verdict"] == "PASS"
-            else " The probe does not reliably predict the model's errors from this layer."
-        ),
-    ]
-    return "\n".join(lines) + "\n"

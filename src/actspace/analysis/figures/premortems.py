@@ -1,4 +1,5 @@
-"""The pre-mortems' figure: each value with its CI against its threshold, and the verdicts."""
+"""The pre-mortems' figure: each value with its CI against its threshold and beside its control,
+and both verdicts with the one the gate used."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from actspace.plan import PREMORTEM_NAMES, PREMORTEMS, premortem
 #: The gate's decision, under the results folder: what the figure reads.
 DECISION = "gate/decision.json"
 VERDICT_COLOURS = {"PASS": "#1b7837", "INCONCLUSIVE": "#b35806", "FAIL": "#b2182b"}
+#: The control is drawn in grey beside the metric: a reference, not a verdict.
+CONTROL_COLOUR = "0.45"
+#: Where the metric and its control stand on a panel's x axis (the metric alone stands at 0).
+METRIC_X, CONTROL_X = -0.35, 0.35
 #: Pre-mortem metrics: axis label and the factor that puts the value in the label's unit.
 PREMORTEM_METRICS = {pm.metric: (pm.axis_label, pm.scale) for pm in PREMORTEMS}
 
@@ -24,11 +29,14 @@ PREMORTEM_METRICS = {pm.metric: (pm.axis_label, pm.scale) for pm in PREMORTEMS}
 def premortem_verdicts(
     decision: Mapping[str, Any], style: Style, output_dir: str | Path | None = None
 ) -> Drawn:
-    """The three pre-mortem values with their CIs against their thresholds, and the verdicts.
+    """The three pre-mortem values with their CIs against their thresholds and their controls,
+    and the verdicts.
 
     ``decision`` is ``results/gate/decision.json``. One panel per pre-mortem (their units
-    differ): the value with its 95% CI, the threshold as a dashed line, the verdict the gate used;
-    a forced verdict is drawn with a hollow marker and says what was measured.
+    differ): the value with its 95% CI, its control's value and CI in grey beside it, the
+    threshold as a dashed line, the verdict the gate used (coloured) with the plan and the
+    controlled verdict under it; a forced verdict is drawn with a hollow marker and says what was
+    measured.
     """
     decision = expect_object(decision, DECISION)
     with styled(style):
@@ -39,9 +47,13 @@ def premortem_verdicts(
             ns.append(_premortem_panel(ax, pm, decision["premortems"][pm]))
     forced = [pm.upper() for pm in PREMORTEM_NAMES if decision["premortems"][pm]["forced"]]
     counts = ", ".join(f"{pm.upper()} n = {n if n is not None else '?'}" for pm, n in ns)
+    criterion = decision.get("criterion")
     caption = (
         f"The three pre-mortem metrics ({counts}) with 95% confidence intervals against their "
-        "thresholds (dashed), and the verdict each gave the gate"
+        "thresholds (dashed) and beside their controls (grey), and the verdict each gave the "
+        "gate"
+        + (f" under the {criterion} criterion" if criterion else "")
+        + ", with the plan and the controlled verdict under it"
         + (f"; forced verdicts ({', '.join(forced)}) are hollow." if forced else ".")
     )
     return finish("premortem_verdicts", fig, caption, output_dir, style)
@@ -55,10 +67,12 @@ def _premortem_panel(ax: Axes, pm: str, info: Mapping[str, Any]) -> tuple[str, A
     value = num(info.get("value")) * scale
     low, high = (num(v) * scale for v in (info.get("ci") or [None, None]))
     threshold = num(info.get("threshold")) * scale
+    control = info.get("control") or {}
+    x = METRIC_X if control else 0.0
     if math.isfinite(value):
-        ci_lines(ax, 0.0, low, high, gid="ci", colors=colour, linewidth=1.5)
+        ci_lines(ax, x, low, high, gid="ci", colors=colour, linewidth=1.5)
         ax.plot(
-            [0.0],
+            [x],
             [value],
             marker="o",
             markersize=7,
@@ -70,6 +84,7 @@ def _premortem_panel(ax: Axes, pm: str, info: Mapping[str, Any]) -> tuple[str, A
         )
     else:
         ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
+    control_values = _control(ax, control, scale)
     if math.isfinite(threshold):
         ax.axhline(threshold, color="0.3", linestyle="--", linewidth=1.0, gid="threshold")
         ax.annotate(
@@ -83,12 +98,16 @@ def _premortem_panel(ax: Axes, pm: str, info: Mapping[str, Any]) -> tuple[str, A
             color="0.3",
             fontsize=small_font(),
         )
-    finite = [v for v in (value, low, high, threshold) if math.isfinite(v)]
+    finite = [v for v in (value, low, high, threshold, *control_values) if math.isfinite(v)]
     if finite:
         pad = max(0.15 * (max(finite) - min(finite)), 0.05 * max(abs(v) for v in finite), 1e-3)
         ax.set_ylim(min(finite) - pad, max(finite) + pad)
     ax.set_xlim(-1.0, 1.0)
-    ax.set_xticks([])
+    if control:
+        ax.set_xticks([METRIC_X, CONTROL_X], ["metric", "control"], fontsize=small_font())
+        ax.tick_params(axis="x", length=0)
+    else:
+        ax.set_xticks([])
     ax.spines["bottom"].set_visible(False)
     ax.set_ylabel(label)
     # "PM1 cross-model similarity" -> "PM1\ncross-model\nsimilarity": narrow panels stay legible
@@ -97,11 +116,36 @@ def _premortem_panel(ax: Axes, pm: str, info: Mapping[str, Any]) -> tuple[str, A
     if forced:
         measured = info.get("measured_verdict") or "not measured"
         text += f" (forced)\nmeasured: {measured}"
+    if info.get("plan_verdict") or info.get("controlled_verdict"):
+        text += (
+            f"\nplan {info.get('plan_verdict') or 'n/a'}, "
+            f"controlled {info.get('controlled_verdict') or 'n/a'}"
+        )
     n = info.get("n")
     if n is not None:
         text += f"\nn = {n}"
     ax.set_xlabel(text, color=colour, fontweight="bold")
     return pm, n
+
+
+def _control(ax: Axes, control: Mapping[str, Any], scale: float) -> tuple[float, ...]:
+    """The control's value and CI in grey at :data:`CONTROL_X`; returns what it drew (scaled)."""
+    if not control:
+        return ()
+    value = num(control.get("value")) * scale
+    low, high = (num(v) * scale for v in (control.get("ci") or [None, None]))
+    ci_lines(ax, CONTROL_X, low, high, gid="control_ci", colors=CONTROL_COLOUR, linewidth=1.5)
+    if math.isfinite(value):
+        ax.plot(
+            [CONTROL_X],
+            [value],
+            marker="D",
+            markersize=6,
+            color=CONTROL_COLOUR,
+            linestyle="none",
+            gid="control",
+        )
+    return value, low, high
 
 
 def premortem_inputs(results_dir: Path, folder: Path, style: Style) -> Inputs | None:

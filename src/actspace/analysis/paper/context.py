@@ -344,6 +344,11 @@ def draft_context(
         "best": best_row,
         "branches": [str(b) for b in decision.get("branches") or []],
         "forced": [str(k).upper() for k in decision.get("forced") or []],
+        "criterion": str(decision.get("criterion") or MISSING),
+        "other_criterion": (decision.get("other_criterion") or {}).get("criterion") or MISSING,
+        "other_branches": [
+            str(b) for b in (decision.get("other_criterion") or {}).get("branches") or []
+        ],
         "premortems": premortems,
         "decision_labels": [pm.label for pm in plan.PREMORTEMS],
         "decision_rows": decision_rows(premortems),

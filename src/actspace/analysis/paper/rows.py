@@ -36,7 +36,8 @@ def _premortem_forced(key: str, premortem: Mapping[str, Any], decision: Mapping[
 def premortem_rows(
     statistics: Mapping[str, Any], config: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """One formatted row per pre-mortem, forced verdicts marked.
+    """One formatted row per pre-mortem, forced verdicts marked, with both measured verdicts
+    (plan and controlled) and the control.
 
     ``verdict`` is the effective verdict (measured, or forced); where a pre-mortem is marked forced
     but its record still carries the measured verdict, the forced one is taken from the
@@ -55,6 +56,10 @@ def premortem_rows(
         measured = pm.get("measured_verdict") or verdict
         if forced and force.get(key) in ("PASS", "FAIL"):
             verdict = force[key]
+        control = pm.get("control") or {}
+        controlled = pm.get("controlled") or {}
+        plan_rule = pm.get("plan_verdict") or MISSING
+        controlled_rule = pm.get("controlled_verdict") or MISSING
         rows.append(
             {
                 "key": key,
@@ -68,6 +73,19 @@ def premortem_rows(
                 "measured_verdict": measured,
                 "forced": forced,
                 "inconclusive": "INCONCLUSIVE" in (verdict, measured),
+                # Both measured verdicts, the control and the comparison the controlled one
+                # reads, in the metric's unit (the comparison is a difference of it, or it).
+                "plan_verdict": plan_rule,
+                "controlled_verdict": controlled_rule,
+                "control_failed": plan_rule == "PASS" and controlled_rule == "FAIL",
+                "has_control": bool(control),
+                "control_name": control.get("name") or MISSING,
+                "control_value": format_number(control.get("value"), percent=percent),
+                "control_ci": format_ci(control.get("ci"), percent=percent),
+                "comparison": controlled.get("statistic") or MISSING,
+                "comparison_value": format_number(controlled.get("value"), percent=percent),
+                "comparison_ci": format_ci(controlled.get("ci"), percent=percent),
+                "comparison_bound": format_number(controlled.get("bound"), percent=percent),
                 "n": format_number(pm.get("n")),
                 # A pre-mortem that measured nothing (INCONCLUSIVE with no value) and why.
                 "has_value": not no_value(pm),

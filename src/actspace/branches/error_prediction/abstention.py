@@ -33,6 +33,7 @@ from actspace.branches.error_prediction.probe import (
     positive_probability,
 )
 from actspace.branches.error_prediction.steps import fmt, fmt_ci, layer_choice
+from actspace.core.groups import store_groups
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci, verdict
 from actspace.core.results import binary_comparison, now
 from actspace.core.splits import OneSidedAnswers, correctness_split
@@ -211,7 +212,11 @@ def analyse_store(
     if layer is not None and not 0 <= int(layer) <= n_layers:
         raise ValueError(f"layer {layer} out of range 0..{n_layers} for {named.model}")
     split = correctness_split(
-        store.correct(), n_samples=n_samples, test_fraction=test_fraction, seed=seed
+        store.correct(),
+        n_samples=n_samples,
+        test_fraction=test_fraction,
+        seed=seed,
+        groups=store_groups(store),
     )
     candidates = range(n_layers + 1) if layer is None else [int(layer)]
     best: tuple[float, int, np.ndarray, float] | None = None

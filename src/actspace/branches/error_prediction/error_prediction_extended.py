@@ -44,6 +44,7 @@ from actspace.branches.error_prediction.probe import (
     positive_probability,
 )
 from actspace.branches.error_prediction.steps import fmt, fmt_ci
+from actspace.core.groups import store_groups
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci
 from actspace.core.results import binary_comparison, now
 from actspace.core.splits import OneSidedAnswers, Split, correctness_split
@@ -197,7 +198,11 @@ def analyse_store(
     if bad:
         raise ValueError(f"layer {bad[0]} out of range 0..{n_layers} for {named.model}")
     split = correctness_split(
-        store.correct(), n_samples=n_samples, test_fraction=test_fraction, seed=seed
+        store.correct(),
+        n_samples=n_samples,
+        test_fraction=test_fraction,
+        seed=seed,
+        groups=store_groups(store),
     )
     fits: list[LayerFit] = []
     for k in chosen_layers:
@@ -253,7 +258,12 @@ def analyse_store(
     if groups is not None:
         X = np.asarray(store.layer(selected.layer, pooling), dtype=np.float64)[split.items]
         oof_pred, oof_prob = out_of_fold(
-            X, y, C=selected.probe.C_, calibrated_C=selected.calibrated.C_, seed=seed
+            X,
+            y,
+            C=selected.probe.C_,
+            calibrated_C=selected.calibrated.C_,
+            seed=seed,
+            split_groups=split.groups,
         )
         group_record = {
             "key": group_key,

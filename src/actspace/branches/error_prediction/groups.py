@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from actspace.branches.error_prediction.probe import make_probe, positive_probability
+from actspace.core.splits import grouped_folds
 from actspace.core.store import StoreLike
 
 #: The order in which known group values are listed (the built-in tasks' frequency buckets).
@@ -50,20 +51,27 @@ def out_of_fold(
     calibrated_C: float,
     n_folds: int = N_FOLDS,
     seed: int,
+    split_groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Held-out predictions for every item: each from probes not trained on it (k folds).
 
-    The penalties are the ones chosen at the selected layer, so each fold fits once. Returns
+    The penalties are the ones chosen at the selected layer, so each fold fits once. Items that
+    share one of ``split_groups`` (the store's item groups) stay in one fold. Returns
     (balanced probe's predicted correctness, unweighted probe's P(correct)).
     """
     X = np.asarray(X, dtype=np.float64)
     counts = np.bincount(y.astype(int), minlength=2)
-    folds = StratifiedKFold(
-        n_splits=int(min(n_folds, counts.min())), shuffle=True, random_state=seed
-    )
+    n_splits = int(min(n_folds, counts.min()))
+    if split_groups is None or np.unique(split_groups).size == y.size:
+        parts = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(X, y)
+    else:
+        folds = grouped_folds(
+            y.size, n_folds=n_splits, n_repeats=1, seed=seed, groups=split_groups, stratify=y
+        )
+        parts = [(fold.train, fold.test) for fold in folds]
     pred = np.zeros(y.size, dtype=bool)
     prob = np.zeros(y.size)
-    for train, test in folds.split(X, y):
+    for train, test in parts:
         inner = int(min(3, np.bincount(y[train].astype(int), minlength=2).min()))
         balanced = make_probe(balanced=True, cv_folds=inner, Cs=[C], seed=seed).fit(
             X[train], y[train]

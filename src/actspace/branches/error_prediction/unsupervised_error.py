@@ -29,6 +29,7 @@ import numpy as np
 from actspace.branches.error_prediction.intervals import CI_LEVEL, defined_ci
 from actspace.branches.error_prediction.probe import inner_cv_score, make_probe
 from actspace.branches.error_prediction.steps import layer_choice
+from actspace.core.groups import store_groups
 from actspace.core.resampling import bootstrap_ci, verdict
 from actspace.core.results import binary_comparison, now
 from actspace.core.splits import OneSidedAnswers, Split, correctness_split
@@ -269,7 +270,11 @@ def analyse_store(
     if bad:
         raise ValueError(f"layer {bad[0]} out of range 0..{n_layers} for {named.model}")
     split = correctness_split(
-        store.correct(), n_samples=n_samples, test_fraction=test_fraction, seed=seed
+        store.correct(),
+        n_samples=n_samples,
+        test_fraction=test_fraction,
+        seed=seed,
+        groups=store_groups(store),
     )
     rows = store.scores()
     chosen = np.asarray([int(rows[int(i)]["pred"]) for i in split.items])

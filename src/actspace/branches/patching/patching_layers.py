@@ -348,7 +348,7 @@ def run_layer_position_sweep(
     """The experiment: sweeps, aggregates, and per-pair rows (for ``per_pair.jsonl``).
 
     Takes the keys of ``experiments.patching_layers`` (``layers`` None: every layer, 0..L) and
-    the study's seed; ``pairs`` are the first ``n_pairs`` prompt pairs.
+    the study's seed; ``pairs`` are ``n_pairs`` prompt pairs drawn at random (seeded).
     """
     if max_batch < 1:
         raise ValueError(f"max_batch must be positive, got {max_batch}")
