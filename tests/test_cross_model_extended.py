@@ -270,20 +270,22 @@ def test_depth_aligned_cells_only_without_the_full_grid(three_models):
     assert len(results["depth_aligned"]) == 2 * 2 * 4
 
 
-def test_cell_at_layer_depth_equals_pm1(three_models):
+def test_cell_at_layer_depth_is_pm1s_cell_and_agrees_with_its_estimate(three_models):
+    """The 2A cell at PM1's depth is PM1's pair of layers. PM1 cross-fits (K folds x R repeats)
+    where 2A fits once on its own split, so the two estimate the same correlation: 2A's value
+    lies within PM1's corrected-t interval for the pair, widened by 0.05."""
     stores = {"a": three_models["a"], "c": three_models["c"]}
     shared = dict(
         layer_depth=0.5,
         pooling="last",
         n_samples=2000,
-        test_fraction=0.3,
         ridge_alpha="auto",
         n_permutations=2,
         n_bootstrap=100,
         seed=11,
     )
-    pm1 = run_pm1(stores, threshold=0.3, **shared)
-    results, _ = run(stores, k=5, **shared)
+    pm1 = run_pm1(stores, threshold=0.3, folds=5, repeats=2, **shared)
+    results, _ = run(stores, k=5, test_fraction=0.3, **shared)
     for pair in pm1["pairs"]:
         ours = next(
             p
@@ -291,8 +293,8 @@ def test_cell_at_layer_depth_equals_pm1(three_models):
             if (p["source"], p["target"]) == (pair["source"], pair["target"])
         )
         assert ours["layer_depth_cell"] == [pair["source_layer"], pair["target_layer"]]
-        assert ours["standardised"]["ridge_alpha"] == pair["ridge_alpha"]
-        assert ours["standardised"]["correlation"] == pytest.approx(pair["correlation"], abs=1e-9)
+        low, high = pair["ci"]
+        assert low - 0.05 <= ours["standardised"]["correlation"] <= high + 0.05
         # CKA here is on standardised features (PM1 reports it on raw ones)
         la, lc = (pair["source_layer"], pair["target_layer"])
         if pair["source"] == "c":

@@ -89,7 +89,7 @@ def test_scripts_write_experiment_folders(tmp_path: Path, capsys) -> None:
     params2 = ["--params", json.dumps(section2)]
     pm2.main([*params2, "--layers", "2", "--store", str(probe_path), "--output-dir", str(out2)])
     results = json.loads((out2 / "results.json").read_text())
-    assert results["layer"] == 2 and results["verdict"] in {"PASS", "INCONCLUSIVE"}
+    assert results["layer"] == 2 and results["plan_verdict"] in {"PASS", "INCONCLUSIVE"}
     assert results["layer_selection"] == "configured"
     assert "pm2 heldout_balanced_accuracy" in capsys.readouterr().out
 

@@ -62,7 +62,12 @@ def real_study_config(model: Path, data: Path) -> dict:
         "extract": {"poolings": ["last", "mean"], "batch_size": 8},
         "premortems": {
             "pm2": {"model": "smollm2", "task": "hellaswag"},
-            "pm3": {"model": "smollm2", "pairs": "config/prompt_pairs_capitals.jsonl"},
+            # every 3rd layer of 31 at both positions (PM3 adds the check cells 1 and 29)
+            "pm3": {
+                "model": "smollm2",
+                "pairs": "config/prompt_pairs_capitals.jsonl",
+                "layers": list(range(0, 31, 3)),
+            },
         },
         "experiments": {
             # every 5th layer of 31 and 24 pairs: the by-layer curve at a sixth of the cost
@@ -127,6 +132,27 @@ def test_pm2_and_pm3_measure_the_real_model(real_study):
         assert record["ci"][0] <= record["value"] <= record["ci"][1]
         assert record["plan_verdict"] in {"PASS", "INCONCLUSIVE", "FAIL"}
         assert record["controlled_verdict"] in {"PASS", "INCONCLUSIVE", "FAIL"}
+
+
+def test_pm3_sees_the_subject_move_to_the_final_token_and_decides_on_an_interior_layer(
+    real_study,
+):
+    """SmolLM2 keeps the capital's subject at the subject token until block ~23 and reads it at
+    the final token from block ~24 on: patching the subject position flips every pair up to
+    there and none after, the final position the reverse. The checks next to the input and the
+    read-out flip everything; the controlled verdict reads an interior layer (band 8..22)."""
+    pm3 = _premortem(real_study, "pm3")
+    curves = {
+        position: {row["layer"]: row["change_rate"] for row in rows}
+        for position, rows in pm3["curves"].items()
+    }
+    assert all(curves["diff"][k] > 0.95 for k in range(0, 22, 3)), curves["diff"]
+    assert all(curves["diff"][k] < 0.05 for k in (27, 30)), curves["diff"]
+    assert all(curves["final"][k] < 0.05 for k in range(0, 22, 3)), curves["final"]
+    assert all(curves["final"][k] > 0.95 for k in (27, 30)), curves["final"]
+    assert all(check["passed"] for check in pm3["known_answer_checks"])
+    assert 8 <= pm3["interior_layer"] <= 22
+    assert pm3["plan_verdict"] == pm3["controlled_verdict"] == "PASS"
 
 
 def test_the_tasks_are_the_real_items_and_the_model_beats_chance_on_hellaswag(real_study):

@@ -35,7 +35,11 @@ def _read(path: Path) -> dict:
 
 
 def test_decision_agrees_with_the_three_premortems(study):
+    """Each pre-mortem's plan verdict is its threshold rule on its interval; its controlled
+    verdict is PASS only where the plan passes and the comparison with the control does; the
+    decision uses the criterion of the configuration (controlled, by default)."""
     decision = _read(study / "results" / "gate" / "decision.json")
+    assert decision["criterion"] == "controlled"
     verdicts = {}
     for pm in PMS:
         folder = study / "results" / "pre_mortems" / PM_FOLDERS[pm]
@@ -43,10 +47,8 @@ def test_decision_agrees_with_the_three_premortems(study):
             assert (folder / name).is_file(), f"{pm}: {name} missing"
         result = _read(folder / "results.json")
         info = decision["premortems"][pm]
+        assert info["verdict"] == result["controlled_verdict"] and not info["forced"]
         assert info["plan_verdict"] == result["plan_verdict"]
-        assert info["controlled_verdict"] == result["controlled_verdict"]
-        used = result[f"{decision['criterion']}_verdict"]
-        assert info["verdict"] == used and not info["forced"]
         assert info["value"] == pytest.approx(result["value"])
         assert info["ci"] == pytest.approx(result["ci"])
         assert info["threshold"] == result["threshold"]
@@ -60,7 +62,14 @@ def test_decision_agrees_with_the_three_premortems(study):
             else "INCONCLUSIVE"
         )
         assert result["plan_verdict"] == expected
-        verdicts[pm] = used
+        controlled = result["controlled"]
+        beats = controlled["ci"][0] > controlled["bound"]
+        assert controlled["passed"] == beats
+        if expected == "PASS":
+            assert result["controlled_verdict"] == ("PASS" if beats else "FAIL")
+        else:
+            assert result["controlled_verdict"] == expected
+        verdicts[pm] = result["controlled_verdict"]
     assert decision["branches"] == branches_for(verdicts)
     assert decision["forced"] == []
     abort_report = study / "results" / "negative_results.md"
@@ -235,7 +244,10 @@ def test_transfer_reports_its_controls_and_why_it_failed(all_pass):
         assert "Why it likely did not work" in summary
     cross = _experiment(all_pass, "cross_model_extended")
     pm1 = _read(all_pass / "results" / "pre_mortems" / "pm1_cross_model" / "results.json")
-    assert cross["value"] == pytest.approx(pm1["value"], abs=1e-6)
+    # PM1 cross-fits (K folds x R repeats); 2A fits its map once: the same quantity, estimated
+    # two ways, so 2A's value lies within PM1's corrected-t interval (widened by 0.05).
+    low, high = pm1["ci"]
+    assert low - 0.05 <= cross["value"] <= high + 0.05
 
 
 def test_the_paper_is_filled_and_compiles(all_pass, tmp_path):

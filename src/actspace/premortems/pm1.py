@@ -446,12 +446,7 @@ def _verdict_lines(results: Mapping[str, Any]) -> list[str]:
 def summary_markdown(results: Mapping[str, Any]) -> str:
     """The person-readable summary of a PM1 results dictionary: the plan metric, the control
     (both candidates), their difference, both verdicts and the shuffled-items null."""
-    head = header({**results, "verdict": results["plan_verdict"]})
-    lines = [line for line in head if not line.startswith("- Verdict:")]
-    lines[-1:-1] = [
-        f"- Plan verdict: **{results['plan_verdict']}**",
-        f"- Controlled verdict: **{results['controlled_verdict']}**",
-    ]
+    lines = header(results)
     if results["value"] is None:
         return "\n".join([*lines, f"No value: {results['reason']}.", ""])
     lines += [

@@ -11,17 +11,6 @@ from actspace.premortems.report import fmt, fmt_ci, header
 _WHERE = {"PASS": "lies entirely above", "FAIL": "lies entirely below", "INCONCLUSIVE": "straddles"}
 
 
-def _head(results: Mapping[str, Any]) -> list[str]:
-    """The shared header, with both verdicts where it has one."""
-    head = header({**results, "verdict": results["plan_verdict"]})
-    lines = [line for line in head if not line.startswith("- Verdict:")]
-    lines[-1:-1] = [
-        f"- Plan verdict: **{results['plan_verdict']}**",
-        f"- Controlled verdict: **{results['controlled_verdict']}**",
-    ]
-    return lines
-
-
 def _row(name: str, predictor: Mapping[str, Any] | None) -> list[str]:
     if predictor is None:
         return []
@@ -91,7 +80,7 @@ def _verdict_lines(results: Mapping[str, Any]) -> list[str]:
 
 def summary_markdown(results: Mapping[str, Any]) -> str:
     """The person-readable summary of a PM2 results dictionary."""
-    lines = _head(results)
+    lines = header(results)
     if results["value"] is None:
         return "\n".join([*lines, f"No value: {results['reason']}.", ""])
     balance = results["class_balance"]

@@ -23,7 +23,7 @@ def fmt_ci(ci: Sequence[float | None]) -> str:
 
 
 def header(results: Mapping[str, Any]) -> list[str]:
-    """The opening lines of a PM1 or PM2 summary: date, metric, result, threshold, verdict."""
+    """The opening lines of a PM1 or PM2 summary: date, metric, result, threshold, both verdicts."""
     level = int(round(100 * float(results["ci_level"])))
     pm = results["premortem"]
     return [
@@ -35,19 +35,7 @@ def header(results: Mapping[str, Any]) -> list[str]:
         f"- Result: {fmt(results['value'])}, {level}% CI {fmt_ci(results['ci'])}, "
         f"n = {results['n']}",
         f"- Threshold: {fmt(results['threshold'], 2)}",
-        f"- Verdict: **{results['verdict']}**",
+        f"- Plan verdict: **{results['plan_verdict']}**",
+        f"- Controlled verdict: **{results['controlled_verdict']}**",
         "",
     ]
-
-
-def verdict_sentence(results: Mapping[str, Any]) -> str:
-    """Where the interval lies against the threshold, in words."""
-    word = {
-        "PASS": "lies entirely above",
-        "FAIL": "lies entirely below",
-        "INCONCLUSIVE": "straddles",
-    }[results["verdict"]]
-    note = (
-        " (INCONCLUSIVE counts as FAIL at the gate)" if results["verdict"] == "INCONCLUSIVE" else ""
-    )
-    return f"The confidence interval {word} the threshold {fmt(results['threshold'], 2)}{note}."
