@@ -135,3 +135,39 @@ def test_without_shared_groups_the_split_is_the_ungrouped_one() -> None:
         assert list(own.test) == list(plain.test) and list(own.train) == list(plain.train)
     with pytest.raises(ValueError, match="one label per item"):
         correctness_split(correct, groups=["a"] * 10)
+
+
+def test_group_order_keeps_groups_adjacent_and_is_a_plain_permutation_without_shared_groups():
+    from actspace.core.splits import group_cut, group_order
+
+    same = group_order(np.arange(12), 12, np.random.default_rng(4))
+    assert np.array_equal(same, np.random.default_rng(4).permutation(12))
+    groups = np.repeat(np.arange(6), 3)  # three items per group
+    order = group_order(groups, groups.size, np.random.default_rng(0))
+    assert sorted(order) == list(range(groups.size))
+    for cut_at in range(groups.size + 1):
+        cut = group_cut(order, groups, cut_at)
+        assert cut % 3 == 0 and abs(cut - cut_at) <= 1
+        assert not set(groups[order[:cut]]) & set(groups[order[cut:]])
+
+
+def test_the_cross_model_splits_keep_each_group_on_one_side():
+    from actspace.branches.cross_model.activation_transfer import split_transfer_items
+    from actspace.branches.cross_model.cross_model_extended import split_items
+
+    groups = np.array([f"operands:{min(a, b)},{max(a, b)}" for a in range(10) for b in range(10)])
+    items, train, test = split_items(100, None, 0.3, 5, groups)
+    assert not set(groups[items[train]]) & set(groups[items[test]])
+    assert 25 <= test.size <= 35
+    parts = split_transfer_items(100, 80, 0.3, 0.2, 5, groups)
+    seen = [set(groups[part]) for part in parts]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    # every item its own group: the split of old, drawn from one seeded permutation
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            split_items(100, None, 0.3, 5),
+            split_items(100, None, 0.3, 5, np.arange(100)),
+            strict=True,
+        )
+    )

@@ -198,3 +198,26 @@ def grouped_split(
         n, n_folds=n_folds, n_repeats=1, seed=seed, groups=groups, stratify=stratify
     )[0]
     return first.train, first.test
+
+
+def group_order(groups: np.ndarray | None, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A seeded random order of ``n`` positions in which the members of each group are adjacent.
+
+    Groups are drawn in random order and each contributes its members in place. With every item
+    its own group (or ``groups`` None) this is exactly ``rng.permutation(n)``, so experiments whose
+    items share nothing split as they always did.
+    """
+    codes = _group_codes(groups, n)
+    n_codes = int(codes.max()) + 1 if n else 0
+    if n_codes == n:
+        return rng.permutation(n)
+    return np.concatenate([np.flatnonzero(codes == g) for g in rng.permutation(n_codes)])
+
+
+def group_cut(order: np.ndarray, groups: np.ndarray | None, size: int) -> int:
+    """The cut of ``order`` nearest to ``size`` (ties: the smaller) that splits no group: the
+    first ``cut`` positions and the rest then share no group (``order`` from :func:`group_order`).
+    """
+    codes = _group_codes(groups, len(order))[np.asarray(order)]
+    bounds = [0, *(i for i in range(1, len(codes)) if codes[i] != codes[i - 1]), len(codes)]
+    return min(bounds, key=lambda b: (abs(b - size), b))

@@ -29,8 +29,10 @@ import numpy as np
 from statsmodels.stats.contingency_tables import mcnemar
 
 from actspace import plan
+from actspace.core.groups import store_groups
 from actspace.core.resampling import mean_ci, paired_difference_ci
 from actspace.core.results import binary_comparison, no_value_result, no_value_summary, now
+from actspace.core.splits import group_cut, group_order
 from actspace.core.store import StoreLike
 from actspace.lm.models import hidden_size, residual_blocks
 from actspace.lm.tasks import Item
@@ -132,9 +134,16 @@ def _accuracy(correct: np.ndarray, n_bootstrap: int, seed: int, level: float) ->
 
 
 def split_transfer_items(
-    n: int, n_samples: int | None, test_fraction: float, val_fraction: float, seed: int
+    n: int,
+    n_samples: int | None,
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded ``(train, val, test)`` store indices (sorted) of a subsample of ``n`` items."""
+    """Seeded ``(train, val, test)`` store indices (sorted) of a subsample of ``n`` items, every
+    group of ``groups`` (one label per store item) in one part; items that share no group split
+    as they always did."""
     for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
         if not 0.0 < value < 1.0:
             raise ValueError(f"{name} must lie in (0, 1), got {value}")
@@ -147,10 +156,13 @@ def split_transfer_items(
     if m < 10:
         raise ValueError(f"activation transfer needs at least 10 items, got {m}")
     items = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-    order = items[rng.permutation(m)]
-    n_test = max(4, int(round(test_fraction * m)))
+    item_groups = None if groups is None else np.asarray(groups)[items]
+    positions = group_order(item_groups, m, rng)
+    order = items[positions]
+    n_test = group_cut(positions, item_groups, max(4, int(round(test_fraction * m))))
     n_val = max(2, int(round(val_fraction * m)))
-    if m - n_test - n_val < 4:
+    n_val = group_cut(positions, item_groups, n_test + n_val) - n_test
+    if m - n_test - n_val < 4 or min(n_test, n_val) < 1:
         raise ValueError(f"{m} items leave fewer than 4 training items after the splits")
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     return np.sort(train), np.sort(val), np.sort(test)
@@ -260,7 +272,7 @@ def run_activation_transfer(
     layer_t = resolve_layer(target_layer, n_blocks, layer_depth, minimum=1)
 
     train, val, test = split_transfer_items(
-        len(items), n_samples, test_fraction, val_fraction, seed
+        len(items), n_samples, test_fraction, val_fraction, seed, store_groups(target_store)
     )
     alpha = ridge_alphas(ridge_alpha)
     x = np.asarray(source_store.layer(layer_s, pooling), dtype=np.float64)

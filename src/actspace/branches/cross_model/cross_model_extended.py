@@ -40,8 +40,10 @@ from actspace.branches.cross_model.layer_grid import (
     ridge_cell,
     symmetric_cell,
 )
+from actspace.core.groups import store_groups
 from actspace.core.resampling import mean_ci
 from actspace.core.results import no_value_result, no_value_summary, now
+from actspace.core.splits import group_cut, group_order
 from actspace.core.store import StoreLike
 from actspace.methods.ridge import ridge_alphas
 from actspace.methods.similarity import aligned_layers
@@ -54,9 +56,14 @@ MEASURES = ("correlation", "cka", "mutual_knn")
 
 
 def split_items(
-    n: int, n_samples: int | None, test_fraction: float, seed: int
+    n: int,
+    n_samples: int | None,
+    test_fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(items, train, test)``: PM1's seeded subsample and split, so aligned cells match PM1.
+    """``(items, train, test)``: a seeded subsample and split, every group of ``groups`` (one
+    label per store item) on one side; items that share no group split as they always did.
 
     ``items`` indexes the store; ``train`` and ``test`` index ``items``.
     """
@@ -72,8 +79,12 @@ def split_items(
     m = items.size
     if m < 8:
         raise ValueError(f"cross-model alignment needs at least 8 items, got {m}")
-    order = rng.permutation(m)
+    item_groups = None if groups is None else np.asarray(groups)[items]
+    order = group_order(item_groups, m, rng)
     n_test = min(max(4, int(round(test_fraction * m))), m - 4)
+    n_test = group_cut(order, item_groups, n_test)
+    if min(n_test, m - n_test) < 4:
+        raise ValueError(f"{m} items in their groups leave fewer than 4 on one side of the split")
     return items, np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
@@ -137,7 +148,9 @@ def run_cross_model_extended(
     if len(set(sizes.values())) != 1:
         raise ValueError(f"every store must hold the same items, got item counts {sizes}")
     check_same_items(stores)
-    items, train, test = split_items(next(iter(sizes.values())), n_samples, test_fraction, seed)
+    groups = store_groups(next(iter(stores.values())))
+    n = next(iter(sizes.values()))
+    items, train, test = split_items(n, n_samples, test_fraction, seed, groups)
     if k >= items.size:
         raise ValueError(f"k={k} must be below the number of items ({items.size})")
     depth = {name: int(store.n_layers) for name, store in stores.items()}
