@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -191,6 +191,40 @@ def _null_summary(observed: float, draws: np.ndarray, n_permutations: int) -> di
     }
 
 
+def _pair_records(
+    fits: Mapping[str, Any],
+    layers: Mapping[str, int],
+    cka: Mapping[tuple[str, str], float],
+    chosen: str,
+    interval: Callable[[np.ndarray], tuple[float, float]],
+    n_permutations: int,
+) -> list[dict[str, Any]]:
+    """One record per ordered pair: its cross-fitted correlation, control and null."""
+    pairs = []
+    for p, (src, tgt) in enumerate(fits["pairs"]):
+        metric, control = fits["metric"][p], fits["control"][chosen][p]
+        pairs.append(
+            {
+                "source": src,
+                "target": tgt,
+                "source_layer": layers[src],
+                "target_layer": layers[tgt],
+                "correlation": float(metric.mean()),
+                "ci": list(interval(metric)),
+                "correlation_per_dimension": float(np.nanmean(fits["per_dimension"][p])),
+                "ridge_alpha": float(fits["alphas"][p, 0]),
+                "correlation_by_fold": [float(r) for r in metric],
+                "ridge_alphas_by_fold": [float(a) for a in fits["alphas"][p]],
+                "cka_debiased": cka.get((src, tgt), cka.get((tgt, src))),
+                "control": {c: float(v[p].mean()) for c, v in fits["control"].items()},
+                "difference_from_control": float((metric - control).mean()),
+                "difference_ci": list(interval(metric - control)),
+                "shuffled_null": _null_summary(metric[0], fits["null"][p], n_permutations),
+            }
+        )
+    return pairs
+
+
 def run_pm1(
     stores: Mapping[str, StoreLike],
     *,
@@ -285,31 +319,7 @@ def run_pm1(
     cka = {
         (a, b): linear_cka_debiased(acts[a], acts[b]) for a, b in itertools.combinations(names, 2)
     }
-    pairs = []
-    for p, (src, tgt) in enumerate(fits["pairs"]):
-        pairs.append(
-            {
-                "source": src,
-                "target": tgt,
-                "source_layer": layers[src],
-                "target_layer": layers[tgt],
-                "correlation": float(fits["metric"][p].mean()),
-                "ci": list(interval(fits["metric"][p])),
-                "correlation_per_dimension": float(np.nanmean(fits["per_dimension"][p])),
-                "ridge_alpha": float(fits["alphas"][p, 0]),
-                "correlation_by_fold": [float(r) for r in fits["metric"][p]],
-                "ridge_alphas_by_fold": [float(a) for a in fits["alphas"][p]],
-                "cka_debiased": cka.get((src, tgt), cka.get((tgt, src))),
-                "control": {c: float(v[p].mean()) for c, v in fits["control"].items()},
-                "difference_from_control": float(
-                    (fits["metric"][p] - fits["control"][chosen][p]).mean()
-                ),
-                "difference_ci": list(interval(fits["metric"][p] - fits["control"][chosen][p])),
-                "shuffled_null": _null_summary(
-                    fits["metric"][p, 0], fits["null"][p], n_permutations
-                ),
-            }
-        )
+    pairs = _pair_records(fits, layers, cka, chosen, interval, n_permutations)
     items_ci = cluster_bootstrap_ci(
         np.mean,
         fits["item_values"],
