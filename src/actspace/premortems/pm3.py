@@ -94,6 +94,133 @@ CONTROLLED_STATISTIC = "held-out change rate at the interior layer chosen on the
 # --- the pre-mortem ------------------------------------------------------------------------------
 
 
+def _parts(
+    run: LayerPatching, groups: np.ndarray, select_idx: np.ndarray, heldout_idx: np.ndarray
+) -> dict[str, Any]:
+    """The ``selection`` and ``heldout`` records: sizes, groups and pair ids."""
+    return {
+        part: {
+            "n": len(idx),
+            "n_groups": n_groups(groups[idx]),
+            "ids": [run.ids[i] for i in idx],
+        }
+        for part, idx in (("selection", select_idx), ("heldout", heldout_idx))
+    }
+
+
+def _measured_record(
+    run: LayerPatching,
+    recovery: np.ndarray,
+    checks: Sequence[Mapping[str, Any]],
+    select_idx: np.ndarray,
+    heldout_idx: np.ndarray,
+    groups: np.ndarray,
+    *,
+    selectable: Sequence[int],
+    interior: Sequence[int],
+    position: str,
+    threshold: float,
+    started: float,
+    stats: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The headline of a measured PM3 at ``position``, and its plan and interior cells.
+
+    The plan's layer is chosen on the selection pairs among ``selectable`` (1..L-1), the
+    controlled one among ``interior``; both are measured on the held-out pairs. The control is
+    the known-answer cell at ``position``.
+    """
+    plan_layer = choose_on_selection(run, recovery, select_idx, selectable)
+    interior_layer = choose_on_selection(run, recovery, select_idx, interior)
+    plan_cell = cell_stats(run, plan_layer, heldout_idx, groups, recovery, **stats)
+    interior_cell = cell_stats(run, interior_layer, heldout_idx, groups, recovery, **stats)
+    own = next(c for c in checks if c["position"] == position)
+    control = control_record(
+        "known_answer_cell",
+        f"held-out change rate of the cell {CELLS[position]} (layer {own['layer']} at the "
+        f"{POSITION_WORDS[position]}), expected to flip nearly every pair whatever the model "
+        "computes",
+        own.get("change_rate"),
+        own.get("ci", [None, None]),
+    )
+    controlled = controlled_test(
+        CONTROLLED_STATISTIC, interior_cell["change_rate"], interior_cell["ci"], threshold
+    )
+    record = headline(
+        "pm3",
+        value=plan_cell["change_rate"],
+        ci=plan_cell["ci"],
+        ci_level=stats["level"],
+        threshold=threshold,
+        n=len(heldout_idx),
+        started=started,
+        date=now(),
+        description=DESCRIPTION,
+        control=control,
+        controlled=controlled,
+    )
+    return record, plan_cell, interior_cell
+
+
+def _details(
+    runs: Mapping[str, LayerPatching],
+    *,
+    position: str,
+    plan_cell: Mapping[str, Any] | None,
+    interior_cell: Mapping[str, Any] | None,
+    checks: Sequence[Mapping[str, Any]],
+    selectable: Sequence[int],
+    interior: Sequence[int],
+    layer_band: Sequence[float],
+    n_blocks: int,
+    curves: Mapping[str, Any],
+    parts: Mapping[str, Any],
+    groups: np.ndarray,
+    usable_idx: np.ndarray,
+    select_idx: np.ndarray,
+) -> dict[str, Any]:
+    """What a PM3 record keeps after its headline: the cells, checks, curves and pairs."""
+    run = runs[position]
+    layers = list(run.layers)
+    usable = np.zeros(len(run.ids), dtype=bool)
+    usable[usable_idx] = True
+    first, last = band_range(layer_band, n_blocks)
+    return {
+        "position": position,
+        "positions": list(runs),
+        "chosen_layer": plan_cell["layer"] if plan_cell else None,
+        "interior_layer": interior_cell["layer"] if interior_cell else None,
+        "plan": plan_cell,
+        "interior": interior_cell,
+        "recovery": None
+        if interior_cell is None
+        else {
+            "layer": interior_cell["layer"],
+            "value": interior_cell["recovery_mean"],
+            "ci": interior_cell["recovery_ci"],
+            "rule": RECOVERY_RULE,
+        },
+        "known_answer_checks": checks,
+        "layers": layers,
+        "selectable_layers": selectable,
+        "layer_band": [float(x) for x in layer_band],
+        "band_layers": [first, last],
+        "interior_layers": interior,
+        "n_blocks": int(n_blocks),
+        "curves": curves,
+        **parts,
+        "baseline": baseline(
+            run, len(usable_idx), n_groups(groups[usable_idx]) if len(usable_idx) else 0
+        ),
+        "skipped": dict(run.skipped),
+        "n_multi_token_answers": int(run.n_multi_token_answers),
+        "flip_rule": FLIP_RULE,
+        "recovery_rule": RECOVERY_RULE,
+        "ci_method": CI_METHOD,
+        "split_method": SPLIT_METHOD,
+        "per_pair": per_pair_rows(runs, groups, usable, {int(i) for i in select_idx}),
+    }
+
+
 def pm3_from_patching(
     runs: LayerPatching | Mapping[str, LayerPatching],
     *,
@@ -158,18 +285,7 @@ def pm3_from_patching(
         for name, r in runs.items()
     }
     checks = known_answer_checks(runs, heldout_idx, groups, recoveries, n_blocks=n_blocks, **stats)
-    parts = {
-        "selection": {
-            "n": len(select_idx),
-            "n_groups": n_groups(groups[select_idx]),
-            "ids": [run.ids[i] for i in select_idx],
-        },
-        "heldout": {
-            "n": len(heldout_idx),
-            "n_groups": n_groups(groups[heldout_idx]),
-            "ids": [run.ids[i] for i in heldout_idx],
-        },
-    }
+    parts = _parts(run, groups, select_idx, heldout_idx)
     plan_cell: dict[str, Any] | None = None
     interior_cell: dict[str, Any] | None = None
     if reason:
@@ -183,71 +299,37 @@ def pm3_from_patching(
             description=DESCRIPTION,
         )
     else:
-        recovery = recoveries[position]
-        plan_layer = choose_on_selection(run, recovery, select_idx, selectable)
-        interior_layer = choose_on_selection(run, recovery, select_idx, interior)
-        plan_cell = cell_stats(run, plan_layer, heldout_idx, groups, recovery, **stats)
-        interior_cell = cell_stats(run, interior_layer, heldout_idx, groups, recovery, **stats)
-        own = next(c for c in checks if c["position"] == position)
-        control = control_record(
-            "known_answer_cell",
-            f"held-out change rate of the cell {CELLS[position]} (layer {own['layer']} at the "
-            f"{POSITION_WORDS[position]}), expected to flip nearly every pair whatever the model "
-            "computes",
-            own.get("change_rate"),
-            own.get("ci", [None, None]),
-        )
-        controlled = controlled_test(
-            CONTROLLED_STATISTIC, interior_cell["change_rate"], interior_cell["ci"], threshold
-        )
-        record = headline(
-            "pm3",
-            value=plan_cell["change_rate"],
-            ci=plan_cell["ci"],
-            ci_level=level,
+        record, plan_cell, interior_cell = _measured_record(
+            run,
+            recoveries[position],
+            checks,
+            select_idx,
+            heldout_idx,
+            groups,
+            selectable=selectable,
+            interior=interior,
+            position=position,
             threshold=threshold,
-            n=len(heldout_idx),
             started=started,
-            date=now(),
-            description=DESCRIPTION,
-            control=control,
-            controlled=controlled,
+            stats=stats,
         )
-    first, last = band_range(layer_band, n_blocks)
     record.update(
-        {
-            "position": position,
-            "positions": list(runs),
-            "chosen_layer": plan_cell["layer"] if plan_cell else None,
-            "interior_layer": interior_cell["layer"] if interior_cell else None,
-            "plan": plan_cell,
-            "interior": interior_cell,
-            "recovery": None
-            if interior_cell is None
-            else {
-                "layer": interior_cell["layer"],
-                "value": interior_cell["recovery_mean"],
-                "ci": interior_cell["recovery_ci"],
-                "rule": RECOVERY_RULE,
-            },
-            "known_answer_checks": checks,
-            "layers": layers,
-            "selectable_layers": selectable,
-            "layer_band": [float(x) for x in layer_band],
-            "band_layers": [first, last],
-            "interior_layers": interior,
-            "n_blocks": int(n_blocks),
-            "curves": curves,
-            **parts,
-            "baseline": baseline(run, len(idx), n_groups(groups[idx]) if len(idx) else 0),
-            "skipped": dict(run.skipped),
-            "n_multi_token_answers": int(run.n_multi_token_answers),
-            "flip_rule": FLIP_RULE,
-            "recovery_rule": RECOVERY_RULE,
-            "ci_method": CI_METHOD,
-            "split_method": SPLIT_METHOD,
-            "per_pair": per_pair_rows(runs, groups, usable, {int(i) for i in select_idx}),
-        }
+        _details(
+            runs,
+            position=position,
+            plan_cell=plan_cell,
+            interior_cell=interior_cell,
+            checks=checks,
+            selectable=selectable,
+            interior=interior,
+            layer_band=layer_band,
+            n_blocks=n_blocks,
+            curves=curves,
+            parts=parts,
+            groups=groups,
+            usable_idx=idx,
+            select_idx=select_idx,
+        )
     )
     return record
 
