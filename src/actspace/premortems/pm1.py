@@ -372,19 +372,7 @@ def run_pm1(
         ),
         "cka_debiased": float(np.mean(list(cka.values()))),
         "cka_pairs": [{"models": [a, b], "cka_debiased": v} for (a, b), v in cka.items()],
-        "control_candidates": {
-            c: {
-                "description": CONTROLS[c],
-                "value": float(v.mean()),
-                "ci": list(interval(v)),
-                "used": c == chosen,
-                # the same vector for every item (say, one last token for all): it carries nothing
-                "constant_in": [
-                    name for name, x in candidates[c].items() if not np.ptp(x, axis=0).any()
-                ],
-            }
-            for c, v in control_folds.items()
-        },
+        "control_candidates": _candidates(control_folds, candidates, chosen, interval),
         "control_unavailable": unavailable,
         "control_used": chosen,
         "items_only_ci": {
@@ -401,19 +389,49 @@ def run_pm1(
             "penalty fixed at the one chosen on the real targets; the p-value is reported only "
             f"with {MIN_PERMUTATIONS_FOR_P} or more permutations (None otherwise)",
         },
-        "fold_estimates": [
-            {
-                "repeat": fold.repeat,
-                "fold": fold.fold,
-                "n_train": int(fold.train.size),
-                "n_test": int(fold.test.size),
-                "metric": float(metric_folds[f]),
-                "control": {c: float(v[f]) for c, v in control_folds.items()},
-                "difference": float(differences[f]),
-            }
-            for f, fold in enumerate(splits)
-        ],
+        "fold_estimates": _fold_estimates(splits, metric_folds, control_folds, differences),
         "pairs": pairs,
+    }
+
+
+def _fold_estimates(
+    splits: Sequence[Fold],
+    metric: np.ndarray,
+    control: Mapping[str, np.ndarray],
+    differences: np.ndarray,
+) -> list[dict[str, Any]]:
+    """Every fit's estimates: the metric, each control candidate and the difference."""
+    return [
+        {
+            "repeat": fold.repeat,
+            "fold": fold.fold,
+            "n_train": int(fold.train.size),
+            "n_test": int(fold.test.size),
+            "metric": float(metric[f]),
+            "control": {c: float(v[f]) for c, v in control.items()},
+            "difference": float(differences[f]),
+        }
+        for f, fold in enumerate(splits)
+    ]
+
+
+def _candidates(
+    control_folds: Mapping[str, np.ndarray],
+    inputs: Mapping[str, Mapping[str, np.ndarray]],
+    chosen: str,
+    interval: Callable[[np.ndarray], tuple[float, float]],
+) -> dict[str, Any]:
+    """Each control candidate's cross-fitted value, whether it is the one used, and the models
+    where it is the same vector for every item (one last token for all: it carries nothing)."""
+    return {
+        c: {
+            "description": CONTROLS[c],
+            "value": float(v.mean()),
+            "ci": list(interval(v)),
+            "used": c == chosen,
+            "constant_in": [name for name, x in inputs[c].items() if not np.ptp(x, axis=0).any()],
+        }
+        for c, v in control_folds.items()
     }
 
 
