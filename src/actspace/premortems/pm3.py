@@ -135,7 +135,7 @@ def _measured_record(
     interior_cell = cell_stats(run, interior_layer, heldout_idx, groups, recovery, **stats)
     own = next(c for c in checks if c["position"] == position)
     control = control_record(
-        "known_answer_cell",
+        f"known-answer cell {CELLS[position]}",
         f"held-out change rate of the cell {CELLS[position]} (layer {own['layer']} at the "
         f"{POSITION_WORDS[position]}), expected to flip nearly every pair whatever the model "
         "computes",
