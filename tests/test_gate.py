@@ -634,7 +634,10 @@ def _check_every_report_says_why(workdir):
     statistics = read_json(results / "analysis" / "statistics.json")
     assert statistics["premortems"]["pm3"]["reason"] == pm3["reason"]
     summary = (results / "summary.md").read_text(encoding="utf-8")
-    assert f"INCONCLUSIVE (no value: {reason})" in summary
+    assert (
+        f"-> INCONCLUSIVE (plan INCONCLUSIVE, controlled INCONCLUSIVE) (no value: {reason})"
+        in summary
+    )
     # PM1 INCONCLUSIVE, PM2 FAIL (balanced accuracy 0.5), PM3 no value: the abort path
     assert statistics["decision"]["branches"] == ["X"]
     report = (results / "negative_results.md").read_text(encoding="utf-8")
