@@ -25,6 +25,7 @@ import pytest
 import torch
 import transformers
 import yaml
+from helpers.fake_stores import CONTRACT
 from helpers.pairs import answered_pairs
 from helpers.scripts import assert_clean_exit, load_script
 from helpers.tiny import make_tokenizer
@@ -48,24 +49,6 @@ STATS = {
 }
 #: run_pm3's keywords: every layer at the differing token, every pair.
 PM3 = {**STATS, "position": "diff", "layers": None, "n_pairs": 1000}
-#: The record contract's opening keys, in order (no top-level ``verdict``).
-CONTRACT = [
-    "premortem",
-    "name",
-    "metric",
-    "value",
-    "ci",
-    "ci_level",
-    "threshold",
-    "plan_verdict",
-    "control",
-    "controlled",
-    "controlled_verdict",
-    "n",
-    "duration_s",
-    "date",
-    "metric_description",
-]
 
 
 def _run(

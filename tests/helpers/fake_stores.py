@@ -44,8 +44,8 @@ class FakeStore:
         return [{"id": f"item{i}"} for i in range(self.n_items)]
 
 
-#: The keys every pre-mortem record opens with.
-TOP_LEVEL = {
+#: The record contract's opening keys, in order (no top-level ``verdict``).
+CONTRACT = [
     "premortem",
     "name",
     "metric",
@@ -60,7 +60,10 @@ TOP_LEVEL = {
     "n",
     "duration_s",
     "date",
-}
+    "metric_description",
+]
+#: The keys every pre-mortem record opens with, before its description.
+TOP_LEVEL = set(CONTRACT[:-1])
 
 
 #: Every keyword of the entry functions, spelled out (the schema's defaults, all items), so that
