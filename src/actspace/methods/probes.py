@@ -212,6 +212,15 @@ def auroc(y_true: np.ndarray, scores: np.ndarray, axis: int = -1) -> np.ndarray 
     return float(out) if np.ndim(out) == 0 else out
 
 
+def classification_scores(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """Balanced accuracy, accuracy (of ``pred``) and AUROC (of ``score``) against ``y``."""
+    return {
+        "balanced_accuracy": float(balanced_accuracy(y, pred)),
+        "accuracy": float(accuracy(y, pred)),
+        "auroc": float(auroc(y, score)),
+    }
+
+
 def majority_baseline(y_train: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
     """Always predict the training majority class: balanced accuracy 0.5, accuracy = its share."""
     train = _binary(y_train)

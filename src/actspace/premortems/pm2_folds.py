@@ -24,10 +24,10 @@ import numpy as np
 from actspace.core.splits import Fold, grouped_split
 from actspace.methods.probes import (
     LinearProbe,
-    accuracy,
     auroc,
     balanced_accuracy,
     best_threshold,
+    classification_scores,
     fit_fixed_probe,
 )
 
@@ -70,14 +70,6 @@ class Settings:
         return LinearProbe(Cs=self.Cs, cv=self.cv_folds, random_state=self.seed)
 
 
-def _scores(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    return {
-        "balanced_accuracy": float(balanced_accuracy(y, pred)),
-        "accuracy": float(accuracy(y, pred)),
-        "auroc": float(auroc(y, score)),
-    }
-
-
 def _probe_scores(
     X: np.ndarray, items: Items, fold: Fold, settings: Settings
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -86,7 +78,8 @@ def _probe_scores(
     y, train, test = items.y, fold.train, fold.test
     probe = settings.new_probe().fit(X[train], y[train], groups=items.groups[train])
     pred = probe.predict(X[test]).astype(bool)
-    return {**_scores(y[test], pred, probe.decision_function(X[test])), "C": probe.C_}, pred
+    scores = classification_scores(y[test], pred, probe.decision_function(X[test]))
+    return {**scores, "C": probe.C_}, pred
 
 
 def _validation_parts(
@@ -149,11 +142,12 @@ def _output_probes(
     threshold, _ = best_threshold(items.max_probability[train], y[train])
     pred["max_probability"] = items.max_probability[test] >= threshold
     out["max_probability"] = {
-        **_scores(y[test], pred["max_probability"], items.max_probability[test]),
+        **classification_scores(y[test], pred["max_probability"], items.max_probability[test]),
         "threshold": threshold,
     }
     majority = bool(np.mean(y[train]) >= 0.5)
-    out["majority"] = _scores(y[test], np.full(test.size, majority), np.zeros(test.size))
+    majority_pred = np.full(test.size, majority)
+    out["majority"] = classification_scores(y[test], majority_pred, np.zeros(test.size))
     return out, pred
 
 

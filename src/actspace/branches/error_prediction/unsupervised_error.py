@@ -39,6 +39,7 @@ from actspace.methods.probes import (
     accuracy,
     auroc,
     balanced_accuracy,
+    classification_scores,
     majority_baseline,
     max_choice_probability,
 )
@@ -52,14 +53,6 @@ EXPERIMENT = experiment("unsupervised_error").name
 # --------------------------------------------------------------------------------------------
 
 
-def _metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    return {
-        "balanced_accuracy": float(balanced_accuracy(y, pred)),
-        "accuracy": float(accuracy(y, pred)),
-        "auroc": float(auroc(y, score)),
-    }
-
-
 def _direction_baseline(
     direction: np.ndarray,
     diff_train: np.ndarray,
@@ -69,7 +62,7 @@ def _direction_baseline(
 ) -> dict[str, Any]:
     sign = orientation(diff_train @ direction, conf_train)
     score = sign * (diff_test @ direction)
-    return {**_metrics(y_test, score > 0, score), "pred": score > 0}
+    return {**classification_scores(y_test, score > 0, score), "pred": score > 0}
 
 
 @dataclass
@@ -152,14 +145,17 @@ def analyse_layer(
         "layer": layer,
         "n_pairs_train": int(train_pairs.item.size),
         "ccs": {
-            **_metrics(y_test, ccs_pred, test_score),
+            **classification_scores(y_test, ccs_pred, test_score),
             "train_loss": ccs.loss_,
             "test_loss": ccs.loss(test_pairs.x_pos, test_pairs.x_neg),
             "restart_losses": ccs.restart_losses_.tolist(),
             "flipped": flipped,
             "share_predicted_correct": float(ccs_pred.mean()),
         },
-        "supervised_contrast": {**_metrics(y_test, sup_pred, sup_score), "C": supervised.C_},
+        "supervised_contrast": {
+            **classification_scores(y_test, sup_pred, sup_score),
+            "C": supervised.C_,
+        },
         "top_principal_component": pca,
         "random_directions": {
             "n": int(n_random),
