@@ -1,8 +1,9 @@
 """Phase 3 statistics: effect sizes, CIs, p-values (Holm-corrected) and the summary table.
 
-Writes statistics.json and summary_table.md to --output-dir from the decision and the results.json
-of every experiment that ran. The workflow passes the resolved ``analysis.statistics`` section with
-the study's ``seed`` and ``primary_seed`` as ``--params``.
+Only held-out tests form the Holm family (statistics.json's ``holm`` block lists it and the tests
+kept out, with the reason). Writes statistics.json and summary_table.md to --output-dir from the
+decision and the results.json of every experiment that ran. The workflow passes the resolved
+``analysis.statistics`` section with the study's ``seed`` and ``primary_seed`` as ``--params``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_json(args.output_dir / "statistics.json", statistics)
     atomic_write_text(args.output_dir / "summary_table.md", summary_table(statistics))
     for entry in statistics["comparisons"]:
-        print(f"{entry['id']}: {entry['metric']} = {entry['value']}, Holm p {entry['p_holm']}")
+        family = f"Holm p {entry['p_holm']}"
+        if not entry["in_holm_family"]:
+            family = f"raw p {entry['p_value']} ({entry['excluded_from_family']})"
+        print(f"{entry['id']}: {entry['metric']} = {entry['value']}, {family}")
 
 
 if __name__ == "__main__":

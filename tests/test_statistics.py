@@ -117,6 +117,8 @@ def test_seeds_holm_and_the_order_of_the_plan(tmp_path):
             "n": len(a),
             "success": value >= 2,
             "comparison": paired(a, b, binary=True, scale=100.0),
+            "held_out": True,
+            "selection": "nothing was chosen from the data",
         }
 
     files = [
@@ -133,6 +135,8 @@ def test_seeds_holm_and_the_order_of_the_plan(tmp_path):
                 "n": 8,
                 "success": None,
                 "comparison": {"kind": "one_sample", "values": [1.0, 0.9, 0.8, 1.2, 1.1, 0.7]},
+                "held_out": True,
+                "selection": "the cell was chosen on the other half of the pairs",
             },
         ),
         _write(
@@ -149,6 +153,7 @@ def test_seeds_holm_and_the_order_of_the_plan(tmp_path):
                         "n": 4,
                         "success": True,
                         "comparison": paired([1, 2, 3, 4], [0, 1, 2, 2]),
+                        "held_out": True,
                     },
                     {
                         "label": "formality",
@@ -190,6 +195,8 @@ def test_seeds_holm_and_the_order_of_the_plan(tmp_path):
     np.testing.assert_allclose(holm, expected)
     formality = out["comparisons"][3]
     assert formality["p_value"] is None and formality["p_holm"] is None
+    assert formality["excluded_from_family"].startswith("no p-value")
+    assert out["holm"]["family"] == [e["id"] for e in tested] and out["holm"]["excluded"] == []
 
 
 def test_locate_and_build(tmp_path):
@@ -290,3 +297,93 @@ def test_the_script_takes_the_analysis_statistics_section(tmp_path):
     )
     assert written["comparisons"][0]["p_value"] == expected["comparisons"][0]["p_value"]
     assert (out / "summary_table.md").is_file()
+
+
+# --- the Holm family: held-out tests only ---------------------------------------------------------
+
+
+def _family_files(tmp_path):
+    """Three tests: a held-out transfer (McNemar on 6 discordant pairs: p = 2 / 2^6), a patching
+    cell chosen and tested on the same 12 pairs (every change positive: p = 2 / 2^12, the
+    smallest), and an abstention headline that does not record held_out."""
+    from actspace.core.criteria import criterion, held_out_record
+
+    transfer = {
+        "metric": "transfer_gain_points", "value": 20.0, "ci": [5.0, 35.0], "n": 30,
+        "success": True,
+        "criteria": [criterion("gain_at_least_min_gain", kind="plan", rule="gain >= 2 points",
+                               value=20.0, ci=[5.0, 35.0], bound=2.0, passed=True)],
+        "comparison": paired([1] * 6 + [0] * 24, [0] * 30, binary=True, scale=100.0),
+        **held_out_record(True, "nothing was chosen from the data"),
+    }  # fmt: skip
+    cell = {
+        "metric": "denoising_change_rate_at_strongest_cell", "value": 1.0, "ci": [1.0, 1.0],
+        "n": 12, "success": True,
+        "criteria": [criterion("change_rate_above_0", kind="plan", rule="the interval lies above 0",
+                               value=1.0, ci=[1.0, 1.0], bound=0.0)],
+        "comparison": {"kind": "one_sample", "values": [1.0] * 12},
+        **held_out_record(False, "the cell was chosen on the pairs it is tested on"),
+    }  # fmt: skip
+    abstention = {
+        "metric": "effective_accuracy_gain", "value": 0.5, "ci": [-0.1, 1.1], "n": 8,
+        "success": False,
+        "criteria": [
+            criterion("gain_above_0", kind="plan", rule="the interval lies above 0", value=0.5,
+                      ci=[0.1, 0.9], bound=0.0),
+            criterion("beats_confidence_abstention", kind="control",
+                      rule="the paired interval against confidence lies above 0", value=0.0,
+                      ci=[-0.4, 0.4], bound=0.0)],
+        "comparison": paired([1, 2, 3, 4, 5, 6, 7, 8], [1, 1, 3, 3, 5, 5, 7, 7]),
+    }  # fmt: skip
+    return [
+        _write(tmp_path, "activation_transfer", 42, transfer),
+        _write(tmp_path, "abstention", 42, abstention),
+        _write(tmp_path, "patching_layers", None, cell),
+    ]
+
+
+def test_a_cell_selected_on_its_own_pairs_never_enters_the_holm_family(tmp_path):
+    from actspace.analysis.paper import choose_strongest
+    from actspace.analysis.statistics import FAMILY_RULE
+
+    out = experiment_statistics(
+        _family_files(tmp_path), **{**SETTINGS, "n_bootstrap": 200}, seed=0, primary_seed=42
+    )
+    by_id = {e["id"]: e for e in out["comparisons"]}
+    transfer, abstention, cell = (
+        by_id[k] for k in ("activation_transfer", "abstention", "patching_layers")
+    )
+    assert cell["p_value"] == pytest.approx(2 / 2**12) and cell["p_value"] < transfer["p_value"]
+    assert transfer["p_value"] == pytest.approx(2 / 2**6)
+    # a family of one: the held-out test keeps its own p; the others get no Holm p
+    assert out["holm"]["family"] == ["activation_transfer"] and out["holm"]["n_comparisons"] == 1
+    assert transfer["p_holm"] == pytest.approx(transfer["p_value"]) and transfer["in_holm_family"]
+    assert cell["p_holm"] is None and cell["reject_holm"] is None and not cell["in_holm_family"]
+    assert out["holm"]["excluded"] == [
+        {"id": "abstention", "reason": "the headline does not record held_out, so it is treated "
+                                       "as not held out"},
+        {"id": "patching_layers",
+         "reason": "not held out: the units it is tested on also chose it (the cell was chosen "
+                   "on the pairs it is tested on)"},
+    ]  # fmt: skip
+    assert out["holm"]["rule"] == FAMILY_RULE and "not pre-registered" in FAMILY_RULE
+    assert abstention["held_out"] is False and abstention["held_out_recorded"] is False
+    assert abstention["failed_criteria"] == ["beats_confidence_abstention"]
+    assert cell["selection"] == "the cell was chosen on the pairs it is tested on"
+    # the smallest p and a success, yet the held-out success leads the paper
+    strongest = choose_strongest(out)
+    assert strongest["id"] == "activation_transfer" and strongest["succeeded"] is True
+    assert strongest["not_held_out_successes"] == ["patching_layers"]
+
+
+def test_success_must_agree_with_its_criteria(tmp_path):
+    from actspace.core.criteria import criterion
+
+    head = {
+        "metric": "m", "value": 1.0, "ci": [0.5, 1.5], "n": 4, "success": True,
+        "criteria": [criterion("beats_control", kind="control", rule="above 0", value=0.1,
+                               ci=[-0.2, 0.4], bound=0.0)],
+    }  # fmt: skip
+    path = _write(tmp_path, "abstention", None, head)
+    with pytest.raises(ValueError, match=r"success is True but its criteria give False"):
+        experiment_statistics([path], **SETTINGS, seed=0)

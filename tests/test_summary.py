@@ -7,6 +7,7 @@ import re
 import pytest
 
 from actspace.analysis.summary import number, study_summary, summary_table
+from actspace.core.criteria import criterion
 
 CONTROL = {"name": "surface", "description": "token embeddings", "value": 0.2,
            "ci": [0.1, 0.3]}  # fmt: skip
@@ -35,6 +36,13 @@ STATISTICS = {
         {"id": "activation_transfer", "experiment": "activation_transfer", "label": None,
          "branch": "2A", "metric": "transfer_gain_points", "value": 1.2345678, "ci": [-0.5, 2.9],
          "n": 150, "success": False, "p_value": 0.31, "p_holm": 0.62, "test": "McNemar exact",
+         "held_out": True, "in_holm_family": True,
+         "criteria": [
+             criterion("gain_at_least_min_gain", kind="plan", rule="the gain is at least 2 points",
+                       value=1.2345678, ci=[-0.5, 2.9], bound=2.0, passed=False),
+             criterion("beats_shuffled_control", kind="control",
+                       rule="the paired interval of transfer minus shuffled lies above 0",
+                       value=0.9, ci=[0.2, 1.6], bound=0.0)],
          "effect_size": {"name": "cohens_d_z", "value": 0.11}, "seed": 42,
          "seeds": {"42": 1.2345678, "123": 0.8}, "seed_mean": 1.0172839, "seed_sd": 0.31,
          "source": "results/experiments/activation_transfer/seed42/results.json"},
@@ -42,6 +50,9 @@ STATISTICS = {
          "branch": "2C", "metric": "attribute_shift_at_best_setting", "value": 0.25,
          "ci": [0.1, 0.4], "n": 20, "success": True, "p_value": None, "p_holm": None,
          "test": None, "effect_size": {"name": None, "value": None}, "seed": 42, "seeds": None,
+         "held_out": True, "in_holm_family": False,
+         "criteria": [criterion("shift_above_0", kind="plan", rule="the shift lies above 0",
+                                value=0.25, ci=[0.1, 0.4], bound=0.0)],
          "source": "results/experiments/behavior_edit/seed42/results.json"},
     ],
 }  # fmt: skip
@@ -65,6 +76,13 @@ def test_the_table_has_the_fixed_columns_and_the_experiments_numbers():
     assert transfer[4].startswith("0.62 (Holm; raw 0.31, McNemar exact)")
     toxicity = next(r for r in rows if "toxicity" in r[0])
     assert toxicity[4] == "n/a (no test)"
+    assert transfer[5] == "NOT met: gain_at_least_min_gain FAILED; beats_shuffled_control passed"
+    assert toxicity[5] == "met: shift_above_0 passed"
+    assert table.startswith(
+        "# Summary table\n\n**Strongest held-out result:** behavior_edit:toxicity (2C): "
+        "attribute_shift_at_best_setting = 0.25, 95% CI [0.1, 0.4], n = 20; it met its criteria "
+        "(every part: shift_above_0).\n"
+    )
     pm3 = next(r for r in rows if r[0].startswith("PM3"))
     assert "forced; measured FAIL" in pm3[0]
     pm2 = next(r for r in rows if r[0].startswith("PM2"))
@@ -97,8 +115,15 @@ def test_the_study_summary_says_what_ran_why_and_where():
     assert "The gate decided on the **controlled** verdicts (`gate.criterion: controlled`)" in text
     assert "The plan criterion schedules the same branches." in text
     assert "2A (cross-model transfer); 2C (activation patching and behaviour editing)" in text
-    assert "did NOT meet its success criterion" in text
-    assert "met its success criterion" in text
+    assert (
+        "did NOT meet its criteria: failed gain_at_least_min_gain: the gain is at least 2 points "
+        "(value 1.235, 95% CI [-0.5, 2.9], bound 2); passed beats_shuffled_control." in text
+    )
+    assert "cohens_d_z 0.11, Holm p 0.62; did NOT" in text
+    assert "met its criteria: passed shift_above_0." in text
+    assert (
+        "## The result that leads\n\n**Strongest held-out result:** behavior_edit:toxicity" in text
+    )
     assert "- paper draft: `results/paper/draft.tex`" in text
     assert "`transfer_gain`: Gain." in text
 
@@ -187,6 +212,7 @@ def test_the_summaries_say_inconclusive_with_the_reason():
         f"PM3 activation patching — INCONCLUSIVE (plan INCONCLUSIVE, controlled INCONCLUSIVE) "
         f"(no value: {REASON}) (threshold 0.5)",
         "change_rate", "n/a", "[n/a, n/a]", "n/a (verdict by CI)",
+        "the verdict (threshold and control)",
     ]  # fmt: skip
     text = study_summary(statistics, outputs={"decision": "results/gate/decision.md"})
     assert (
@@ -209,7 +235,7 @@ def _comparison(branch: str, experiment: str) -> dict:
     return {"id": experiment, "experiment": experiment, "branch": branch, "metric": "gain",
             "value": 0.3, "ci": [0.1, 0.5], "n": 80, "success": True, "p_value": 0.01,
             "p_holm": 0.01, "test": "bootstrap", "effect_size": {"name": "d", "value": 0.5},
-            "success_rule": "gain > 0",
+            "success_rule": "gain > 0", "held_out": True, "in_holm_family": True,
             "source": f"results/experiments/{experiment}/seed42/results.json"}  # fmt: skip
 
 
@@ -250,3 +276,86 @@ def test_the_abstract_of_a_forced_branch_says_its_premortem_measured_nothing():
         "INCONCLUSIVE with no value; the gate was forced to PASS" in text
     )
     assert "n/a" not in text and paper.unfilled_slots(text) == []
+
+
+# --- the result that leads: a held-out success, else the closest negative, named ----------------
+
+
+def _closest_statistics() -> dict:
+    """Nothing held out succeeded: transfer failed two parts (smallest Holm p), CCS one part; a
+    patching cell chosen on its own pairs met its criterion with the smallest raw p."""
+    shift = criterion("gain_at_least_min_gain", kind="plan", rule="the gain is at least 2 points",
+                      value=0.4, ci=[-1.0, 1.8], bound=2.0, passed=False)  # fmt: skip
+    shuffled = criterion("beats_shuffled_control", kind="control",
+                         rule="the paired interval of transfer minus shuffled lies above 0",
+                         value=-0.1, ci=[-0.9, 0.7], bound=0.0)  # fmt: skip
+    ratio = criterion("ratio_at_least_0_8", kind="plan", rule="CCS reaches 80% of the probe",
+                      value=0.9, ci=[0.85, 0.95], bound=0.8, passed=True)  # fmt: skip
+    random_direction = criterion("beats_random_direction", kind="control",
+                                 rule="the interval of CCS minus a random direction lies above 0",
+                                 value=0.02, ci=[-0.03, 0.07], bound=0.0)  # fmt: skip
+    cell = criterion("cell_change_rate_above_0", kind="plan", rule="the change rate lies above 0",
+                     value=0.9, ci=[0.8, 1.0], bound=0.0)  # fmt: skip
+    base = {"seed": 42, "seeds": None, "test": "sign-flip permutation", "n": 40,
+            "effect_size": {"name": "hedges_g_z", "value": 0.3}, "in_holm_family": True,
+            "held_out": True, "label": None}  # fmt: skip
+    comparisons = [
+        {**base, "id": "activation_transfer", "experiment": "activation_transfer", "branch": "2A",
+         "metric": "transfer_gain_points", "value": 0.4, "ci": [-1.0, 1.8], "success": False,
+         "p_value": 0.001, "p_holm": 0.002, "criteria": [shift, shuffled],
+         "source": "results/experiments/activation_transfer/seed42/results.json"},
+        {**base, "id": "unsupervised_error", "experiment": "unsupervised_error", "branch": "2B",
+         "metric": "ccs_ratio", "value": 0.9, "ci": [0.85, 0.95], "success": False,
+         "p_value": 0.2, "p_holm": 0.2, "criteria": [ratio, random_direction],
+         "source": "results/experiments/unsupervised_error/seed42/results.json"},
+        {**base, "id": "patching_layers", "experiment": "patching_layers", "branch": "2C",
+         "metric": "change_rate", "value": 0.9, "ci": [0.8, 1.0], "success": True,
+         "p_value": 1e-6, "p_holm": None, "criteria": [cell], "held_out": False,
+         "in_holm_family": False,
+         "excluded_from_family": "not held out: the units it is tested on also chose it (the "
+                                 "cell was chosen on the pairs it is tested on)",
+         "source": "results/experiments/patching_layers/seed42/results.json"},
+    ]  # fmt: skip
+    return {**STATISTICS, "comparisons": comparisons}
+
+
+def test_with_no_held_out_success_the_summaries_name_the_closest_negative_and_its_failure():
+    statistics = _closest_statistics()
+    closest = (
+        "The closest negative result is unsupervised_error (2B): ccs_ratio = 0.9, 95% CI "
+        "[0.85, 0.95], n = 40; hedges_g_z 0.3, Holm p 0.2. It failed 1 of 2 parts of its "
+        "criteria: beats_random_direction: the interval of CCS minus a random direction lies "
+        "above 0 (value 0.02, 95% CI [-0.03, 0.07], bound 0)."
+    )
+    not_held_out = (
+        "Met its criteria only on the units that chose what it tests (not held out), so it "
+        "cannot lead: patching_layers."
+    )
+    for text in (summary_table(statistics), study_summary(statistics, outputs={})):
+        assert "**No line of work met its criteria on a held-out test.**" in text
+        assert closest in text and not_held_out in text
+        assert "Strongest held-out result" not in text
+    rows = _rows(summary_table(statistics))
+    cell = next(r for r in rows if "patching_layers" in r[0])
+    assert cell[4] == "n/a (not in the Holm family: not held out; raw 1e-06, sign-flip permutation)"
+    assert cell[5] == "met: cell_change_rate_above_0 passed"
+    text = study_summary(statistics, outputs={})
+    assert (
+        "raw p 1e-06 (not in the Holm family: not held out: the units it is tested on also chose "
+        "it (the cell was chosen on the pairs it is tested on))" in text
+    )
+    # without the patching cell the headline says plainly that no line of work met its criteria
+    statistics["comparisons"] = statistics["comparisons"][:2]
+    assert "**No line of work met its criteria.**" in summary_table(statistics)
+
+
+def test_with_no_held_out_criterion_the_summary_says_nothing_leads():
+    statistics = _closest_statistics()
+    for entry in statistics["comparisons"]:
+        entry.update(success=None, criteria=[])
+    text = study_summary(statistics, outputs={})
+    assert (
+        "No held-out comparison has a success criterion, so there is no closest negative result; "
+        "the venue follows the first line of work the gate ran (2A)." in text
+    )
+    assert "descriptive (no success criterion)" in text

@@ -18,9 +18,15 @@ size and a p-value:
 - one sample: d = (mean - null) / sd; a sign-flip permutation test of ``values - null``.
 
 With fewer than 50 units the small-sample correction J = 1 - 3 / (4 df - 1) is applied and the
-effect is reported as Hedges' g (g_z when paired). The p-values of the family (one per headline,
-primary seed) are Holm-corrected with statsmodels. Where several seeds ran, each headline also
+effect is reported as Hedges' g (g_z when paired). Where several seeds ran, each headline also
 gets its per-seed values, mean and standard deviation.
+
+The Holm family is the held-out tests only (one per headline, primary seed): a headline whose
+``held_out`` is not True chose what it tests (a layer, a cell) on the units it is then tested on,
+so its p-value is not that of a pre-registered test. It keeps its raw p-value, gets no Holm p, and
+says why it is out (``excluded_from_family``); ``holm`` lists the family and the excluded.
+Each entry also carries the headline's ``criteria`` (see :mod:`actspace.core.criteria`) and the
+names of the failed ones, so that the summary and the paper can say which part failed.
 """
 
 from __future__ import annotations
@@ -37,12 +43,20 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from actspace import plan
+from actspace.core import criteria as _criteria
 from actspace.core.io import read_json
 from actspace.core.resampling import bootstrap_ci
 from actspace.gate.decision import NO_VALUE, no_value
 
 SMALL_SAMPLE = 50
 COMPARISON_KINDS = ("paired", "two_groups", "one_sample")
+#: Why only held-out tests are Holm-corrected together (statistics.json quotes it).
+FAMILY_RULE = (
+    "A test whose units chose what it tests is not pre-registered, so it stays out of the "
+    "family: only held-out tests with a p-value are Holm-corrected together."
+)
+#: The headline keys that say how a result was chosen and what its success is made of.
+HEADLINE_RECORD_KEYS = ("criteria", "held_out", "selection")
 _PATH = re.compile(r"experiments/(?P<experiment>[a-z_]+)/(?:seed(?P<seed>\d+)/)?results\.json$")
 
 
@@ -204,6 +218,7 @@ def headlines(results: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
         heads[0]["label"] = None
         heads[0]["verdict"] = results.get("verdict")
         heads[0]["success_rule"] = results.get("metric_description")
+        heads[0].update({key: results[key] for key in HEADLINE_RECORD_KEYS if key in results})
     for head in heads:
         # value and ci may be None (an experiment with nothing to measure); the metric may not
         missing = [key for key in ("metric", "value", "ci") if key not in head]
@@ -263,6 +278,7 @@ def experiment_statistics(
                 "verdict": head.get("verdict"),
                 "seed": main,
                 "source": primary["path"].as_posix(),
+                **_criteria_record(head, f"{primary['path']} ({label or experiment})"),
             }
             comparison = head.get("comparison")
             if comparison:
@@ -297,14 +313,9 @@ def experiment_statistics(
                 entry["seeds"] = None
                 entry["seed_mean"] = entry["seed_sd"] = None
             entries.append(entry)
-    _holm(entries, alpha)
     return {
         "comparisons": entries,
-        "holm": {
-            "method": "holm",
-            "alpha": alpha,
-            "n_comparisons": sum(e["p_value"] is not None for e in entries),
-        },
+        "holm": _holm(entries, alpha),
         "settings": {
             "n_bootstrap": n_bootstrap,
             "n_permutations": n_permutations,
@@ -315,17 +326,79 @@ def experiment_statistics(
     }
 
 
-def _holm(entries: list[dict[str, Any]], alpha: float) -> None:
-    tested = [e for e in entries if e["p_value"] is not None and math.isfinite(e["p_value"])]
+def _criteria_record(head: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A headline's criteria, the names of the failed ones, ``held_out`` and ``selection``.
+
+    A headline without ``held_out`` is treated as not held out (``held_out_recorded`` False says
+    so): a test is in the Holm family only when the experiment says its choice was held out.
+    Raises ValueError when ``success`` disagrees with its criteria.
+    """
+    parts = [dict(c) for c in head.get("criteria") or []]
+    if parts and head.get("success") != _criteria.success(parts):
+        raise ValueError(
+            f"{where}: success is {head.get('success')!r} but its criteria give "
+            f"{_criteria.success(parts)!r} (success must be criteria.success(criteria))"
+        )
+    recorded = head.get("held_out") is not None
+    return {
+        "criteria": parts,
+        "failed_criteria": [c.get("name") for c in _criteria.failed(parts)],
+        "held_out": head.get("held_out") is True,
+        "held_out_recorded": recorded,
+        "selection": head.get("selection"),
+    }
+
+
+def _has_p(entry: Mapping[str, Any]) -> bool:
+    p = entry.get("p_value")
+    return p is not None and math.isfinite(float(p))
+
+
+def exclusion_reason(entry: Mapping[str, Any]) -> str | None:
+    """Why an entry is not in the Holm family; None when it is in it."""
+    if not _has_p(entry):
+        return "no p-value (no per-unit comparison was tested)"
+    if not entry.get("held_out_recorded", True):
+        return "the headline does not record held_out, so it is treated as not held out"
+    if entry.get("held_out") is not True:
+        selection = str(entry.get("selection") or "").strip().rstrip(".")
+        return "not held out: the units it is tested on also chose it" + (
+            f" ({selection})" if selection else ""
+        )
+    return None
+
+
+def _holm(entries: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
+    """Holm-correct the held-out tests (the family); mark every other entry with its reason.
+
+    ``excluded`` lists the tests (entries with a p-value) kept out of the family; an entry with
+    no p-value is not a test, and its ``excluded_from_family`` says so.
+    """
+    family = []
     for entry in entries:
         entry["p_holm"] = None
         entry["reject_holm"] = None
-    if not tested:
-        return
-    reject, corrected, _, _ = multipletests([e["p_value"] for e in tested], alpha, "holm")
-    for entry, p, r in zip(tested, corrected, reject, strict=True):
-        entry["p_holm"] = float(p)
-        entry["reject_holm"] = bool(r)
+        entry["excluded_from_family"] = exclusion_reason(entry)
+        entry["in_holm_family"] = entry["excluded_from_family"] is None
+        if entry["in_holm_family"]:
+            family.append(entry)
+    if family:
+        reject, corrected, _, _ = multipletests([e["p_value"] for e in family], alpha, "holm")
+        for entry, p, r in zip(family, corrected, reject, strict=True):
+            entry["p_holm"] = float(p)
+            entry["reject_holm"] = bool(r)
+    return {
+        "method": "holm",
+        "alpha": alpha,
+        "n_comparisons": len(family),
+        "family": [e["id"] for e in family],
+        "excluded": [
+            {"id": e["id"], "reason": e["excluded_from_family"]}
+            for e in entries
+            if _has_p(e) and not e["in_holm_family"]
+        ],
+        "rule": FAMILY_RULE,
+    }
 
 
 def premortem_table(decision: Mapping[str, Any]) -> dict[str, Any]:

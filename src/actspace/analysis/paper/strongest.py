@@ -1,7 +1,9 @@
 """The strongest result: which comparison the paper leads with, and so its line of work and venue.
 
 The rule is fixed before the results are in (:data:`STRONGEST_RULE`); the venues are the plan's
-(:attr:`actspace.plan.Branch.venues`: the target first, then the alternative).
+(:attr:`actspace.plan.Branch.venues`: the target first, then the alternative). Only held-out tests
+can lead: a result whose units chose what it tests would lead by its own selection. The summary
+(:mod:`actspace.analysis.summary`) leads with the same result, so the paper and the summary agree.
 """
 
 from __future__ import annotations
@@ -16,12 +18,19 @@ from actspace import plan
 PAPER_BRANCHES: tuple[plan.Branch, ...] = tuple(b for b in plan.BRANCHES if b.venues)
 
 STRONGEST_RULE = (
-    "Among the comparisons that met their pre-registered success criterion, the strongest result "
-    "is the one with the smallest Holm-corrected p-value (ties: the larger absolute effect size, "
-    "then the comparison id); if none met its criterion, the same order is applied to all "
-    "comparisons, and the draft says that no experiment met its success criterion. A missing "
-    "Holm-corrected p-value ranks after every present one. The line of work "
-    f"({', '.join(b.name for b in PAPER_BRANCHES)}) of the strongest result selects the venue: "
+    "The paper leads with the strongest held-out result that met its criteria: among the "
+    "comparisons whose success criterion (the plan's rule and every control) held and whose test "
+    "was held out (what it tests was chosen on other units than those it is tested on), the one "
+    "with the smallest Holm-corrected p-value (ties: the larger absolute effect size, then the "
+    "comparison id; a missing Holm-corrected p-value ranks after every present one). A "
+    "comparison that is not held out never leads, whatever its p-value or outcome. If no "
+    "held-out comparison met its criteria, the draft says that no line of work met its criteria "
+    "and reports the closest held-out comparison as a negative result: among the held-out "
+    "comparisons that failed their criteria, the one with the fewest failed parts (ties: the "
+    "smallest Holm-corrected p-value, the larger absolute effect size, then the id), with the "
+    "failed parts named. If no held-out comparison has a success criterion, no result leads and "
+    "the first line of work the gate ran selects the venue. The line of work "
+    f"({', '.join(b.name for b in PAPER_BRANCHES)}) of the result that leads selects the venue: "
     + ", ".join(f"{b.venues[0]} (alternative {b.venues[1]}) for {b.name}" for b in PAPER_BRANCHES)
     + "."
 )
@@ -57,15 +66,60 @@ def _strength_key(comparison: Mapping[str, Any]) -> tuple[bool, float, float, st
     return (missing, 0.0 if missing else float(p), -_abs_effect(comparison), str(comparison["id"]))
 
 
+def failed_parts(comparison: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The failed parts of a comparison's criteria (full dicts), in the experiment's order.
+
+    A failed comparison that records no parts gets one: its success rule as a whole, so that the
+    failure is always named.
+    """
+    parts = [dict(c) for c in comparison.get("criteria") or [] if c.get("passed") is False]
+    if parts or comparison.get("success") is not False:
+        return parts
+    return [
+        {
+            "name": "success_criterion",
+            "kind": "plan",
+            "rule": comparison.get("success_rule") or "the experiment's success criterion",
+            "value": comparison.get("value"),
+            "ci": comparison.get("ci"),
+            "bound": None,
+            "passed": False,
+        }
+    ]
+
+
+def _closeness_key(comparison: Mapping[str, Any]) -> tuple[int, bool, float, float, str]:
+    return (len(failed_parts(comparison)), *_strength_key(comparison))
+
+
+def is_held_out(comparison: Mapping[str, Any]) -> bool:
+    """Whether a comparison's test was held out; a missing ``held_out`` counts as not held out."""
+    return comparison.get("held_out") is True
+
+
+def _fallback_branch(statistics: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> str:
+    """The first line of work the gate ran that has a comparison (when no result leads)."""
+    ran = [_branch_of(c) for c in comparisons]
+    scheduled = (statistics.get("decision") or {}).get("branches") or []
+    return next((b for b in scheduled if b in ran), ran[0])
+
+
 def choose_strongest(statistics: Mapping[str, Any]) -> dict[str, Any]:
     """Pick the result the paper leads with, and with it the line of work and the venue.
 
-    Rule (:data:`STRONGEST_RULE`): among comparisons whose ``success`` is true, the smallest
-    Holm-corrected p (ties: the larger |effect size|, then the id); if none succeeded, the same
-    order over all comparisons. A comparison that met its criterion beats any that did not, however
-    small the other's p: the criterion was fixed before the data, the p-value was not.
+    Rule (:data:`STRONGEST_RULE`): among held-out comparisons whose ``success`` is true, the
+    smallest Holm-corrected p (ties: the larger |effect size|, then the id). A comparison that met
+    its criterion beats any that did not, however small the other's p: the criterion was fixed
+    before the data, the p-value was not. A comparison that is not held out never leads, not even
+    as the closest negative: its units chose what it tests, so neither its success nor its
+    failure is a test of the claim. If no held-out comparison succeeded, the closest held-out
+    failure (fewest failed parts) is reported, with ``closest`` True and its ``failed_criteria``.
+    If no held-out comparison has a criterion, ``comparison`` and ``id`` are None and the first
+    branch the gate ran (that has a comparison) gives the venue.
 
-    Returns ``{comparison, id, branch, venue, alternative_venue, succeeded, rule}``.
+    Returns ``{comparison, id, branch, venue, alternative_venue, succeeded, closest,
+    failed_criteria, not_held_out_successes, rule}``; ``not_held_out_successes`` are the ids that
+    met their criteria on their own selection units (they cannot lead; the reports say so).
     Raises ValueError when there are no comparisons (the abort path writes no paper).
     """
     comparisons = list(statistics.get("comparisons") or [])
@@ -74,16 +128,28 @@ def choose_strongest(statistics: Mapping[str, Any]) -> dict[str, Any]:
     for index, comparison in enumerate(comparisons):
         if "id" not in comparison:
             raise ValueError(f"comparison {index} has no 'id'")
-    succeeded = [c for c in comparisons if c.get("success") is True]
-    best = min(succeeded or comparisons, key=_strength_key)
-    branch = _branch_of(best)
+    held_out = [c for c in comparisons if is_held_out(c)]
+    succeeded = [c for c in held_out if c.get("success") is True]
+    failures = [c for c in held_out if c.get("success") is False]
+    if succeeded:
+        best: dict[str, Any] | None = dict(min(succeeded, key=_strength_key))
+    elif failures:
+        best = dict(min(failures, key=_closeness_key))
+    else:
+        best = None
+    branch = _branch_of(best) if best else _fallback_branch(statistics, comparisons)
     venue, alternative = plan.branch(branch).venues
     return {
-        "comparison": dict(best),
-        "id": best["id"],
+        "comparison": best,
+        "id": best["id"] if best else None,
         "branch": branch,
         "venue": venue,
         "alternative_venue": alternative,
         "succeeded": bool(succeeded),
+        "closest": best is not None and not succeeded,
+        "failed_criteria": failed_parts(best) if best and not succeeded else [],
+        "not_held_out_successes": [
+            c["id"] for c in comparisons if c.get("success") is True and not is_held_out(c)
+        ],
         "rule": STRONGEST_RULE,
     }
