@@ -48,10 +48,16 @@ def main(argv: list[str] | None = None) -> None:
         )
     except (ValueError, OSError) as error:
         sys.exit(f"error: {error}")
+    lead = summary["strongest_comparison"]
+    if summary["any_success"]:
+        what = f"strongest held-out result {lead}"
+    elif lead is not None:
+        what = f"no held-out success; closest negative result {lead}"
+    else:
+        what = "no held-out test had a criterion; no result leads"
     print(
-        f"strongest result {summary['strongest_comparison']} (line of work {summary['branch']}): "
-        f"{summary['venue']} (alternative {summary['alternative_venue']}) -> "
-        f"{args.output_dir / 'draft.tex'}"
+        f"{what} (line of work {summary['branch']}): {summary['venue']} "
+        f"(alternative {summary['alternative_venue']}) -> {args.output_dir / 'draft.tex'}"
     )
 
 

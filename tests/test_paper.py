@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 import shutil
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.workflow import compile_paper, pdf_page_texts, pdf_pages
 
 from actspace import plan
 from actspace.analysis import paper
@@ -30,12 +32,13 @@ def comparison(cid: str, branch: str, **fields) -> dict:
         "value": 1.2,
         "ci": [-0.5, 2.9],
         "n": 150,
-        "effect_size": {"name": "d_z", "value": 0.11},
+        "effect_size": {"name": "hedges_g_z", "value": 0.11},
         "test": "McNemar",
         "p_value": 0.31,
         "p_holm": 0.62,
         "success": False,
         "success_rule": "gain >= 2 points with a CI excluding 0",
+        "held_out": True,
         "seeds": {"42": 1.2, "123": 0.8},
         "seed_mean": 1.0,
         "seed_sd": 0.28,
@@ -243,16 +246,87 @@ def test_success_beats_a_smaller_p_without_success():
     assert (best["branch"], best["venue"], best["alternative_venue"]) == ("2B", "ACL", "EMNLP")
 
 
-def test_without_success_the_smallest_holm_p_wins():
+def choose_failed_part(name: str, value: float, bound: float) -> dict:
+    """A failed part of a criterion: its interval [value - 1, value + 1] does not clear bound."""
+    return {"name": name, "kind": "control", "rule": f"{name} lies above {bound}", "value": value,
+            "ci": [value - 1, value + 1], "bound": bound, "passed": False}  # fmt: skip
+
+
+def choose_passed_part(name: str) -> dict:
+    return {"name": name, "kind": "plan", "rule": f"{name} holds", "value": 3.0,
+            "ci": [2.5, 3.5], "bound": 2.0, "passed": True}  # fmt: skip
+
+
+def test_choose_strongest_without_success_reports_the_closest_negative():
+    """Nothing succeeded: the held-out failure with the fewest failed parts is reported, however
+    small another's p; a descriptive comparison (success None) is never the closest."""
+    two_failed = comparison(
+        "activation_transfer", "2A", p_holm=0.001, success=False,
+        criteria=[
+            choose_failed_part("gain_at_least_min_gain", 0.5, 2.0),
+            choose_failed_part("beats_shuffled", 0.1, 0.0),
+        ],
+    )  # fmt: skip
+    one_failed = comparison(
+        "unsupervised_error", "2B", p_holm=0.3, success=False,
+        criteria=[
+            choose_passed_part("ratio_at_least_0_8"),
+            choose_failed_part("beats_random_direction", 0.2, 0.0),
+        ],
+    )  # fmt: skip
+    descriptive = comparison("patching_layers", "2C", p_holm=0.0001, success=None)
+    best = paper.choose_strongest(statistics(two_failed, one_failed, descriptive))
+    assert (best["id"], best["succeeded"], best["closest"]) == ("unsupervised_error", False, True)
+    assert [c["name"] for c in best["failed_criteria"]] == ["beats_random_direction"]
+    assert best["failed_criteria"][0]["ci"] == [-0.8, 1.2]
+    assert (best["venue"], best["alternative_venue"]) == ("ACL", "EMNLP")
+    # equal numbers of failed parts: the smaller Holm p, then the larger |effect|
+    tie = comparison("abstention", "2B", p_holm=None, success=False)
+    one = comparison("activation_transfer", "2A", p_holm=0.2, success=False)
+    assert paper.choose_strongest(statistics(tie, one))["id"] == "activation_transfer"
+    # a failure that records no parts names its success rule as the failed part
+    named = paper.choose_strongest(statistics(one))["failed_criteria"]
+    assert [(c["name"], c["rule"]) for c in named] == [
+        ("success_criterion", "gain >= 2 points with a CI excluding 0")
+    ]
+
+
+def test_choose_strongest_never_leads_with_a_test_that_is_not_held_out():
+    """A cell chosen and tested on the same pairs: the smallest p and a success, yet it leads
+    neither as the success nor as the closest negative; the held-out success leads."""
+    selected_on_own_pairs = comparison(
+        "patching_layers", "2C", p_holm=None, p_value=1e-9, success=True, held_out=False,
+        effect_size={"name": "g", "value": 5.0},
+    )  # fmt: skip
+    held_out_success = comparison("abstention", "2B", p_holm=0.04, success=True)
+    best = paper.choose_strongest(statistics(selected_on_own_pairs, held_out_success))
+    assert (best["id"], best["succeeded"], best["closest"]) == ("abstention", True, False)
+    assert best["failed_criteria"] == [] and best["venue"] == "ACL"
+    assert best["not_held_out_successes"] == ["patching_layers"]
+    # without the held-out success, a held-out failure is reported as the closest negative
+    failure = comparison("activation_transfer", "2A", p_holm=0.7, success=False)
+    best = paper.choose_strongest(statistics(selected_on_own_pairs, failure))
+    assert (best["id"], best["succeeded"], best["closest"]) == ("activation_transfer", False, True)
+    # a missing held_out counts as not held out
+    unrecorded = comparison("unsupervised_error", "2B", p_holm=0.001, success=True)
+    del unrecorded["held_out"]
+    assert paper.choose_strongest(statistics(unrecorded, failure))["id"] == "activation_transfer"
+
+
+def test_choose_strongest_with_no_held_out_criterion_leads_with_nothing():
+    """No held-out comparison has a criterion: no result leads (closest None), and the first
+    line of work the gate ran that has a comparison gives the venue."""
     stats = statistics(
-        comparison("activation_transfer", "2A", p_holm=0.2, success=False),
-        comparison("patching_layers", "2C", p_holm=0.03, success=None),
-        comparison("abstention", "2B", p_holm=None, success=False),
+        comparison("patching_layers", "2C", p_holm=0.001, success=None),
+        comparison("abstention", "2B", p_holm=0.01, success=True, held_out=False),
     )
     best = paper.choose_strongest(stats)
-    assert best["id"] == "patching_layers"
-    assert best["succeeded"] is False
-    assert best["venue"] == "ICLR"
+    assert (best["comparison"], best["id"], best["succeeded"], best["closest"]) == (
+        None, None, False, False,
+    )  # fmt: skip
+    assert best["failed_criteria"] == [] and best["not_held_out_successes"] == ["abstention"]
+    # the gate ran 2A, 2B, 2C; 2A has no comparison, so 2B (the first with one) gives the venue
+    assert (best["branch"], best["venue"]) == ("2B", "ACL")
 
 
 def test_ties_go_to_the_larger_absolute_effect_then_the_id():
@@ -398,37 +472,115 @@ def test_markdown_tables():
 # the abstracts
 
 
+def failed_part(name: str, rule: str, value: float, ci: list, bound: float) -> dict:
+    """A part of a success criterion that failed (the contract of actspace.core.criteria)."""
+    return {"name": name, "kind": "control", "rule": rule, "value": value, "ci": ci,
+            "bound": bound, "passed": False}  # fmt: skip
+
+
+def passed_part(rule: str) -> dict:
+    return {"name": "plan_rule", "kind": "plan", "rule": rule, "value": 3.0, "ci": [2.5, 3.5],
+            "bound": 2.0, "passed": True}  # fmt: skip
+
+
+SHUFFLED_RULE = (
+    "target + transfer beats target + another item's mapped activation (the shuffled-item "
+    "control): the paired 95% interval over items of transfer minus shuffled lies above 0"
+)
+
+
 @pytest.mark.parametrize("branch", ["2A", "2B", "2C"])
-@pytest.mark.parametrize("success", [True, False, None])
-def test_abstract_has_no_unfilled_slot_and_states_the_numbers(branch, success):
+def test_abstract_leads_with_the_held_out_success(branch):
+    """The held-out success leads, with its numbers and human labels; a success chosen on its own
+    units never leads (however small its p) and is counted as such."""
     best = comparison(
-        "headline",
-        branch,
-        value=0.40,
-        ci=[0.26, 0.55],
-        p_value=0.0123,
-        p_holm=0.0246,
-        success=success,
-    )
+        "headline", branch, value=0.40, ci=[0.26, 0.55], p_value=0.0123, p_holm=0.0246,
+        success=True, criteria=[passed_part("the gain is at least 2 points")],
+    )  # fmt: skip
+    selected = comparison("patching_layers", "2C", p_value=1e-6, p_holm=None, success=True,
+                          held_out=False)  # fmt: skip
     other = comparison("other", "2A" if branch != "2A" else "2B", p_holm=0.9, success=False)
-    text = paper.render_abstract(statistics(best, other), config(), templates_dir=TEMPLATES)
+    stats = statistics(best, selected, other)
+    stats["holm"].update(family=["headline", "other"], excluded=[{"id": "patching_layers"}])
+    text = paper.render_abstract(stats, config())
     assert paper.unfilled_slots(text) == []
     assert re.search(r"\[[^\d-]", text) is None  # every bracket left is an interval
-    assert "0.400" in text
-    assert "[0.260, 0.550]" in text
-    assert "p = 0.012" in text
-    assert "Holm-corrected p = 0.025" in text
-    assert "d_z = 0.110" in text
-    assert "{{" not in text and "{%" not in text
     assert text.count("\n") == 1  # one paragraph
-    if success is True:
-        assert "meets the success criterion" in text
-    elif success is False:
-        assert "falls short of the success criterion" in text
-        assert "None of the two comparisons met a success criterion." in text
-    else:
-        assert "No success criterion was set" in text
-        assert "None of the two comparisons met a success criterion (one fell short and one" in text
+    assert "Our strongest held-out result comes from headline: the accuracy gain (points) was " \
+        "0.400 (95% CI [0.260, 0.550], n = 150), Holm-corrected p = 0.025 across two tests, " \
+        "Hedges' g_z = 0.110." in text  # fmt: skip
+    assert "It meets the criterion we fixed in advance." in text
+    assert (
+        "Of the three comparisons, one met its criterion, one met its criterion only on the "
+        "units that chose it and one did not." in text
+    )
+    assert "hedges_g_z" not in text and "p = 0.000" not in text
+
+
+@pytest.mark.parametrize("branch", ["2A", "2B", "2C"])
+def test_abstract_without_success_reports_the_closest_negative_and_its_failed_part(branch):
+    closest = comparison(
+        "activation_transfer", branch, value=0.5, ci=[-1.0, 2.0], p_holm=0.04, success=False,
+        criteria=[passed_part("the gain is at least 2 points"),
+                  failed_part("beats_shuffled_control", SHUFFLED_RULE, 0.1, [-0.2, 0.4], 0.0)],
+    )  # fmt: skip
+    other = comparison("abstention", "2B", p_holm=0.9, success=False)
+    text = paper.render_abstract(statistics(closest, other), config())
+    assert paper.unfilled_slots(text) == []
+    assert (
+        "No line of work met its pre-registered criteria on a held-out test. Neither comparison "
+        "met its criteria. The closest comes from activation transfer into the target model: "
+        in text
+    )
+    assert (
+        "We report it as a negative result: it fails one part of its criterion: target + "
+        "transfer beats target + another item's mapped activation (0.100, 95% CI [-0.200, "
+        "0.400], bound 0)." in text
+    )
+    assert "Our strongest" not in text and "meets the criterion" not in text
+    assert "Its confidence interval includes zero." in text
+    assert "Across two seeds the mean was 1.00 (SD 0.280)." in text
+
+
+def test_abstract_counts_agree_in_grammar():
+    def text_for(*outcomes):
+        comps = [
+            comparison(f"c{i}", "2B", p_holm=0.1 + i / 100, success=s, criteria=c)
+            for i, (s, c) in enumerate(outcomes)
+        ]
+        return paper.render_abstract(statistics(*comps), config())
+
+    short = (False, None)
+    assert "None of the three comparisons met their criteria." in text_for(short, short, short)
+    nothing = text_for(*[(None, None)] * 3)
+    assert "No held-out test had a success criterion, so no result leads this report." in nothing
+    assert "Of the three" not in nothing and "None of the three" not in nothing
+    assert "Of the three comparisons, one fell short and two had none." in text_for(
+        short, (None, None), (None, None)
+    )
+    unjudged = (None, [passed_part("x"), {**passed_part("y"), "passed": None}])
+    assert "Of the two comparisons, one fell short and one could not be judged." in text_for(
+        short, unjudged
+    )
+    assert "Of the two comparisons, one met its criterion and one did not." in text_for(
+        (True, None), short
+    )
+    assert "Of the three comparisons, two met their criteria and one did not." in text_for(
+        (True, None), (True, None), short
+    )
+    single = text_for(short)
+    assert "No line of work met its pre-registered criteria on a held-out test. The closest" in (
+        single
+    )
+    assert "comparisons" not in single
+
+
+def test_abstract_without_a_held_out_criterion_leads_with_nothing():
+    stats = statistics(comparison("patching_layers", "2C", p_holm=0.001, success=None))
+    text = paper.render_abstract(stats, config())
+    assert paper.unfilled_slots(text) == [] and "n/a" not in text
+    assert "No held-out test had a success criterion, so no result leads this report." in text
+    assert "was 1.20" not in text
 
 
 def test_abstracts_differ_by_line_of_work():
@@ -438,38 +590,250 @@ def test_abstracts_differ_by_line_of_work():
         )
         for branch in ("2A", "2B", "2C")
     }
-    assert "shared activation space" in texts["2A"]
+    assert "share an activation space" in texts["2A"]
     assert "Contrast-Consistent Search" in texts["2B"]
     assert "Activation patching" in texts["2C"]
 
 
 def test_abstract_with_missing_values_stays_grammatical():
     best = comparison(
-        "headline",
-        "2C",
-        ci=None,
-        p_value=None,
-        p_holm=None,
-        effect_size=None,
-        n=None,
-        success=None,
-        seeds={},
-    )
+        "headline", "2C", ci=None, p_value=None, p_holm=None, effect_size=None, n=None,
+        success=True, seeds={},
+    )  # fmt: skip
     text = paper.render_abstract(statistics(best), config(), templates_dir=TEMPLATES)
     assert paper.unfilled_slots(text) == []
-    assert "the accuracy gain (points) was 1.20." in text
-    assert "95% CI" not in text.split("headline")[1].split(".")[0]
+    assert "comes from headline: the accuracy gain (points) was 1.20. It meets" in text
     assert "n/a" not in text and "None" not in text
-    assert "without a significance test" in text
-    assert "significance after Holm" not in text  # no p-value: no claim about significance
+    uncorrected = comparison("headline", "2C", p_value=0.02, p_holm=None, success=True)
+    text = paper.render_abstract(statistics(uncorrected), config())
+    assert "n = 150), p = 0.020 uncorrected, Hedges' g_z = 0.110." in text
 
 
 def test_abstract_names_the_experiment_models_and_a_forced_gate():
     stats = statistics(comparison("activation_transfer", "2A", success=True), forced=("pm1",))
     text = paper.render_abstract(stats, config(), templates_dir=TEMPLATES)
     assert "gpt2 and EleutherAI/pythia_70m" in text
-    assert "the gate was forced to PASS" in text
-    assert "a verdict of INCONCLUSIVE" in text
+    assert (
+        "A pre-mortem gated this line of work: the correlation after projection was 0.400 (95% CI "
+        "[0.260, 0.550]) against a threshold of 0.300 fixed in advance, a verdict of "
+        "INCONCLUSIVE; the gate was forced to PASS, so this line of work is exploratory." in text
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# every forced path: the abstract's length, human labels, no identifiers in prose
+
+#: What each branch experiment records, as a study writes it (metric, value, CI, n, the parts
+#: of its criterion; None: no criterion). Rules are as long as the experiments' own.
+REALISTIC = {
+    "cross_model_extended": ("heldout_projection_correlation_at_layer_depth", 0.499,
+                             [0.326, 0.655], 22, None),
+    "activation_transfer": ("transfer_gain_points", 3.4, [0.7, 6.9], 29, [
+        "target + transfer beats the target alone by at least 2 accuracy points, and the paired "
+        "95% interval of the gain over items lies above 0",
+        "target + transfer beats target + another item's mapped activation (the shuffled-item "
+        "control): the paired 95% interval over items of transfer minus shuffled, in points, "
+        "lies above 0"]),
+    "error_prediction_extended": ("heldout_balanced_accuracy_at_selected_layer", 0.81,
+                                  [0.58, 0.97], 22, None),
+    "unsupervised_error": ("ccs_over_supervised_balanced_accuracy", 0.93, [0.84, 1.02], 22, [
+        "CCS reaches 0.8 of the supervised probe: the 95% bootstrap interval over entity groups "
+        "of CCS's balanced accuracy divided by the supervised contrast probe's, at the headline "
+        "layer, lies above 0.8",
+        "CCS beats a random direction (the expected balanced accuracy over 20 seeded random unit "
+        "directions projecting the contrast differences, signed by output confidence on the "
+        "training items as CCS is): the paired 95% bootstrap interval over entity groups of "
+        "CCS's balanced accuracy minus the control's lies above 0",
+        "CCS beats the top principal component of the contrast differences: the paired 95% "
+        "bootstrap interval over entity groups of CCS's balanced accuracy minus the control's "
+        "lies above 0",
+        "CCS beats the output confidence (thresholded on the training items): the paired 95% "
+        "bootstrap interval over entity groups of CCS's balanced accuracy minus the control's "
+        "lies above 0"]),
+    "abstention": ("effective_accuracy_gain_at_threshold", 0.061, [0.012, 0.11], 22, [
+        "answering only when P(correct) >= 0.3, effective accuracy beats answering every item: "
+        "the 95% interval of the gain lies above 0",
+        "at the same coverage (17 answered test items), the probe's effective accuracy beats "
+        "answering the model's most confident items (largest choice probability): the paired "
+        "95% interval over items of the difference lies above 0"]),
+    "patching_layers": ("denoising_change_rate_at_strongest_cell", 0.96, [0.80, 1.0], 25, None),
+    "behavior_edit:formality": ("attribute_shift_at_best_setting", 0.0774, [0.062, 0.095], 25, [
+        "the report prompts' mean attribute shift (steered minus unsteered) at the chosen "
+        "setting has a 95% CI above 0",
+        "no setting kept perplexity within the budget: no setting met the rule that the "
+        "steered perplexity on neutral texts is at most 1.5 times the unsteered one on the "
+        "report neutral texts (held apart from the budget-check texts that chose the setting)",
+        "the report prompts' mean attribute score under the steering vector minus under a random "
+        "direction of the same norm (same layer, coefficient and sampling seeds) has a 95% CI "
+        "above 0"]),
+    "patching_vs_prompting:formality": ("steering_minus_prompting_shift", -0.148,
+                                        [-0.176, -0.121], 25, None),
+}  # fmt: skip
+
+
+def realistic_comparison(cid: str, outcome: str, p: float) -> dict:
+    """One comparison as statistics.json records it; ``outcome``: met, failed (its last part
+    fails) or descriptive (no criterion)."""
+    metric, value, ci, n, rules = REALISTIC[cid]
+    experiment, _, label = cid.partition(":")
+    parts = []
+    for index, rule in enumerate(rules if rules and outcome != "descriptive" else []):
+        fails = outcome == "failed" and index == len(rules) - 1
+        parts.append({
+            "name": f"part_{index}", "kind": "plan" if index == 0 else "control", "rule": rule,
+            "value": None if fails else 0.12, "ci": [None, None] if fails else [0.05, 0.2],
+            "bound": 1.5 if fails else 0.0, "passed": not fails,
+        })  # fmt: skip
+    success = None if not parts else all(part["passed"] for part in parts)
+    return comparison(
+        cid, plan.experiment_branch(experiment), experiment=experiment, label=label or None,
+        claim=None, metric=metric, value=value, ci=ci, n=n, p_value=p / 2, p_holm=p,
+        effect_size={"name": "hedges_g_z", "value": 1.74}, test="sign-flip permutation",
+        success=success, success_rule=None, criteria=parts, held_out=True,
+        selection="the layer was chosen on the training items' cross-validation",
+    )  # fmt: skip
+
+
+def realistic_statistics(branches: tuple[str, ...], outcome: str, forced: bool) -> dict:
+    comps = [
+        realistic_comparison(cid, outcome, p=0.002 * (index + 1))
+        for index, cid in enumerate(REALISTIC)
+        if plan.experiment_branch(cid.partition(":")[0]) in branches
+    ]
+    stats = statistics(*comps, forced=("pm1", "pm2", "pm3") if forced else ())
+    stats["decision"]["branches"] = list(branches)
+    real = {"pm1": "heldout_projection_correlation", "pm2": "heldout_balanced_accuracy",
+            "pm3": "change_rate"}  # fmt: skip
+    for key, metric in real.items():
+        stats["premortems"][key]["metric"] = metric
+    if forced:  # the longest pre-mortem sentence: nothing measured, and the verdict forced
+        stats["premortems"]["pm3"].update(
+            value=None, ci=[None, None], verdict="PASS", measured_verdict="INCONCLUSIVE",
+            reason="fewer than two usable prompt pairs after filtering",
+        )  # fmt: skip
+    return stats
+
+
+def hub_config() -> dict:
+    """Three hub models with long ids and three tasks: the longest model and task lists."""
+    conf = config()
+    conf["models"] = {
+        name: {"source": "hub", "id": f"EleutherAI/{name}-deduped", "revision": None}
+        for name in ("pythia-160m", "pythia-410m", "pythia-1b")
+    }
+    conf["tasks"]["truthfulqa"] = {"type": "truthfulqa_mc1", "source": "hub"}
+    conf["experiments"] = {}
+    return conf
+
+
+BRANCH_SETS = [
+    combo for size in (1, 2, 3) for combo in itertools.combinations(("2A", "2B", "2C"), size)
+]
+IDENTIFIERS = [*plan.METRIC_NAMES, *paper.formatting.EFFECT_SIZES]
+
+
+@pytest.mark.parametrize("branches", BRANCH_SETS, ids="+".join)
+def test_every_forced_path_has_an_abstract_within_200_words_without_identifiers(branches):
+    for outcome, forced, conf in itertools.product(
+        ("met", "failed", "descriptive"), (False, True), (config(), hub_config())
+    ):
+        stats = realistic_statistics(branches, outcome, forced)
+        text = paper.render_abstract(stats, conf)
+        where = (branches, outcome, forced)
+        assert paper.word_count(text) <= paper.ABSTRACT_WORDS, (where, paper.word_count(text))
+        assert paper.unfilled_slots(text) == [] and "n/a" not in text, (where, text)
+        assert text.count("\n") == 1, (where, text)  # one paragraph
+        assert not [name for name in IDENTIFIERS if name in text], (where, text)
+        if outcome == "met":
+            assert "Our strongest held-out result comes from" in text, where
+        elif outcome == "failed":
+            assert "No line of work met its pre-registered criteria" in text, where
+            assert "We report it as a negative result: it fails one part of its criterion: " in (
+                text
+            ), where
+        else:
+            assert "No held-out test had a success criterion" in text, where
+
+
+def test_the_full_abstract_is_kept_when_it_fits_and_shortened_only_when_it_does_not():
+    stats = realistic_statistics(("2A",), "met", forced=False)
+    text = paper.render_abstract(stats, config())
+    assert "one workflow reproduces every number" in text  # brevity 0: every sentence
+    longest = realistic_statistics(("2A", "2B", "2C"), "failed", forced=True)
+    longest["comparisons"] = [c for c in longest["comparisons"] if c["id"] == "unsupervised_error"]
+    for part in longest["comparisons"][0]["criteria"][:-1]:  # every part fails: the longest text
+        part.update(passed=False, rule=part["rule"] + " " + "and so on " * 20)
+    text = paper.render_abstract(longest, hub_config())
+    assert paper.word_count(text) <= paper.ABSTRACT_WORDS
+    assert "one workflow reproduces every number" not in text  # the optional sentence went first
+
+
+def body_prose(tex: str) -> str:
+    """The draft from the abstract to the appendix, without code, tables and comments."""
+    body = tex[tex.index(r"\begin{abstract}") : tex.index(r"\appendix")]
+    body = re.sub(r"\\begin\{(table\*?|tabular)\}.*?\\end\{\1\}", "", body, flags=re.S)
+    body = re.sub(r"\\texttt\{[^{}]*(\{\}[^{}]*)*\}", "", body)
+    return "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("%"))
+
+
+@pytest.mark.parametrize("outcome", ["met", "failed", "descriptive"])
+def test_the_draft_names_metrics_and_effect_sizes_by_their_labels(outcome):
+    stats = realistic_statistics(("2A", "2B", "2C"), outcome, forced=True)
+    tex = paper.render_draft(stats, [], config(), "")
+    prose = body_prose(tex)
+    for name in IDENTIFIERS:
+        escaped = name.replace("_", r"\_")
+        assert name not in tex[: tex.index(r"\appendix")] and escaped not in prose, name
+    assert "share of corrupted answers flipped by patching the strongest cell" in tex
+    assert "Hedges' $g_z$ = 1.74" in tex
+    assert "None of the two" not in tex and "of the one" not in tex and " 1 comparisons" not in tex
+
+
+def test_every_metric_the_package_writes_has_a_label_and_unit_in_the_plan():
+    """Labels live in one place (plan.METRICS): every headline and pre-mortem metric the
+    package names has an entry with a label and a unit."""
+    pattern = re.compile(r'(?:"metric":\s*|HEADLINE_METRIC\s*=\s*)"([a-z][a-z0-9_]*)"')
+    package = ROOT / "src" / "actspace"
+    written = {m for path in package.rglob("*.py") for m in pattern.findall(path.read_text())}
+    written |= {pm.metric for pm in plan.PREMORTEMS}
+    assert written, "no metric found: the pattern no longer matches the code"
+    assert written <= set(plan.METRIC_NAMES), written - set(plan.METRIC_NAMES)
+    for entry in plan.METRICS:
+        assert entry.label and entry.unit and "_" not in entry.label, entry
+    assert plan.metric("transfer_gain_points").text == (
+        "accuracy gain from activation transfer (percentage points)"
+    )
+    assert plan.metric("change_rate").percent and plan.premortem("pm3").metric_label == (
+        "share of corrupted answers flipped to the clean answer"
+    )
+    # a metric the registry lacks still reads as words, never as an identifier
+    assert plan.metric_text("some_new_rate") == "some new rate"
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "ci", "shown"),
+    [
+        ("heldout_balanced_accuracy_at_selected_layer", 0.812, [0.58, 0.97], "81.2%"),
+        ("effective_accuracy_gain_at_threshold", 0.061, [0.012, 0.11], "6.10"),
+        ("ccs_over_supervised_balanced_accuracy", 0.93, [0.84, 1.02], "0.930"),
+    ],
+)
+def test_values_are_shown_in_the_metric_unit(metric, value, ci, shown):
+    stats = statistics(comparison("x", "2B", metric=metric, value=value, ci=ci, success=True))
+    (row,) = paper.comparison_rows(stats)
+    assert row["value"] == shown
+    assert row["metric"] == plan.metric_text(metric)
+
+
+def test_count_words_agree_with_their_numbers():
+    assert paper.count_phrase(1, "comparison") == "one comparison"
+    assert paper.count_phrase(2, "comparison") == "two comparisons"
+    assert paper.count_phrase(12, "test") == "12 tests"
+    assert paper.none_of(2, "comparison") == "neither comparison"
+    assert paper.none_of(3, "comparison") == "none of the three comparisons"
+    assert paper.effect_name("hedges_g_z") == "Hedges' g_z"
+    assert paper.effect_name("cohens_d") == "Cohen's d"
+    assert str(paper.latex_prose("Hedges' g_z = 1.2 for a_b")) == r"Hedges' $g_z$ = 1.2 for a\_b"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,8 +925,8 @@ def test_draft_preamble_follows_the_venue(branch, documentclass):
 def test_results_table_lists_every_comparison(draft):
     experiments = section(draft, "Experiments")
     transfer = (
-        r"\texttt{activation\_\allowbreak{}transfer} & accuracy gain (points) & 1.20 & "
-        r"{[}-0.500, 2.90{]} & 0.310 & 0.620 & d\_z = 0.110 & 150 & no \\"
+        r"Activation transfer into the target model & accuracy gain (points) & 1.20 & "
+        r"{[}-0.500, 2.90{]} & 0.310 & 0.620 & Hedges' $g_z$ = 0.110 & 150 & no \\"
     )
     assert transfer in experiments
     patching = (
@@ -570,7 +934,7 @@ def test_results_table_lists_every_comparison(draft):
         r"h = 0.500 & 50 & --- \\"
     )
     assert patching in experiments
-    assert "n/a & n/a" in experiments  # abstention: no p-values
+    assert "& n/a & --- & n/a & 150 & --- \\\\" in experiments  # abstention: no p-values
     # pre-mortem table: the forced verdict is marked, with the measured one
     # with both verdicts, the control and the controlled comparison in the metric's unit
     pm1 = (
@@ -596,20 +960,24 @@ def test_figures_are_included_from_the_manifest(draft):
 
 def test_failures_and_inconclusive_results_are_discussed_in_the_analysis(draft):
     analysis = section(draft, "Analysis")
-    assert r"\texttt{activation\_\allowbreak{}transfer}: negative result.}" in analysis
+    assert r"\paragraph{Activation transfer into the target model: negative result.}" in analysis
     assert "We expected that activation\\_transfer works." in analysis
     assert "does not meet the success criterion" in analysis
     assert "gain \\textgreater{}= 2 points with a CI excluding 0" in analysis
     assert "The interval includes zero" in analysis
-    assert "Across 2 seeds the mean was 1.00 (SD 0.280)." in analysis
+    assert "Across two seeds the mean was 1.00 (SD 0.280)." in analysis
+    assert (
+        r"The accuracy gain (points) was 1.20 (95\% CI {[}-0.500, 2.90{]}) on n = 150, McNemar: "
+        r"p = 0.310 and Holm-corrected p = 0.620, effect size Hedges' $g_z$ = 0.110." in analysis
+    )
     # the pre-mortem that was INCONCLUSIVE (and forced) is discussed as such
     assert "PM1 (cross-model similarity) was INCONCLUSIVE" in analysis
     assert "forced to PASS by the configuration" in analysis
     # a success is not listed among the failures, and descriptive results are not failures
     failures = analysis.split(r"\subsection{Pre-mortem verdicts}")[0]
-    assert "unsupervised\\_\\allowbreak{}error" not in failures
-    assert "abstention" not in failures
-    assert "patching\\_\\allowbreak{}layers" not in failures
+    assert "CCS" not in failures
+    assert "Abstention" not in failures
+    assert "Activation patching" not in failures
 
 
 def test_no_significant_result_without_criterion_is_inconclusive():
@@ -619,20 +987,91 @@ def test_no_significant_result_without_criterion_is_inconclusive():
     )
     tex = paper.render_draft(stats, [], config(), "", templates_dir=TEMPLATES)
     analysis = section(tex, "Analysis")
-    assert (
-        r"\texttt{patching\_\allowbreak{}vs\_\allowbreak{}prompting}: inconclusive result."
-        in analysis
-    )
+    assert r"\paragraph{Steering against prompting: inconclusive result.}" in analysis
     assert "neither an effect nor its absence is established" in analysis
 
 
-def test_no_success_is_said_plainly():
-    stats = statistics(
-        comparison("activation_transfer", "2A"), comparison("abstention", "2B", p_holm=0.8)
+def test_no_success_is_said_plainly_and_the_closest_names_its_failed_part():
+    closest = comparison(
+        "activation_transfer", "2A", p_holm=0.04, success=False, ci=[0.2, 2.9],
+        criteria=[passed_part("the gain is at least 2 points"),
+                  failed_part("beats_shuffled_control", SHUFFLED_RULE, 0.1, [-0.2, 0.4], 0.0)],
+    )  # fmt: skip
+    stats = statistics(closest, comparison("abstention", "2B", p_holm=0.8))
+    tex = " ".join(paper.render_draft(stats, [], config(), "").split())
+    assert (
+        "The effect is detectable after Holm correction, but it does not beat the control named "
+        "above" in section(tex, "Analysis")
     )
-    tex = paper.render_draft(stats, [], config(), "", templates_dir=TEMPLATES)
-    assert "No experiment met its success criterion." in tex
+    assert "smaller than the criterion demands" not in tex
     assert paper.unfilled_slots(tex) == []
+    assert (
+        "No line of work met its criteria on a held-out test. We report the closest, from "
+        "activation transfer into the target model, as a negative result: the accuracy gain "
+        "(points) was 1.20" in tex
+    )
+    assert (
+        "It fails one part of its criterion: target + transfer beats target + another item's "
+        "mapped activation (the shuffled-item control): the paired 95\\% interval over items of "
+        "transfer minus shuffled lies above 0 (0.100, 95\\% CI {[}-0.200, 0.400{]}, bound 0)."
+        in tex
+    )
+    conclusion = section(tex, "Conclusion")
+    assert (
+        "the closest, from activation transfer into the target model, fails its criterion "
+        "(target + transfer beats target + another item's mapped activation)." in conclusion
+    )
+    # the criteria appendix lists each part with its numbers
+    appendix = section(tex, "Success criteria, part by part")
+    assert (
+        "Activation transfer into the target model & plan & the gain is at least 2 points & 3.00 "
+        "& {[}2.50, 3.50{]} & 2.00 & yes \\\\" in appendix
+    )
+    assert " & control & target + transfer beats" in appendix
+
+
+def test_the_venue_rule_is_a_latex_comment_and_in_paper_json_not_prose(tmp_path):
+    tex = paper.render_draft(full_statistics(), [], config(), "")
+    body = tex[tex.index(r"\begin{document}") :]
+    assert "smallest Holm-corrected p-value" not in body
+    assert "rule fixed before" not in body
+    preamble = tex[: tex.index(r"\begin{document}")]
+    comment = [line for line in preamble.splitlines() if "How the venue was chosen" in line]
+    assert comment and comment[0].startswith("% ")
+    rule_lines = preamble[preamble.index(comment[0]) :].split("\n\\usepackage")[0]
+    assert all(line.startswith("% ") for line in rule_lines.splitlines())
+    assert " ".join(line[2:] for line in rule_lines.splitlines()).endswith(paper.STRONGEST_RULE)
+    paths = write_inputs(tmp_path)
+    info = paper.write_paper(
+        paths["statistics"], paths["manifest"], paths["config"], None, None, tmp_path / "out"
+    )
+    assert info["rule"] == paper.STRONGEST_RULE
+    assert (info["closest"], info["failed_criteria"], info["held_out"]) == (False, [], True)
+
+
+def test_the_holm_family_and_the_tests_left_out_are_stated():
+    selected = comparison(
+        "patching_layers", "2C", p_value=1e-4, p_holm=None, success=None, held_out=False,
+        in_holm_family=False, excluded_from_family="not held out: the units it is tested on also "
+        "chose it (strongest cell chosen on the same pairs)",
+    )  # fmt: skip
+    held = comparison("activation_transfer", "2A", p_holm=0.3, success=True, in_holm_family=True)
+    stats = statistics(held, selected)
+    stats["holm"] = {
+        "alpha": 0.05, "n_comparisons": 1, "family": ["activation_transfer"],
+        "excluded": [{"id": "patching_layers", "reason": selected["excluded_from_family"]}],
+        "rule": "only held-out tests",
+    }  # fmt: skip
+    tex = " ".join(paper.render_draft(stats, [], config(), "").split())
+    assert (
+        "form the family whose p-values are corrected by the Holm procedure "
+        "\\citep{holm1979simple} at $\\alpha = 0.05$: one test. One test stays outside the family, "
+        "with uncorrected p-values (marked $^{\\ddagger}$ in Table~\\ref{tab:results}): activation "
+        "patching layer by layer (not held out: the units it is tested on also chose it (strongest "
+        "cell chosen on the same pairs))." in tex
+    )
+    assert "Holm-corrected one across the one held-out test of the family" in tex
+    assert "& \\textless{} 0.001$^{\\ddagger}$ & --- &" in tex  # raw p marked, no Holm p
 
 
 def test_appendix_lists_nested_config_keys_and_values(draft):
@@ -746,6 +1185,23 @@ def test_write_paper_writes_every_output(tmp_path):
     assert "0.853" in abstract and "[0.811, 0.902]" in abstract
     assert paper.unfilled_slots((out / "draft.tex").read_text()) == []
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_write_paper_without_a_lead_result(tmp_path):
+    """No held-out test had a criterion: the paper is still written, and paper.json says that
+    no result leads."""
+    stats = statistics(comparison("patching_layers", "2C", p_holm=0.001, success=None))
+    paths = write_inputs(tmp_path, stats=stats)
+    info = paper.write_paper(
+        paths["statistics"], paths["manifest"], paths["config"], None, None, tmp_path / "out"
+    )
+    assert (info["strongest_comparison"], info["any_success"], info["closest"]) == (
+        None, False, False,
+    )  # fmt: skip
+    assert (info["venue"], info["held_out"]) == ("ICLR", None)
+    tex = (tmp_path / "out" / "draft.tex").read_text()
+    assert "No held-out test had a success criterion, so no single result leads" in tex
+    assert paper.unfilled_slots(tex) == []
 
 
 def test_write_paper_refuses_unfilled_slots(tmp_path):
@@ -939,3 +1395,91 @@ def test_under_the_plan_criterion_the_draft_says_the_branch_ran_without_beating_
         "beat its control; we read that branch's results as exploratory." in analysis
     )
     assert "PM1 (cross-model similarity) failed" not in analysis
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled PDF, looked at
+
+
+def marked_figure(path: Path, marker: str) -> None:
+    """A tiny figure titled ``marker``: its text comes from the figure's own content, so finding
+    it on a page of the PDF shows the figure was drawn there."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2], [0.2, 0.7, 0.4], marker="o")
+    ax.set_title(marker)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def ink_share(png: Path) -> float:
+    """The share of a page's pixels that are not near-white."""
+    from PIL import Image
+
+    gray = Image.open(png).convert("L")
+    histogram = gray.histogram()
+    return sum(histogram[:200]) / (gray.width * gray.height)
+
+
+PDF_TOOLS = ("pdflatex", "bibtex", "pdftoppm", "pdftotext")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in PDF_TOOLS),
+    reason="needs pdflatex and bibtex (texlive-latex-recommended) and pdftoppm and pdftotext "
+    "(poppler-utils)",
+)
+@pytest.mark.parametrize(
+    ("headline", "name"),
+    [
+        pytest.param("unsupervised_error", "Unsupervised error discovery (CCS)", id="ACL"),
+        pytest.param("activation_transfer", "Activation transfer into the target", id="NeurIPS"),
+    ],
+)
+def test_the_compiled_draft_shows_its_figures_and_tables(tmp_path, headline, name):
+    """Compile a draft from the fixture statistics and tiny figures (two columns for ACL, one for
+    NeurIPS), render its pages to PNG, and look: no blank page, a plausible length, each figure
+    drawn on the page of its caption, and every table's caption and rows in the text."""
+    stats = full_statistics()
+    for c in stats["comparisons"]:
+        if c["success"] is not None:
+            c["success"] = c["id"] == headline
+            c["criteria"] = [{**passed_part("the part that held"), "passed": c["success"]}]
+    paths = write_inputs(tmp_path / "in", stats=stats)
+    for index, entry in enumerate(MANIFEST):
+        marked_figure(paths["manifest"].parent / entry["pdf"], f"FIGMARK{index + 1}")
+    paper.write_paper(
+        paths["statistics"], paths["manifest"], paths["config"], None, None, tmp_path / "paper"
+    )
+    pdf = compile_paper(tmp_path / "paper", tmp_path / "build")
+    pages = pdf_pages(pdf, tmp_path / "png")
+    texts = [" ".join(text.split()) for text in pdf_page_texts(pdf)]
+    assert len(pages) == len(texts)
+    assert 4 <= len(pages) <= 20, len(pages)
+    ink = [ink_share(page) for page in pages]
+    assert min(ink) > 0.005, ink  # no blank page
+    whole = " ".join(texts)
+    for number in (1, 2):
+        page = next((t for t in texts if f"Figure {number}:" in t), None)
+        assert page is not None, f"no caption of Figure {number}"
+        assert f"FIGMARK{number}" in page, f"Figure {number} is not drawn on its caption's page"
+    assert "Patching effect by layer, with 95% CIs & the strongest layer marked." in whole
+    for number, caption in enumerate(
+        (
+            "The decision table of the gate.",
+            "Pre-mortem verdicts against thresholds fixed in advance",
+            "Main results: one row per comparison.",
+            "The parts of each success criterion, with their numbers.",
+        ),
+        start=1,
+    ):
+        assert f"Table {number}: {caption}" in whole, caption
+    assert name in whole and "0.853" in whole and "1.20" in whole
+    assert "Our strongest held-out result comes from" in whole
+    assert "the part that held" in whole  # the criteria appendix
+    assert "??" not in whole  # every reference resolved

@@ -30,14 +30,18 @@ class PreMortem:
     name: str  #: key in the configuration (``premortems.<name>``) and in every record
     subject: str  #: what it measures, in a few words ("cross-model similarity")
     rule: str  #: the Snakemake rule, its script and its folder under results/pre_mortems
-    metric: str  #: the metric its verdict reads
-    metric_label: str  #: the metric for a person, with its unit
+    metric: str  #: the metric its verdict reads (its label and unit: :data:`METRICS`)
     axis_label: str  #: the metric on a figure's axis, with its unit
     scale: float  #: the factor that puts a value in ``axis_label``'s unit (1 or 100 for percent)
     branch: str  #: the branch it opens when it passes
     control: str  #: what a trivial explanation would already give on the same items
     #: what its FAIL rules out, for the negative-results report (completes "...threshold: ")
     fail_meaning: str
+
+    @property
+    def metric_label(self) -> str:
+        """The metric for a person, with its unit (from :data:`METRICS`)."""
+        return metric_text(self.metric)
 
     @property
     def label(self) -> str:
@@ -101,7 +105,6 @@ PREMORTEMS: tuple[PreMortem, ...] = (
         subject="cross-model similarity",
         rule="pm1_cross_model",
         metric="heldout_projection_correlation",
-        metric_label="held-out correlation after a linear map (Pearson r)",
         axis_label="Pearson r (held-out)",
         scale=1.0,
         branch="2A",
@@ -114,7 +117,6 @@ PREMORTEMS: tuple[PreMortem, ...] = (
         subject="error prediction",
         rule="pm2_error_prediction",
         metric="heldout_balanced_accuracy",
-        metric_label="held-out balanced accuracy of the correctness probe",
         axis_label="balanced accuracy (%)",
         scale=100.0,
         branch="2B",
@@ -128,7 +130,6 @@ PREMORTEMS: tuple[PreMortem, ...] = (
         subject="activation patching",
         rule="pm3_patching",
         metric="change_rate",
-        metric_label="share of corrupted answers flipped to the clean answer",
         axis_label="answers changed (% of pairs)",
         scale=100.0,
         branch="2C",
@@ -233,6 +234,105 @@ BRANCHES: tuple[Branch, ...] = (
 )
 #: The abort branch's one output.
 ABORT_REPORT = f"{RESULTS}/negative_results.md"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A headline metric as a reader meets it: what it measures, and in which unit.
+
+    Results files name metrics by identifier (``transfer_gain_points``); every text a person reads
+    (the paper, its tables) names them through this registry, so that a label is written once.
+    """
+
+    name: str  #: the identifier results.json uses
+    label: str  #: what it measures, in words, without the unit
+    unit: str  #: the unit a value is shown in: "%", "Pearson r", "percentage points", ...
+    scale: float = 1.0  #: the factor that puts a stored value in ``unit`` (100: proportion in %)
+
+    @property
+    def percent(self) -> bool:
+        """Whether a value is shown as a percentage (its number carries the unit)."""
+        return self.unit == "%"
+
+    @property
+    def text(self) -> str:
+        """The label with its unit, for prose and tables: ``accuracy gain (percentage points)``;
+        a percentage needs no unit after the label, its numbers carry ``%``."""
+        return self.label if self.percent or not self.unit else f"{self.label} ({self.unit})"
+
+
+METRICS: tuple[Metric, ...] = (
+    # the pre-mortems'
+    Metric(
+        "heldout_projection_correlation",
+        "held-out correlation after a linear map",
+        "Pearson r",
+    ),
+    Metric(
+        "heldout_balanced_accuracy",
+        "held-out balanced accuracy of the correctness probe",
+        "%",
+        100.0,
+    ),
+    Metric("change_rate", "share of corrupted answers flipped to the clean answer", "%", 100.0),
+    # the branch experiments' headlines
+    Metric(
+        "heldout_projection_correlation_at_layer_depth",
+        "held-out correlation after a linear map at the configured depth",
+        "Pearson r",
+    ),
+    Metric("transfer_gain_points", "accuracy gain from activation transfer", "percentage points"),
+    Metric(
+        "heldout_balanced_accuracy_at_selected_layer",
+        "held-out balanced accuracy of the correctness probe at its selected layer",
+        "%",
+        100.0,
+    ),
+    Metric(
+        "ccs_over_supervised_balanced_accuracy",
+        "balanced accuracy of CCS relative to the supervised probe",
+        "ratio",
+    ),
+    Metric(
+        "effective_accuracy_gain_at_threshold",
+        "effective-accuracy gain from abstention",
+        "percentage points",
+        100.0,
+    ),
+    Metric(
+        "denoising_change_rate_at_strongest_cell",
+        "share of corrupted answers flipped by patching the strongest cell",
+        "%",
+        100.0,
+    ),
+    Metric(
+        "attribute_shift_at_best_setting",
+        "shift in attribute score at the best steering setting",
+        "score difference",
+    ),
+    Metric(
+        "steering_minus_prompting_shift",
+        "attribute-score shift of steering minus that of prompting",
+        "score difference",
+    ),
+)
+METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
+
+
+def metric(name: str) -> Metric:
+    """The registered metric called ``name``; a name the registry lacks gets a label made from
+    its words (``some_new_rate`` -> ``some new rate``, no unit) so that a report never fails on
+    it, and tests/test_paper.py checks that every metric the package writes is registered."""
+    for entry in METRICS:
+        if entry.name == name:
+            return entry
+    return Metric(name, " ".join(str(name).replace("_", " ").split()), "")
+
+
+def metric_text(name: str) -> str:
+    """The metric's label with its unit (:attr:`Metric.text`)."""
+    return metric(name).text
+
 
 PREMORTEM_NAMES: tuple[str, ...] = tuple(pm.name for pm in PREMORTEMS)
 BRANCH_NAMES: tuple[str, ...] = tuple(b.name for b in BRANCHES)

@@ -87,3 +87,20 @@ def compile_paper(paper: Path, build: Path) -> Path:
         if done.returncode != 0:
             raise AssertionError(f"{' '.join(argv)} failed:\n{done.stdout[-3000:]}")
     return build / "draft.pdf"
+
+
+def pdf_pages(pdf: Path, folder: Path, dpi: int = 40) -> list[Path]:
+    """Render every page of ``pdf`` to a PNG in ``folder`` with poppler's pdftoppm (as a reader
+    would see them); the pages in order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = ["pdftoppm", "-r", str(dpi), "-png", str(pdf), str(folder / "page")]
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    return sorted(folder.glob("page*.png"), key=lambda p: int(re.sub(r"\D", "", p.stem)))
+
+
+def pdf_page_texts(pdf: Path) -> list[str]:
+    """The text of each page of ``pdf`` in reading order, column by column (poppler's
+    pdftotext; pages end with a form feed)."""
+    argv = ["pdftotext", str(pdf), "-"]
+    done = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
+    return done.stdout.split("\f")[:-1] if done.stdout.endswith("\f") else done.stdout.split("\f")

@@ -1,6 +1,7 @@
-"""What the templates see: the abstracts' slots and conditions, and the draft's context.
+"""What the draft template sees (the abstract's slots are :mod:`.abstract`'s).
 
-Everything is plain text here; the LaTeX template escapes what it prints. The plan
+Everything is plain text here, except the LaTeX comment that carries the venue-selection rule;
+the LaTeX template escapes what it prints. The plan
 (:mod:`actspace.plan`) gives the pre-mortem behind each line of work, the paper title and topic of
 each branch, the order of the experiments and the decision table.
 """
@@ -8,19 +9,16 @@ each branch, the order of the experiments and the decision table.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from actspace import plan
-from actspace.analysis.paper.formatting import (
-    MISSING,
-    count_word,
-    format_number,
-    join_words,
-    number_word,
-)
-from actspace.analysis.paper.rows import comparison_rows, premortem_rows
+from actspace.analysis.paper.formatting import MISSING, join_words
+from actspace.analysis.paper.rows import comparison_rows, criterion_rows, premortem_rows
 from actspace.analysis.paper.strongest import choose_strongest
 
 #: Bibliography keys for well-known hub models and task types (cited in Methods when configured).
@@ -86,98 +84,6 @@ def models_text(config: Mapping[str, Any], names: Sequence[str]) -> str:
     """``gpt2, EleutherAI/pythia-70m and tiny_gpt2``: hub models by id, the others by name."""
     specs = config.get("models") or {}
     return join_words([_model_display(name, specs.get(name)) for name in names])
-
-
-def _count_phrase(n: int, singular: str, plural: str) -> str:
-    return f"{number_word(n)} {singular if n == 1 else plural}"
-
-
-def abstract_slots(statistics: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, str]:
-    """The values of the abstracts' bracketed slots, as plain text.
-
-    Every slot is filled from ``statistics.json`` (the strongest comparison, its branch's
-    pre-mortem, the Holm family) or the configuration (models, tasks, seeds).
-    """
-    strongest = choose_strongest(statistics)
-    best = strongest["comparison"]
-    row = next(r for r in comparison_rows(statistics) if r["id"] == strongest["id"])
-    pm_key = plan.opening_premortem(strongest["branch"])
-    pm_row = next((r for r in premortem_rows(statistics, config) if r["key"] == pm_key), None)
-    comparisons = statistics.get("comparisons") or []
-    n_success = sum(1 for c in comparisons if c.get("success") is True)
-    n_failed = sum(1 for c in comparisons if c.get("success") is False)
-    n_open = len(comparisons) - n_success - n_failed
-    holm = statistics.get("holm") or {}
-    n_holm = holm.get("n_comparisons") or len(comparisons)
-    models = experiment_models(config, best.get("experiment"))
-    tasks = experiment_tasks(config, best.get("experiment"))
-    seeds = config.get("seeds") or [config.get("seed", 42)]
-    branches = (statistics.get("decision") or {}).get("branches") or [strongest["branch"]]
-    return {
-        "MODELS": models_text(config, models),
-        "N_MODELS": _count_phrase(len(models), "language model", "language models"),
-        "TASKS": join_words(tasks),
-        "N_TASKS": _count_phrase(len(tasks), "task", "tasks"),
-        "CLAIM": row["claim"].rstrip("."),
-        "METRIC": row["metric"],
-        "VALUE": row["value"],
-        "CI": row["ci"],
-        "P": row["p_text"],
-        "P_HOLM": row["p_holm_text"],
-        "TEST": row["test"],
-        "EFFECT": row["effect"],
-        "N": row["n"],
-        "SUCCESS_RULE": row["success_rule"],
-        "COMPARISON": str(strongest["id"]),
-        "N_COMPARISONS": _count_phrase(len(comparisons), "comparison", "comparisons"),
-        "N_HOLM": str(n_holm),
-        "ALPHA": format_number(holm.get("alpha", 0.05)),
-        "N_SUCCESS": count_word(n_success),
-        "N_FAILED": count_word(n_failed),
-        "N_OPEN": count_word(n_open),
-        "N_SEEDS": _count_phrase(len(seeds), "seed", "seeds"),
-        "SEED_MEAN": row["seed_mean"],
-        "SEED_SD": row["seed_sd"],
-        "BRANCHES": join_words([str(b) for b in branches]),
-        "N_PREMORTEMS": number_word(len(plan.PREMORTEMS)),
-        "PM_LABEL": pm_row["label"] if pm_row else pm_key.upper(),
-        "PM_NAME": pm_row["name"] if pm_row else MISSING,
-        "PM_METRIC": pm_row["metric"] if pm_row else MISSING,
-        "PM_VALUE": pm_row["value"] if pm_row else MISSING,
-        "PM_CI": pm_row["ci"] if pm_row else MISSING,
-        "PM_THRESHOLD": pm_row["threshold"] if pm_row else MISSING,
-        "PM_VERDICT": pm_row["measured_verdict"] if pm_row else MISSING,
-        "PM_EFFECTIVE": pm_row["verdict"] if pm_row else MISSING,
-        "PM_REASON": (pm_row["reason"] or MISSING) if pm_row else MISSING,
-    }
-
-
-def abstract_context(statistics: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    """What the abstract templates' Jinja conditions test (the prose itself lives in slots)."""
-    strongest = choose_strongest(statistics)
-    row = next(r for r in comparison_rows(statistics) if r["id"] == strongest["id"])
-    pm_key = plan.opening_premortem(strongest["branch"])
-    pm_row = next((r for r in premortem_rows(statistics, config) if r["key"] == pm_key), None)
-    comparisons = statistics.get("comparisons") or []
-    return {
-        "success": row["success"],
-        "any_success": strongest["succeeded"],
-        "has_ci": row["has_ci"],
-        "has_p": row["has_p"],
-        "has_p_holm": row["has_p_holm"],
-        "has_effect": row["effect"] != MISSING,
-        "has_n": row["n"] != MISSING,
-        "significant": row["significant"],
-        "ci_has_zero": row["ci_has_zero"],
-        "has_seeds": row["n_seeds"] > 1 and row["seed_sd"] != MISSING,
-        "has_premortem": pm_row is not None,
-        "pm_forced": bool(pm_row and pm_row["forced"]),
-        "pm_inconclusive": bool(pm_row and pm_row["inconclusive"]),
-        "pm_has_value": bool(pm_row is None or pm_row["has_value"]),
-        "n_comparisons": len(comparisons),
-        "n_failed": sum(1 for c in comparisons if c.get("success") is False),
-        "n_open": sum(1 for c in comparisons if c.get("success") is None),
-    }
 
 
 def _scalar_text(value: Any) -> str:
@@ -300,6 +206,35 @@ def decision_rows(premortems: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     ]
 
 
+def latex_comment(text: str, width: int = 96) -> Markup:
+    """``text`` as LaTeX comment lines (``% ...``): kept in the source, never typeset."""
+    lines = textwrap.wrap(" ".join(str(text).split()), width) or [""]
+    return Markup("\n".join(f"% {line}" for line in lines))
+
+
+def _ids(entries: Any) -> list[str]:
+    return [str(e.get("id") if isinstance(e, Mapping) else e) for e in entries or []]
+
+
+def holm_context(statistics: Mapping[str, Any], comparisons: Sequence[Mapping[str, Any]]):
+    """The Holm family as the Statistics section states it: its size, the tests left out of it
+    (by name, with the reason statistics.json gives) and its rule."""
+    holm = statistics.get("holm") or {}
+    names = {str(row["id"]): row["name"] for row in comparisons}
+    family = holm.get("family")
+    excluded = []
+    for entry in holm.get("excluded") or []:
+        cid = _ids([entry])[0]
+        reason = entry.get("reason") if isinstance(entry, Mapping) else None
+        excluded.append({"name": names.get(cid, cid.replace("_", " ")), "reason": reason or ""})
+    return {
+        "n": len(family) if family is not None else holm.get("n_comparisons") or len(comparisons),
+        "excluded": excluded,
+        "rule": str(holm.get("rule") or "").strip(),
+        "alpha": _scalar_text(float(holm.get("alpha", 0.05))),
+    }
+
+
 def draft_context(
     statistics: Mapping[str, Any],
     figures_manifest: Sequence[Mapping[str, Any]],
@@ -312,7 +247,6 @@ def draft_context(
     comparisons = comparison_rows(statistics)
     premortems = premortem_rows(statistics, config)
     decision = statistics.get("decision") or {}
-    holm = statistics.get("holm") or {}
     order = list(plan.EXPERIMENT_NAMES)
     experiments = sorted(
         {row["experiment"] for row in comparisons},
@@ -330,8 +264,11 @@ def draft_context(
         {"name": name, "display": _task_display(name, spec)}
         for name, spec in (config.get("tasks") or {}).items()
     ]
-    best_row = next(r for r in comparisons if r["id"] == strongest["id"])
+    best_row = next((dict(r) for r in comparisons if r["id"] == strongest.get("id")), None)
+    if best_row is not None and strongest.get("failed_criteria"):
+        best_row["failed"] = criterion_rows(strongest["failed_criteria"])
     lead = plan.branch(strongest["branch"])
+    holm_info = holm_context(statistics, comparisons)
     return {
         "title": lead.paper_title,
         "topic": lead.topic,
@@ -339,8 +276,14 @@ def draft_context(
         "venue": strongest["venue"],
         "alternative_venue": strongest["alternative_venue"],
         "branch": strongest["branch"],
-        "rule": strongest["rule"],
+        "rule_comment": latex_comment(
+            "How the venue was chosen (also in paper.json, key 'rule'): " + strongest["rule"]
+        ),
         "any_success": strongest["succeeded"],
+        "closest": bool(strongest.get("closest", not strongest["succeeded"])),
+        "selected_successes": [
+            r for r in comparisons if r["success"] is True and r["held_out"] is False
+        ],
         "best": best_row,
         "branches": [str(b) for b in decision.get("branches") or []],
         "forced": [str(k).upper() for k in decision.get("forced") or []],
@@ -359,8 +302,10 @@ def draft_context(
         "successes": [r for r in comparisons if r["success"] is True],
         "inconclusive_premortems": [r for r in premortems if r["inconclusive"]],
         "experiments": experiments,
-        "holm_alpha": _scalar_text(float(holm.get("alpha", 0.05))),
-        "holm_n": holm.get("n_comparisons") or len(comparisons),
+        "with_criteria": [r for r in comparisons if r["criteria"]],
+        "holm": holm_info,
+        "holm_alpha": holm_info["alpha"],
+        "holm_n": holm_info["n"],
         "models": models,
         "tasks": tasks,
         "seeds": [str(s) for s in config.get("seeds") or [config.get("seed", 42)]],

@@ -15,7 +15,18 @@ from typing import Any
 
 from markupsafe import Markup
 
+from actspace import plan
+
 MISSING = "n/a"
+
+#: Effect sizes as a reader names them (statistics.json stores identifiers), and their TeX.
+EFFECT_SIZES: dict[str, tuple[str, str]] = {
+    "hedges_g_z": ("Hedges' g_z", r"Hedges' $g_z$"),
+    "hedges_g": ("Hedges' g", r"Hedges' $g$"),
+    "cohens_d_z": ("Cohen's d_z", r"Cohen's $d_z$"),
+    "cohens_d": ("Cohen's d", r"Cohen's $d$"),
+    "cohens_h": ("Cohen's h", r"Cohen's $h$"),
+}
 
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -94,12 +105,47 @@ def format_ci(ci: Sequence[Any] | None, *, percent: bool = False) -> str:
     return f"[{low}, {high}]"
 
 
+def metric_unit(metric: str | None, values: Iterable[Any] = ()) -> tuple[float, bool]:
+    """(scale, percent) to show a metric's values in its unit.
+
+    A registered metric (:data:`actspace.plan.METRICS`) brings its own; any other name falls
+    back to :func:`is_percentage_metric`. ``percent`` values are proportions shown as ``62.0%``
+    (:func:`format_number` multiplies them); other values are multiplied by ``scale``.
+    """
+    if metric in plan.METRIC_NAMES:
+        entry = plan.metric(metric)
+        return (1.0, True) if entry.percent else (entry.scale, False)
+    return 1.0, is_percentage_metric(metric, values)
+
+
+def format_in_unit(value: Any, scale: float = 1.0, *, percent: bool = False) -> str:
+    """:func:`format_number` of ``value * scale`` (``n/a`` when missing)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and scale != 1.0:
+        value = float(value) * scale
+    return format_number(value, percent=percent)
+
+
+def metric_name(metric: str | None) -> str:
+    """The metric as prose and tables name it, with its unit (``n/a`` when missing)."""
+    return plan.metric_text(metric) if metric else MISSING
+
+
+def effect_name(name: str | None) -> str:
+    """``Hedges' g_z`` for ``hedges_g_z``; an unknown name with its underscores as spaces."""
+    if not name:
+        return "effect size"
+    known = EFFECT_SIZES.get(str(name))
+    return known[0] if known else str(name).replace("_", " ")
+
+
 def format_effect(effect: Mapping[str, Any] | None) -> str:
-    """``d_z = 0.110``; ``n/a`` when missing."""
+    """``Hedges' g_z = 1.21``; ``n/a`` when missing."""
     if not effect or effect.get("value") is None:
         return MISSING
-    name = effect.get("name") or "effect size"
-    return f"{name} = {format_number(effect['value'])}"
+    text = format_number(effect["value"])
+    if text == MISSING:
+        return MISSING
+    return f"{effect_name(effect.get('name'))} = {text}"
 
 
 def number_word(n: int) -> str:
@@ -110,6 +156,28 @@ def number_word(n: int) -> str:
 def count_word(n: int) -> str:
     """``none`` for zero, else :func:`number_word` (``none met``, ``two did not``)."""
     return "none" if n == 0 else number_word(n)
+
+
+def count_phrase(n: int, singular: str, plural: str | None = None) -> str:
+    """``one comparison``, ``two comparisons``, ``12 comparisons``, ``no comparisons``."""
+    noun = singular if n == 1 else (plural or f"{singular}s")
+    return f"{'no' if n == 0 else number_word(n)} {noun}"
+
+
+def none_of(n: int, singular: str, plural: str | None = None) -> str:
+    """The subject of "... met its criterion" when none did: ``neither comparison`` for two,
+    ``none of the three comparisons`` otherwise, ``the one comparison`` for one (the verb after
+    "the one" reads "did not ...", so callers avoid n == 1 where the verb is positive)."""
+    if n == 1:
+        return f"the one {singular}"
+    if n == 2:
+        return f"neither {singular}"
+    return f"none of the {count_phrase(n, singular, plural)}"
+
+
+def capitalized(text: str) -> str:
+    """The first letter upper-cased, the rest kept (``CCS`` stays ``CCS``)."""
+    return text[:1].upper() + text[1:]
 
 
 def join_words(items: Sequence[str]) -> str:
@@ -165,6 +233,15 @@ def latex_escape(value: Any) -> Markup:
         return value
     text = MISSING if value is None else str(value)
     return Markup(_LATEX_PATTERN.sub(lambda match: _LATEX_SPECIALS[match.group(0)], text))
+
+
+def latex_prose(value: Any) -> Markup:
+    """Escape running text for LaTeX, and typeset the effect-size names as math
+    (``Hedges' g_z`` -> ``Hedges' $g_z$``)."""
+    text = str(latex_escape(value))
+    for plain, tex in EFFECT_SIZES.values():
+        text = text.replace(str(latex_escape(plain)), tex)
+    return Markup(text)
 
 
 def latex_breakable(value: Any) -> Markup:

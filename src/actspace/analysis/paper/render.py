@@ -29,22 +29,25 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from actspace.analysis.paper.context import (
-    abstract_context,
-    abstract_slots,
-    draft_context,
-    figure_entries,
-)
+from actspace.analysis.paper.abstract import abstract_context, abstract_slots
+from actspace.analysis.paper.context import draft_context, figure_entries
 from actspace.analysis.paper.formatting import (
+    count_phrase,
     fill_slots,
     join_words,
     latex_breakable,
     latex_escape,
+    latex_prose,
     number_word,
     unfilled_slots,
 )
 from actspace.analysis.paper.strongest import choose_strongest
 from actspace.core.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+
+#: The plan's limit on the abstract's length, in words.
+ABSTRACT_WORDS = 200
+#: How many versions of the abstract the templates can write, from full (0) to shortest.
+BREVITY_LEVELS = 3
 
 
 def default_templates() -> Path:
@@ -97,9 +100,11 @@ def latex_environment(folder: str | Path) -> jinja2.Environment:
         finalize=_latex_finalize,
     )
     env.filters["latex_escape"] = latex_escape
+    env.filters["prose"] = latex_prose
     env.filters["breakable"] = latex_breakable
     env.filters["and_join"] = join_words
     env.filters["words"] = number_word
+    env.filters["count"] = count_phrase
     return env
 
 
@@ -124,15 +129,28 @@ def render_abstract(
     *,
     templates_dir: str | Path | None = None,
 ) -> str:
-    """The abstract (plain text) for the strongest result's line of work, slots filled."""
+    """The abstract (plain text) for the strongest result's line of work, slots filled.
+
+    The plan allows :data:`ABSTRACT_WORDS` words. The templates drop their optional sentences
+    (``brevity`` 1: the tally and the closing line; 2: also the pre-mortem's numbers) only when
+    the full text would be longer, as long model lists or criterion rules can make it.
+    """
     folder = _templates(templates_dir)
     branch = choose_strongest(statistics)["branch"]
-    text = _render(
-        _text_environment(folder),
-        f"branches/{branch}/abstract.txt.j2",
-        abstract_context(statistics, config),
-    )
-    return _tidy_paragraphs(fill_slots(text, abstract_slots(statistics, config)))
+    env = _text_environment(folder)
+    context = abstract_context(statistics, config)
+    slots = abstract_slots(statistics, config)
+    for brevity in range(BREVITY_LEVELS):
+        text = _render(env, f"branches/{branch}/abstract.txt.j2", {**context, "brevity": brevity})
+        text = _tidy_paragraphs(fill_slots(text, slots))
+        if word_count(text) <= ABSTRACT_WORDS:
+            break
+    return text
+
+
+def word_count(text: str) -> int:
+    """Words as a reader counts them: runs of characters between spaces."""
+    return len(text.split())
 
 
 def render_draft(
@@ -232,6 +250,12 @@ def write_paper(
         "branch": strongest["branch"],
         "strongest_comparison": strongest["id"],
         "any_success": strongest["succeeded"],
+        # When nothing succeeded: the closest result, reported as a negative one, and the
+        # parts of its criterion that failed.
+        "closest": bool(strongest.get("closest", not strongest["succeeded"])),
+        "failed_criteria": list(strongest.get("failed_criteria") or []),
+        "held_out": (strongest.get("comparison") or {}).get("held_out"),
+        # How the venue was chosen: here and as a comment in draft.tex, not in the body.
         "rule": strongest["rule"],
         "branches": (statistics.get("decision") or {}).get("branches") or [],
         "figures": [entry["file"] for entry in figure_entries(manifest)],

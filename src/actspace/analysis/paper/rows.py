@@ -5,20 +5,24 @@ Every number is formatted once, here (through :mod:`.formatting`); the templates
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from actspace import plan
 from actspace.analysis.paper.formatting import (
     MISSING,
-    format_ci,
+    capitalized,
     format_effect,
+    format_in_unit,
     format_number,
     format_p,
-    is_percentage_metric,
+    metric_name,
+    metric_unit,
     p_expression,
 )
 from actspace.analysis.paper.strongest import experiment_branch
+from actspace.core import criteria as criteria_rules
 from actspace.gate.decision import NO_VALUE, no_value
 
 
@@ -31,6 +35,22 @@ def _plan_order(key: str) -> tuple[int, str]:
 def _premortem_forced(key: str, premortem: Mapping[str, Any], decision: Mapping[str, Any]) -> bool:
     forced = {str(name).lower() for name in decision.get("forced") or []}
     return bool(premortem.get("forced")) or key.lower() in forced
+
+
+class _Unit:
+    """How one metric's numbers are shown: its scale, and whether they are percentages."""
+
+    def __init__(self, metric: str | None, values: list[Any]) -> None:
+        self.scale, self.percent = metric_unit(metric, [v for v in values if v is not None])
+
+    def number(self, value: Any) -> str:
+        return format_in_unit(value, self.scale, percent=self.percent)
+
+    def ci(self, ci: Any) -> str:
+        if not ci or len(ci) != 2 or any(bound is None for bound in ci):
+            return MISSING
+        low, high = self.number(ci[0]), self.number(ci[1])
+        return MISSING if MISSING in (low, high) else f"[{low}, {high}]"
 
 
 def premortem_rows(
@@ -50,7 +70,7 @@ def premortem_rows(
         (statistics.get("premortems") or {}).items(), key=lambda item: _plan_order(item[0])
     ):
         metric = pm.get("metric")
-        percent = is_percentage_metric(metric, [pm.get("value"), *(pm.get("ci") or [])])
+        unit = _Unit(metric, [pm.get("value"), *(pm.get("ci") or [])])
         forced = _premortem_forced(key, pm, decision)
         verdict = pm.get("verdict") or MISSING
         measured = pm.get("measured_verdict") or verdict
@@ -65,10 +85,10 @@ def premortem_rows(
                 "key": key,
                 "label": key.upper(),
                 "name": pm.get("name") or key,
-                "metric": metric or MISSING,
-                "value": format_number(pm.get("value"), percent=percent),
-                "ci": format_ci(pm.get("ci"), percent=percent),
-                "threshold": format_number(pm.get("threshold"), percent=percent),
+                "metric": metric_name(metric),
+                "value": unit.number(pm.get("value")),
+                "ci": unit.ci(pm.get("ci")),
+                "threshold": unit.number(pm.get("threshold")),
                 "verdict": verdict,
                 "measured_verdict": measured,
                 "forced": forced,
@@ -80,12 +100,12 @@ def premortem_rows(
                 "control_failed": plan_rule == "PASS" and controlled_rule == "FAIL",
                 "has_control": bool(control),
                 "control_name": control.get("name") or MISSING,
-                "control_value": format_number(control.get("value"), percent=percent),
-                "control_ci": format_ci(control.get("ci"), percent=percent),
+                "control_value": unit.number(control.get("value")),
+                "control_ci": unit.ci(control.get("ci")),
                 "comparison": controlled.get("statistic") or MISSING,
-                "comparison_value": format_number(controlled.get("value"), percent=percent),
-                "comparison_ci": format_ci(controlled.get("ci"), percent=percent),
-                "comparison_bound": format_number(controlled.get("bound"), percent=percent),
+                "comparison_value": unit.number(controlled.get("value")),
+                "comparison_ci": unit.ci(controlled.get("ci")),
+                "comparison_bound": unit.number(controlled.get("bound")),
                 "n": format_number(pm.get("n")),
                 # A pre-mortem that measured nothing (INCONCLUSIVE with no value) and why.
                 "has_value": not no_value(pm),
@@ -95,14 +115,73 @@ def premortem_rows(
     return rows
 
 
+def experiment_name(comparison: Mapping[str, Any]) -> str:
+    """The experiment as prose names it: the plan's title, with the headline's label
+    (``behaviour editing by steering vectors (formality)``); a name the plan lacks in words."""
+    experiment = comparison.get("experiment") or comparison.get("id") or ""
+    if experiment in plan.EXPERIMENT_NAMES:
+        name = plan.experiment(experiment).title
+    else:
+        name = str(experiment).replace("_", " ")
+    label = comparison.get("label")
+    return f"{name} ({str(label).replace('_', ' ')})" if label else name
+
+
+_ASIDE = re.compile(r"\s+\([^()]*\)")
+
+
+def rule_summary(rule: str) -> str:
+    """A criterion's rule in brief, for the abstract: without its asides in parentheses and
+    without what follows its first colon (the rules say "what must hold: how it is measured")."""
+    brief = _ASIDE.sub("", str(rule)).split(": ", 1)[0]
+    return " ".join(brief.split()).rstrip(".") or str(rule)
+
+
+def criterion_rows(criteria: Any) -> list[dict[str, Any]]:
+    """One formatted row per part of a success criterion (the contract of
+    :func:`actspace.core.criteria.criterion`): its rule and its numbers."""
+    rows = []
+    for part in criteria or []:
+        ci = part.get("ci")
+        has_ci = bool(ci) and len(ci) == 2 and None not in ci
+        value = format_number(part.get("value"))
+        rows.append(
+            {
+                "kind": part.get("kind") or "plan",
+                "rule": str(part.get("rule") or part.get("name") or MISSING).rstrip("."),
+                "value": value,
+                "ci": f"[{format_number(ci[0])}, {format_number(ci[1])}]" if has_ci else MISSING,
+                "has_ci": has_ci,
+                "measured": value != MISSING,
+                "bound": format_number(part.get("bound")),
+                "passed": part.get("passed"),
+            }
+        )
+        rows[-1]["numbers"] = criterion_numbers(rows[-1])
+        rows[-1]["summary"] = rule_summary(rows[-1]["rule"])
+    return rows
+
+
+def criterion_numbers(row: Mapping[str, Any]) -> str:
+    """``0.400, 95% CI [0.260, 0.550], bound 2.00``; what is missing is left out."""
+    parts = [row["value"] if row["measured"] else "not measured"]
+    if row["has_ci"]:
+        parts.append(f"95% CI {row['ci']}")
+    if row["bound"] != MISSING:
+        parts.append(f"bound {row['bound']}")
+    return ", ".join(parts)
+
+
 def comparison_rows(statistics: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One formatted row per comparison, with what the Analysis section needs to discuss it."""
     alpha = float((statistics.get("holm") or {}).get("alpha", 0.05))
     rows = []
     for c in statistics.get("comparisons") or []:
         ci = c.get("ci")
-        percent = is_percentage_metric(c.get("metric"), [c.get("value"), *(ci or [])])
+        unit = _Unit(c.get("metric"), [c.get("value"), *(ci or [])])
         p_holm = c.get("p_holm")
+        criteria = criterion_rows(c.get("criteria"))
+        failed = criterion_rows(criteria_rules.failed(c.get("criteria")))
         significant = p_holm is not None and float(p_holm) < alpha
         ci_has_zero = (
             bool(ci) and len(ci) == 2 and None not in ci and float(ci[0]) <= 0.0 <= float(ci[1])
@@ -113,12 +192,13 @@ def comparison_rows(statistics: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "id": c.get("id"),
                 "experiment": c.get("experiment") or c.get("id"),
                 "branch": c.get("branch") or experiment_branch(c.get("experiment")) or "",
-                "claim": c.get("claim")
-                or f"{c.get('experiment') or c.get('id')} shows the effect it was designed to find",
-                "metric": c.get("metric") or MISSING,
-                "value": format_number(c.get("value"), percent=percent),
-                "ci": format_ci(ci, percent=percent),
-                "has_ci": format_ci(ci, percent=percent) != MISSING,
+                "name": experiment_name(c),
+                "title": capitalized(experiment_name(c)),
+                "claim": c.get("claim") or "",
+                "metric": metric_name(c.get("metric")),
+                "value": unit.number(c.get("value")),
+                "ci": unit.ci(ci),
+                "has_ci": unit.ci(ci) != MISSING,
                 "ci_has_zero": ci_has_zero,
                 "test": c.get("test") or MISSING,
                 "p": format_p(c.get("p_value")),
@@ -129,14 +209,27 @@ def comparison_rows(statistics: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "has_p_holm": p_holm is not None,
                 "significant": significant,
                 "effect": format_effect(c.get("effect_size")),
+                # In the Holm family: statistics.json says so (held-out tests only); older
+                # statistics put every test with a p-value in it.
+                "in_holm": bool(c.get("in_holm_family", p_holm is not None)),
+                "excluded_reason": str(c.get("excluded_from_family") or "").rstrip("."),
+                "held_out": c.get("held_out"),
+                "selection": str(c.get("selection") or "").rstrip("."),
+                "criteria": criteria,
+                "n_controls": sum(1 for part in criteria if part["kind"] == "control"),
+                "failed": failed,
+                "failed_control": any(part["kind"] == "control" for part in failed),
+                "failed_text": "; ".join(
+                    f"{part['rule']} ({criterion_numbers(part)})" for part in failed
+                ),
                 "n": format_number(c.get("n")),
                 "success": c.get("success"),
                 "success_rule": c.get("success_rule") or MISSING,
                 "has_rule": bool(c.get("success_rule")),
                 "verdict": c.get("verdict"),
                 "n_seeds": len(seeds),
-                "seed_mean": format_number(c.get("seed_mean"), percent=percent),
-                "seed_sd": format_number(c.get("seed_sd"), percent=percent),
+                "seed_mean": unit.number(c.get("seed_mean")),
+                "seed_sd": unit.number(c.get("seed_sd")),
                 "source": c.get("source") or MISSING,
                 "negative": c.get("success") is False,
                 # No criterion and not significant after correction: neither effect nor absence.
