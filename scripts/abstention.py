@@ -7,8 +7,10 @@ figure_data.json (risk-coverage curves) to --output-dir.
 
 from __future__ import annotations
 
-from actspace.branches.error_prediction.abstention import run_abstention, summary_markdown
-from actspace.branches.error_prediction.steps import run_settings, write_store_experiment
+from actspace.branches.error_prediction.abstention import run_abstention
+from actspace.branches.error_prediction.abstention_report import summary_markdown
+from actspace.branches.error_prediction.steps import fmt, run_settings, write_store_experiment
+from actspace.core import criteria
 from actspace.core.cli import one_line_errors, step_parser
 from actspace.core.store import open_stores
 
@@ -33,11 +35,12 @@ def main(argv: list[str] | None = None) -> None:
         if "skipped" in r:
             print(f"{r['model']}/{r['task']}: skipped ({r['skipped']})")
             continue
-        p = r["probe"]
+        p, m = r["probe"], r["matched_coverage"]
         print(
-            f"{r['model']}/{r['task']}: coverage {p['coverage']:.3f}, effective accuracy "
-            f"{p['effective_accuracy']:.3f} vs plain {p['plain_accuracy']:.3f} "
-            f"-> {p['gain_verdict']}"
+            f"{r['model']}/{r['task']}: coverage {fmt(p['coverage'])}, effective accuracy "
+            f"{fmt(p['effective_accuracy'])} vs plain {fmt(p['plain_accuracy'])} and vs "
+            f"confidence {fmt(m['confidence'])} at the same coverage -> {r['verdict']}"
+            + "".join(f"; failed {c['name']}" for c in criteria.failed(r["criteria"]))
         )
 
 

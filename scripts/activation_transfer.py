@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from actspace.branches.cross_model.activation_transfer import (
-    EXPERIMENT,
-    run_activation_transfer,
-    summary_markdown,
-)
+from actspace.branches.cross_model.activation_transfer import EXPERIMENT, run_activation_transfer
+from actspace.branches.cross_model.transfer_report import summary_markdown
+from actspace.core import criteria
 from actspace.core.cli import (
     keyword_arguments,
     model_path,
@@ -78,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{EXPERIMENT} {results['source']} -> {results['target']}: gain "
         f"{results['value']:+.1f} points [{results['ci'][0]:+.1f}, {results['ci'][1]:+.1f}] "
         f"-> {'success' if results['success'] else 'no transfer'}"
+        + "".join(f"; failed {c['name']}" for c in criteria.failed(results["criteria"]))
     )
 
 

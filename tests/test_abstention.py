@@ -11,18 +11,23 @@ from helpers.scripts import assert_clean_exit, load_script
 from helpers.stores import synthetic_store
 
 from actspace.branches.error_prediction.abstention import (
+    abstention_criteria,
     accuracy_gain,
     answered_vs_abstained,
     at_coverage,
     aurc,
     effective_accuracy,
+    headline_verdict,
+    matched_coverage,
     oracle_aurc,
     random_aurc,
     risk_coverage,
     run_abstention,
     selective,
-    summary_markdown,
+    top_k_answers,
 )
+from actspace.branches.error_prediction.abstention_report import summary_markdown
+from actspace.core import criteria
 from actspace.core.schema import validate_schema
 from actspace.core.store import open_stores
 
@@ -98,6 +103,90 @@ def test_answered_vs_abstained_known_values() -> None:
     assert everything["b"] == [] and "no item is abstained" in everything["description"]
 
 
+def test_top_k_answers_share_the_cut_among_tied_items() -> None:
+    score = np.array([0.9, 0.5, 0.5, 0.5, 0.1])
+    assert top_k_answers(score, 2).tolist() == pytest.approx([1, 1 / 3, 1 / 3, 1 / 3, 0])
+    assert top_k_answers(score, 4).tolist() == [1, 1, 1, 1, 0]
+    assert top_k_answers(score, 0).tolist() == [0] * 5
+    with pytest.raises(ValueError, match="k must lie in 0..5"):
+        top_k_answers(score, 6)
+    # weighted effective accuracy is the risk-coverage curve's expected value at that coverage
+    correct = np.array([1, 1, 0, 0, 1], dtype=bool)
+    expected = at_coverage(correct, score, 2 / 5)
+    assert effective_accuracy(correct, top_k_answers(score, 2)) == pytest.approx(expected)
+
+
+def _items(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Correctness and an output confidence that predicts it well."""
+    rng = np.random.default_rng(seed)
+    correct = rng.random(n) < 0.6
+    confidence = np.clip(0.45 + 0.25 * np.where(correct, 1, -1) + rng.normal(0, 0.15, n), 0, 1)
+    return correct, confidence
+
+
+def _parts(correct, prob, confidence, threshold=0.5):
+    probe = selective(correct, prob, threshold, n_bootstrap=300)
+    matched = matched_coverage(correct, prob, confidence, threshold, n_bootstrap=300)
+    return abstention_criteria(probe, matched), matched
+
+
+def test_a_probe_that_is_a_monotone_function_of_the_confidence_fails_on_the_control() -> None:
+    """The probe abstains on exactly the items the confidence abstains on at the same coverage,
+    so it is no better than the confidence: abstention fails, though it beats answering
+    everything, and the failed part is the confidence control."""
+    correct, confidence = _items()
+    prob = 1 / (1 + np.exp(-8 * (confidence - 0.5)))  # increasing in the confidence
+    parts, matched = _parts(correct, prob, confidence)
+    assert 0 < matched["n_answered"] < correct.size
+    assert matched["probe"] == matched["confidence"] > correct.mean()
+    assert matched["probe_minus_confidence"] == 0.0
+    assert matched["probe_minus_confidence_ci"] == [0.0, 0.0]
+    plan_part, control = parts
+    assert plan_part["passed"] is True and control["passed"] is False
+    assert criteria.success(parts) is False
+    assert [c["name"] for c in criteria.failed(parts)] == ["beats_confidence_at_same_coverage"]
+    assert headline_verdict(parts) == "INCONCLUSIVE"  # no worse than the confidence either
+
+
+def test_a_probe_that_knows_more_than_the_confidence_passes_both_parts() -> None:
+    correct, confidence = _items()
+    rng = np.random.default_rng(1)
+    prob = np.clip(0.5 + 0.45 * np.where(correct, 1, -1) + rng.normal(0, 0.05, correct.size), 0, 1)
+    parts, matched = _parts(correct, prob, confidence)
+    assert matched["probe"] > matched["confidence"]
+    assert [c["passed"] for c in parts] == [True, True]
+    assert criteria.success(parts) is True and headline_verdict(parts) == "PASS"
+
+
+def test_a_probe_worse_than_the_confidence_fails_on_the_control() -> None:
+    correct, confidence = _items()
+    rng = np.random.default_rng(2)
+    prob = rng.random(correct.size)  # knows nothing
+    parts, _ = _parts(correct, prob, confidence)
+    assert parts[1]["ci"][1] < 0 and parts[1]["passed"] is False
+    assert headline_verdict(parts) == "FAIL"
+
+
+def test_a_probe_that_answers_nothing_fails() -> None:
+    correct, confidence = _items()
+    parts, matched = _parts(correct, np.zeros(correct.size), confidence)
+    assert matched["n_answered"] == 0 and matched["probe"] is None
+    assert [c["passed"] for c in parts] == [False, False]
+    assert criteria.success(parts) is False
+
+
+def test_criteria_follow_the_contract() -> None:
+    correct, confidence = _items()
+    parts, _ = _parts(correct, confidence, confidence)
+    assert [(c["name"], c["kind"]) for c in parts] == [
+        ("beats_answering_everything", "plan"),
+        ("beats_confidence_at_same_coverage", "control"),
+    ]
+    for part in parts:
+        assert set(part) == {"name", "kind", "rule", "value", "ci", "bound", "passed"}
+        assert part["bound"] == 0.0 and part["ci"][0] <= part["value"] <= part["ci"][1]
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     root = tmp_path_factory.mktemp("abst")
@@ -114,7 +203,15 @@ def test_probe_abstention_raises_effective_accuracy(results: tuple[dict, dict]) 
     probe = record["probe"]
     assert probe["effective_accuracy"] > 0.95 > probe["plain_accuracy"]
     assert probe["gain_ci"][0] > 0 and record["success"]
-    assert res["verdict"] == "PASS" and res["success"]
+    assert res["verdict"] == "PASS" and res["success"] is True
+    assert res["criteria"] == record["criteria"]
+    assert [c["passed"] for c in record["criteria"]] == [True, True]
+    matched = record["matched_coverage"]
+    assert matched["n_answered"] == probe["n_answered"]
+    assert matched["probe_minus_confidence_ci"][0] > 0
+    # layer and penalty chosen on the training items: a held-out test
+    assert res["held_out"] is True and record["held_out"] is True
+    assert "training items" in res["selection"] and "test items choose nothing" in res["selection"]
     a = record["aurc"]
     assert a["probe"] < a["confidence"] < a["random_expected"]
     assert a["probe_minus_confidence_ci"][1] < 0 and a["probe_minus_random_ci"][1] < 0
@@ -148,9 +245,12 @@ def test_uninformative_probe_is_no_better_than_random(results: tuple[dict, dict]
     a = record["aurc"]
     assert abs(a["probe"] - a["random_expected"]) < 0.1
     assert a["random_draws_p05"] <= a["random_expected"] <= a["random_draws_p95"]
-    assert abs(record["probe"]["gain"]) < 0.1 and not record["success"]
+    assert abs(record["probe"]["gain"]) < 0.1 and record["success"] is False
     assert res["n_success"] == 1
-    assert "does not reliably raise" in summary_markdown(res)
+    failed = [c["name"] for c in criteria.failed(record["criteria"])]
+    assert "beats_answering_everything" in failed
+    text = summary_markdown(res)
+    assert "does not succeed: failed `beats_answering_everything`" in text
 
 
 def test_script(tmp_path: Path) -> None:

@@ -12,13 +12,14 @@ from helpers.scripts import assert_clean_exit, load_script
 from actspace.branches.cross_model.activation_transfer import (
     _item_variation,
     derangement,
-    likely_reasons,
     paired_gain,
     run_activation_transfer,
     split_transfer_items,
-    summary_markdown,
     transfer_comparison,
+    transfer_criteria,
 )
+from actspace.branches.cross_model.transfer_report import likely_reasons, summary_markdown
+from actspace.core import criteria
 from actspace.core.io import to_json, write_jsonl
 from actspace.core.schema import validate_schema
 from actspace.core.store import ActivationStore
@@ -31,7 +32,9 @@ from actspace.methods.ridge import AffineMap
 
 #: The schema's defaults: the ``extract:`` settings and the ``activation_transfer`` section.
 DEFAULTS = validate_schema({})
-EXTRACT = {key: DEFAULTS["extract"][key] for key in ("poolings", "shard_size", "storage_dtype")}
+#: float32 storage: the store must equal a re-run to 1e-5 (16-bit storage rounds to 2**-11).
+EXTRACT = {key: DEFAULTS["extract"][key] for key in ("poolings", "shard_size")}
+EXTRACT["storage_dtype"] = "float32"
 
 
 def schema_defaults() -> dict:
@@ -158,6 +161,61 @@ def test_paired_gain_known_answers():
     assert same["gain_points"] == 0.0 and same["ci"] == [0.0, 0.0] and same["mcnemar_p"] == 1.0
 
 
+def _arms(n_base_right: int, n_moved_right: int, n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item correctness of the target alone and with the transfer; the transfer only adds."""
+    base = np.arange(n) < n_base_right
+    moved = np.arange(n) < n_moved_right
+    return base, moved
+
+
+def _criteria_of(base, moved, shuffled, min_gain=2.0):
+    gain = paired_gain(moved, base, n_bootstrap=500)
+    over_shuffled = paired_gain(moved, shuffled, n_bootstrap=500)
+    return transfer_criteria(gain, over_shuffled, min_gain)
+
+
+def test_a_gain_that_the_shuffled_control_also_gives_fails_on_the_control():
+    """+25 points over the target, far above the 2-point bar, but another item's mapped vector
+    gives the same answers: the gain is not item-specific, so the transfer fails, and the
+    failed part is the control."""
+    base, moved = _arms(20, 30)
+    parts = _criteria_of(base, moved, shuffled=moved.copy())
+    plan_part, control = parts
+    assert plan_part["value"] == pytest.approx(25.0) and plan_part["passed"] is True
+    assert control["value"] == 0.0 and control["ci"] == [0.0, 0.0]
+    assert control["passed"] is False
+    assert criteria.success(parts) is False
+    assert [c["name"] for c in criteria.failed(parts)] == ["beats_shuffled_control"]
+
+
+def test_a_gain_beyond_the_shuffled_control_succeeds():
+    base, moved = _arms(20, 30)
+    parts = _criteria_of(base, moved, shuffled=base.copy())
+    assert [c["passed"] for c in parts] == [True, True]
+    assert criteria.success(parts) is True and criteria.failed(parts) == []
+
+
+def test_a_gain_below_min_gain_fails_on_the_plan_even_with_an_interval_above_0():
+    base, moved = _arms(20, 30)
+    parts = _criteria_of(base, moved, shuffled=base.copy(), min_gain=30.0)
+    assert parts[0]["ci"][0] > 0 and parts[0]["passed"] is False and parts[1]["passed"] is True
+    assert [c["name"] for c in criteria.failed(parts)] == ["gain_over_target"]
+
+
+def test_criteria_follow_the_contract():
+    base, moved = _arms(20, 30)
+    parts = _criteria_of(base, moved, shuffled=base.copy(), min_gain=2.0)
+    assert [(c["name"], c["kind"]) for c in parts] == [
+        ("gain_over_target", "plan"),
+        ("beats_shuffled_control", "control"),
+    ]
+    for part in parts:
+        assert set(part) == {"name", "kind", "rule", "value", "ci", "bound", "passed"}
+        assert len(part["ci"]) == 2 and part["ci"][0] <= part["value"] <= part["ci"][1]
+    assert parts[0]["bound"] == 2.0 and parts[1]["bound"] == 0.0
+    assert "at least 2 accuracy points" in parts[0]["rule"]
+
+
 def test_item_variation_known_values():
     assert _item_variation(np.tile([3.0, 4.0], (5, 1))) == 0.0
     assert _item_variation(np.array([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(1.0)
@@ -210,12 +268,25 @@ def test_run_activation_transfer_end_to_end(stores, transfer_results):
         - results["accuracy"]["target"]["value"]
     )
     assert gain == pytest.approx(100 * delta)
-    assert results["success"] == (gain >= 2.0 and results["ci"][0] > 0)
+    over_shuffled = 100 * (
+        results["accuracy"]["target_with_transfer"]["value"]
+        - results["accuracy"]["shuffled_control"]["value"]
+    )
+    plan_part, control = results["criteria"]
+    assert plan_part["passed"] == (gain >= 2.0 and results["ci"][0] > 0)
+    assert control["value"] == pytest.approx(over_shuffled)
+    assert control["passed"] == (results["transfer_over_shuffled"]["ci"][0] > 0)
+    assert results["success"] == (plan_part["passed"] and control["passed"])
+    assert results["verdict"] == ("SUCCESS" if results["success"] else "NO_TRANSFER")
+    # the coefficient was chosen on validation items, the penalty on training items
+    assert results["held_out"] is True and "validation items" in results["selection"]
     assert [row["coefficient"] for row in results["coefficients_tried"]] == [0.25, 0.5, 0.75, 1.0]
     text = summary_markdown(results)
     assert "Target + transferred activation" in text
     if not results["success"]:
         assert "Why it likely did not work" in text and likely_reasons(results)
+        for part in criteria.failed(results["criteria"]):
+            assert f"`{part['name']}`" in text
 
 
 def test_comparison_block_matches_the_headline(transfer_results):

@@ -256,6 +256,28 @@ def test_comparison_block_matches_the_headline(extended):
     assert a.mean() - b.mean() > 0.2
 
 
+def test_headline_is_the_configured_depth_cell_not_the_best_one_on_held_out_items():
+    """Two models aligned only at their last layer: the headline stays at the configured depth
+    (where they are unrelated) instead of moving to the best cell, which the held-out items would
+    choose; so the record says held out, with no success criterion (descriptive)."""
+    rng = np.random.default_rng(7)
+    n, layers, d = 120, 4, 8
+    a = rng.normal(size=(n, layers + 1, d))
+    b = rng.normal(size=(n, layers + 1, d))
+    b[:, layers] = 2.0 * a[:, layers] + 1.0
+    results, _ = run({"a": FakeStore(a), "b": FakeStore(b)}, n_permutations=2, n_bootstrap=100, k=5)
+    pair = results["pairs"][0]
+    best = pair["standardised"]["best"]["correlation"]
+    assert (best["source_layer"], best["target_layer"]) == (layers, layers)
+    assert best["value"] > 0.99
+    assert pair["layer_depth_cell"] == [2, 2] and abs(results["value"]) < 0.2
+    assert results["held_out"] is True and results["success"] is None
+    assert "criteria" not in results
+    assert "relative depth 0.5" in results["selection"]
+    assert "training items" in results["selection"]
+    assert results["selection"] in summary_markdown(results)
+
+
 def test_depth_aligned_cells_only_without_the_full_grid(three_models):
     results, figure_data = run(
         {"a": three_models["a"], "c": three_models["c"]},

@@ -40,6 +40,7 @@ from actspace.branches.cross_model.layer_grid import (
     ridge_cell,
     symmetric_cell,
 )
+from actspace.core import criteria
 from actspace.core.groups import store_groups
 from actspace.core.resampling import mean_ci
 from actspace.core.results import no_value_result, no_value_summary, now
@@ -318,6 +319,15 @@ def run_cross_model_extended(
         "ci": list(mean_ci(headline_items, n_resamples=n_bootstrap, level=ci_level, seed=seed)),
         "ci_level": ci_level,
         "n": int(test.size),
+        "success": None,
+        **criteria.held_out_record(
+            True,
+            f"the layer pair of every model pair is fixed by the configured relative depth "
+            f"{layer_depth:g} and the ridge penalty is chosen by generalised cross-validation on "
+            f"the {train.size} training items; the {test.size} held-out items choose nothing "
+            "(the best-aligned layer pairs reported beside the headline are chosen on them and "
+            "are descriptive)",
+        ),
         "duration_s": 0.0,
         "date": date,
         "metric_description": (
@@ -409,7 +419,9 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
         "",
         f"**Headline:** mean held-out correlation after a ridge projection at relative depth "
         f"{results['layer_depth']}: **{_fmt(results['value'])}** "
-        f"(95% CI [{_fmt(results['ci'][0])}, {_fmt(results['ci'][1])}], n = {results['n']}).",
+        f"(95% CI [{_fmt(results['ci'][0])}, {_fmt(results['ci'][1])}], n = {results['n']}). "
+        "Descriptive: no success criterion. Held out: "
+        f"{results['selection']}.",
         "",
     ]
     for variant in results["variants"]:

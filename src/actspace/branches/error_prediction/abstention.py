@@ -7,12 +7,20 @@ that probability is at least the threshold and abstains below it. Reported:
 
 - coverage (share answered) and effective accuracy (share correct among answered) at the
   threshold, against the plain accuracy (answering everything), with a paired bootstrap interval
-  of the gain; success means the interval lies above zero;
-- the same for the output-confidence abstainer (the largest choice probability) at the same
-  threshold and at the probe's coverage;
+  of the gain;
+- the output-confidence abstainer (the model's largest choice probability) at the same threshold,
+  and at the probe's coverage: it answers the same number of test items as the probe, its most
+  confident ones (:func:`matched_coverage`), with a paired interval of the probe's effective
+  accuracy minus the confidence's;
 - the full risk-coverage curve (risk = error rate among the answered items, items answered in
   order of decreasing score) and its area (AURC, lower is better) for the probe, the output
   confidence, a random abstainer (whose expected AURC is exactly the error rate) and the oracle.
+
+Success (:func:`abstention_criteria`) is the plan's rule, the gain over answering everything
+with its interval above zero, AND the obvious baseline: the probe's effective accuracy beats the
+output confidence's at the same coverage (paired interval above zero); a probe that only
+re-learns the model's confidence does not succeed. Nothing is chosen on the test items: the
+probe's layer and penalty are chosen on the training items, the threshold is configured.
 
 Ties in a score are resolved in expectation (answering tied items in random order), so a
 constant score gives the random abstainer's flat curve exactly.
@@ -26,13 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from actspace.branches.error_prediction.intervals import CI_LEVEL, defined_ci
+from actspace.branches.error_prediction.intervals import CI_LEVEL, defined_ci, difference
 from actspace.branches.error_prediction.probe import (
     inner_cv_score,
     make_probe,
     positive_probability,
 )
-from actspace.branches.error_prediction.steps import fmt, fmt_ci, layer_choice
+from actspace.branches.error_prediction.steps import layer_choice
+from actspace.core import criteria
 from actspace.core.groups import store_groups
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci, verdict
 from actspace.core.results import binary_comparison, now
@@ -185,6 +194,122 @@ def at_coverage(correct: np.ndarray, score: np.ndarray, coverage: float) -> floa
     return float(1.0 - risk_coverage(y, score)[1][k - 1])
 
 
+def top_k_answers(score: np.ndarray, k: int) -> np.ndarray:
+    """Answer weights when the ``k`` highest-scoring items answer: 1 above the k-th score, 0
+    below, and the k-th score's tied items share the remaining answers (their expectation in a
+    random order), so the weights sum to ``k``."""
+    s = np.asarray(score, dtype=float)
+    if not 0 <= k <= s.size:
+        raise ValueError(f"k must lie in 0..{s.size}, got {k}")
+    if k == 0:
+        return np.zeros(s.size)
+    cut = np.sort(s)[::-1][k - 1]
+    weights = (s > cut).astype(float)
+    tied = s == cut
+    weights[tied] = (k - weights.sum()) / tied.sum()
+    return weights
+
+
+def matched_coverage(
+    correct: np.ndarray,
+    prob: np.ndarray,
+    confidence: np.ndarray,
+    threshold: float,
+    *,
+    n_bootstrap: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The probe against the output confidence at the probe's coverage, paired over items.
+
+    The probe answers the ``k`` test items whose P(correct) reaches the threshold; the confidence
+    baseline answers the same number, its ``k`` most confident test items (:func:`top_k_answers`).
+    The bootstrap resamples items with both answer sets fixed (each is a fixed rule per item: a
+    cut-off on its score), and the interval is of the difference of effective accuracies.
+    """
+    y = np.asarray(correct).astype(bool)
+    by_probe = answers(prob, threshold).astype(float)
+    k = int(by_probe.sum())
+    by_confidence = top_k_answers(confidence, k)
+    record: dict[str, Any] = {
+        "coverage": k / y.size,
+        "n_answered": k,
+        "probe": None,
+        "confidence": None,
+        "random": float(y.mean()),
+        "probe_minus_confidence": None,
+        "probe_minus_confidence_ci": [None, None],
+    }
+    if k == 0:
+        return record
+    probe_eff = effective_accuracy(y, by_probe)
+    confidence_eff = effective_accuracy(y, by_confidence)
+    ci = defined_ci(
+        difference(effective_accuracy, 2),
+        y,
+        by_probe,
+        y,
+        by_confidence,
+        n_resamples=n_bootstrap,
+        seed=seed,
+    )
+    return record | {
+        "probe": probe_eff,
+        "confidence": confidence_eff,
+        "probe_minus_confidence": probe_eff - confidence_eff,
+        "probe_minus_confidence_ci": ci,
+    }
+
+
+def abstention_criteria(
+    probe: Mapping[str, Any], matched: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The parts of success: beat answering everything (the plan), then beat the output
+    confidence at the same coverage (the control). ``probe`` is :func:`selective` of the probe,
+    ``matched`` is :func:`matched_coverage`. A probe that answers no item fails the plan's part:
+    abstaining on everything does not answer better than answering everything."""
+    answered = probe["n_answered"] > 0
+    return [
+        criteria.criterion(
+            "beats_answering_everything",
+            kind="plan",
+            rule=(
+                f"answering only when P(correct) >= {probe['threshold']:g}, effective accuracy "
+                "beats answering every item: the 95% interval of the gain lies above 0"
+            ),
+            value=probe["gain"],
+            ci=probe["gain_ci"],
+            bound=0.0,
+            passed=None if answered else False,
+        ),
+        criteria.criterion(
+            "beats_confidence_at_same_coverage",
+            kind="control",
+            rule=(
+                f"at the same coverage ({matched['n_answered']} answered test items), the "
+                "probe's effective accuracy beats answering the model's most confident items "
+                "(largest choice probability): the paired 95% interval over items of the "
+                "difference lies above 0"
+            ),
+            value=matched["probe_minus_confidence"],
+            ci=matched["probe_minus_confidence_ci"],
+            bound=0.0,
+            passed=None if answered else False,
+        ),
+    ]
+
+
+def headline_verdict(parts: Sequence[Mapping[str, Any]]) -> str:
+    """PASS when every part passed; FAIL when a failed part's interval lies wholly below its
+    bound; INCONCLUSIVE otherwise (a part unmeasured, or an interval across its bound)."""
+    if criteria.success(parts):
+        return "PASS"
+    for part in criteria.failed(parts):
+        high = part["ci"][1]
+        if high is not None and high < part["bound"]:
+            return "FAIL"
+    return "INCONCLUSIVE"
+
+
 # --------------------------------------------------------------------------------------------
 # One store
 # --------------------------------------------------------------------------------------------
@@ -237,7 +362,8 @@ def analyse_store(
     confidence = max_choice_probability([logliks[int(i)] for i in split.items[split.test]])
     probe_sel = selective(y, prob, threshold, n_bootstrap=n_bootstrap, seed=seed)
     conf_sel = selective(y, confidence, threshold, n_bootstrap=n_bootstrap, seed=seed)
-    coverage = probe_sel["coverage"]
+    matched = matched_coverage(y, prob, confidence, threshold, n_bootstrap=n_bootstrap, seed=seed)
+    parts = abstention_criteria(probe_sel, matched)
 
     draws = random_aurc(y, n_draws=n_random, seed=seed)
     probe_aurc = aurc(y, prob)
@@ -263,18 +389,25 @@ def analyse_store(
         "layer_selection": "configured"
         if layer is not None
         else "best inner-CV log loss of the unweighted probe on training items",
+        **criteria.held_out_record(
+            True,
+            (
+                f"layer {chosen} "
+                + ("is configured" if layer is not None else "has the best inner-CV log loss")
+                + f" and the probe's penalty the best inner-CV score, both on the "
+                f"{split.train.size} training items; the threshold {threshold:g} is configured; "
+                f"the {split.test.size} test items choose nothing"
+            ),
+        ),
         "inner_cv": cv_by_layer,
         "probe_C": C,
         "plain_accuracy": float(y.mean()),
         "probe": probe_sel,
-        "success": probe_sel["gain_verdict"] == "PASS",
+        "criteria": parts,
+        "success": criteria.success(parts),
+        "verdict": headline_verdict(parts),
         "confidence_same_threshold": conf_sel,
-        "matched_coverage": {
-            "coverage": coverage,
-            "probe": probe_sel["effective_accuracy"],
-            "confidence": at_coverage(y, confidence, coverage),
-            "random": float(y.mean()),
-        },
+        "matched_coverage": matched,
         "aurc": {
             "probe": probe_aurc,
             "probe_ci": list(bootstrap_ci(aurc, y, prob, n_resamples=n_bootstrap, seed=seed)),
@@ -373,8 +506,14 @@ def run_abstention(
         "ci": primary["probe"]["gain_ci"] if primary else [None, None],
         "ci_level": CI_LEVEL,
         "threshold": float(threshold),
-        "verdict": primary["probe"]["gain_verdict"] if primary else "INCONCLUSIVE",
-        "success": bool(primary["success"]) if primary else False,
+        "verdict": primary["verdict"] if primary else "INCONCLUSIVE",
+        "success": primary["success"] if primary else None,
+        "criteria": primary["criteria"] if primary else [],
+        **(
+            {key: primary[key] for key in ("held_out", "selection")}
+            if primary
+            else criteria.held_out_record(False, "no store could be analysed")
+        ),
         "primary": {"model": primary["model"], "task": primary["task"]} if primary else None,
         "n": primary["n_test"] if primary else 0,
         "seed": seed,
@@ -382,7 +521,7 @@ def run_abstention(
         "duration_s": round(time.perf_counter() - started, 3),
         "n_stores": len(records),
         "n_analysed": len(analysed),
-        "n_success": int(sum(r["success"] for r in analysed)),
+        "n_success": int(sum(r["success"] is True for r in analysed)),
         "settings": {
             "threshold": threshold,
             "layer": "auto" if layer is None else int(layer),
@@ -398,63 +537,3 @@ def run_abstention(
         "comparison": primary["comparison"] if primary else None,
     }
     return results, {"curves": curves}
-
-
-def summary_markdown(results: Mapping[str, Any]) -> str:
-    """The person-readable summary of an abstention results dictionary."""
-    tau = results["threshold"]
-    lines = [
-        "# Abstention with the correctness probe",
-        "",
-        f"- Date: {results['date']}; seed {results['seed']}; {fmt(results['duration_s'], 1)} s",
-        f"- The model answers when the probe's P(correct) >= {fmt(tau, 2)} and abstains below. "
-        "Success: effective accuracy above plain accuracy, the 95% CI of the gain above zero.",
-        f"- Headline ({results['primary']}): gain {fmt(results['value'])} "
-        f"{fmt_ci(results['ci'])} -> **{results['verdict']}**; "
-        f"{results['n_success']} of {results['n_analysed']} stores succeed.",
-        "",
-    ]
-    for r in results["stores"]:
-        lines += [f"## {r['model']} on {r['task']}", ""]
-        if "skipped" in r:
-            lines += [f"Skipped: {r['skipped']}.", ""]
-            continue
-        p, c, m, a = r["probe"], r["confidence_same_threshold"], r["matched_coverage"], r["aurc"]
-        verdict_text = (
-            "Abstaining raises effective accuracy (the gain's interval excludes zero)."
-            if r["success"]
-            else "Abstaining does not reliably raise effective accuracy "
-            f"({p['gain_verdict']} against no gain)."
-        )
-        lines += [
-            f"{r['n_test']} held-out items; plain accuracy {fmt(r['plain_accuracy'])}; probe at "
-            f"layer {r['layer']} ({r['layer_selection']}).",
-            "",
-            "| abstainer | coverage | effective accuracy | gain | 95% CI of gain |",
-            "| --- | --- | --- | --- | --- |",
-            f"| probe, P(correct) >= {fmt(tau, 2)} | {fmt(p['coverage'])} "
-            f"| {fmt(p['effective_accuracy'])} | {fmt(p['gain'])} | {fmt_ci(p['gain_ci'])} |",
-            f"| confidence >= {fmt(tau, 2)} | {fmt(c['coverage'])} "
-            f"| {fmt(c['effective_accuracy'])} | {fmt(c['gain'])} | {fmt_ci(c['gain_ci'])} |",
-            f"| confidence at the probe's coverage | {fmt(m['coverage'])} "
-            f"| {fmt(m['confidence'])} | | |",
-            f"| random at the probe's coverage | {fmt(m['coverage'])} | {fmt(m['random'])} "
-            "| 0.000 | |",
-            "",
-            verdict_text,
-            "",
-            "| risk-coverage area (lower is better) | AURC | 95% CI |",
-            "| --- | --- | --- |",
-            f"| probe | {fmt(a['probe'])} | {fmt_ci(a['probe_ci'])} |",
-            f"| output confidence | {fmt(a['confidence'])} | {fmt_ci(a['confidence_ci'])} |",
-            f"| random abstainer (expected = error rate) | {fmt(a['random_expected'])} "
-            f"| 5-95% of {results['settings']['n_random']} draws: "
-            f"[{fmt(a['random_draws_p05'])}, {fmt(a['random_draws_p95'])}] |",
-            f"| oracle | {fmt(a['oracle'])} | |",
-            "",
-            f"Probe minus confidence: {fmt(a['probe_minus_confidence'])} "
-            f"{fmt_ci(a['probe_minus_confidence_ci'])}; probe minus random: "
-            f"{fmt(a['probe_minus_random'])} {fmt_ci(a['probe_minus_random_ci'])}.",
-            "",
-        ]
-    return "\n".join(lines) + "\n"
