@@ -80,7 +80,7 @@ def test_the_table_has_the_fixed_columns_and_the_experiments_numbers():
     assert toxicity[5] == "met: shift_above_0 passed"
     assert table.startswith(
         "# Summary table\n\n**Strongest held-out result:** behavior_edit:toxicity (2C): "
-        "attribute_shift_at_best_setting = 0.25, 95% CI [0.1, 0.4], n = 20; it met its criteria "
+        "shift in attribute score at the best steering setting (score difference) = 0.25, 95% CI [0.1, 0.4], n = 20; it met its criteria "
         "(every part: shift_above_0).\n"
     )
     pm3 = next(r for r in rows if r[0].startswith("PM3"))
@@ -107,7 +107,7 @@ def test_the_study_summary_says_what_ran_why_and_where():
     )
     assert "PM3 (activation patching)" in text and "forced; measured FAIL" in text
     assert (
-        "- PM1 (cross-model similarity): correlation_after_projection = 0.4567, 95% CI "
+        "- PM1 (cross-model similarity): correlation after projection = 0.4567, 95% CI "
         "[0.35, 0.55], threshold 0.3; control surface = 0.2, 95% CI [0.1, 0.3]; metric - control "
         "= 0.25, 95% CI [0.2, 0.3] (bound 0) -> PASS (plan PASS, controlled PASS)" in text
     )
@@ -193,6 +193,8 @@ def _no_value_statistics(force: dict | None = None, comparisons: list | None = N
         decision, [], n_bootstrap=100, n_permutations=100, alpha=0.05, seed=0
     )
     statistics["comparisons"] = comparisons or []
+    family = [c["id"] for c in statistics["comparisons"] if c.get("in_holm_family")]
+    statistics["holm"].update(family=family, n_comparisons=len(family))
     return statistics
 
 
@@ -216,7 +218,7 @@ def test_the_summaries_say_inconclusive_with_the_reason():
     ]  # fmt: skip
     text = study_summary(statistics, outputs={"decision": "results/gate/decision.md"})
     assert (
-        f"- PM3 (activation patching): change_rate = n/a, 95% CI [n/a, n/a], threshold 0.5; no "
+        f"- PM3 (activation patching): share of corrupted answers flipped to the clean answer = n/a, 95% CI [n/a, n/a], threshold 0.5; no "
         "control measured -> INCONCLUSIVE (plan INCONCLUSIVE, controlled INCONCLUSIVE) (no "
         f"value: {REASON})" in text
     )
@@ -272,9 +274,11 @@ def test_the_abstract_of_a_forced_branch_says_its_premortem_measured_nothing():
     statistics = _no_value_statistics({"pm3": "PASS"}, [_comparison("2C", "patching_layers")])
     text = _words(paper.render_abstract(statistics, config))
     assert (
-        f"pre-mortem (PM3) could not measure the change_rate ({REASON}), a verdict of "
-        "INCONCLUSIVE with no value; the gate was forced to PASS" in text
+        "pre-mortem gated this line of work but could not measure the share of corrupted answers "
+        f"flipped to the clean answer ({REASON}), a verdict of INCONCLUSIVE; the gate was forced "
+        "to PASS" in text
     )
+    assert "across one test" in text
     assert "n/a" not in text and paper.unfilled_slots(text) == []
 
 
@@ -322,7 +326,7 @@ def _closest_statistics() -> dict:
 def test_with_no_held_out_success_the_summaries_name_the_closest_negative_and_its_failure():
     statistics = _closest_statistics()
     closest = (
-        "The closest negative result is unsupervised_error (2B): ccs_ratio = 0.9, 95% CI "
+        "The closest negative result is unsupervised_error (2B): ccs ratio = 0.9, 95% CI "
         "[0.85, 0.95], n = 40; hedges_g_z 0.3, Holm p 0.2. It failed 1 of 2 parts of its "
         "criteria: beats_random_direction: the interval of CCS minus a random direction lies "
         "above 0 (value 0.02, 95% CI [-0.03, 0.07], bound 0)."

@@ -92,7 +92,8 @@ def _headline_numbers(entry: Mapping[str, Any], *, why_out: bool = False) -> str
     """Value, CI, n, effect size and p; a test outside the Holm family shows its raw p (and,
     with ``why_out``, why it is outside)."""
     text = (
-        f"{entry['metric']} = {number(entry['value'])}, 95% CI {interval(entry['ci'])}, "
+        f"{plan.metric_text(entry['metric'])} = {number(entry['value'])}, "
+        f"95% CI {interval(entry['ci'])}, "
         f"n = {entry.get('n', 'n/a')}"
     )
     if entry.get("p_value") is None:
@@ -274,7 +275,8 @@ def study_summary(
     lines = ["# Study summary", "", "## What ran and why", ""]
     for pm, info in statistics["premortems"].items():
         lines.append(
-            f"- {pm.upper()} ({info['name']}): {info['metric'] or 'metric'} = "
+            f"- {pm.upper()} ({info['name']}): "
+            f"{plan.metric_text(info['metric']) if info['metric'] else 'metric'} = "
             f"{number(info['value'])}, 95% CI {interval(info['ci'])}, threshold "
             f"{number(info['threshold'])}; {control_line(info)} -> {premortem_verdict(info)}"
         )
