@@ -4,6 +4,9 @@ For each attribute, a mean-difference vector from the contrast sets is added at 
 each coefficient while the model continues neutral prompts; the attribute score of the
 continuations is compared with unsteered generation, and the side effect is measured as the
 perplexity of neutral text and the accuracy on a task (--task-file, its first side_task_items).
+The best setting is chosen on the selection prompts among settings within the perplexity budget
+on half the neutral texts; it is reported on the other prompts and the other half of the texts,
+beside a random direction of the same norm (see actspace.branches.patching.edit_choice).
 Its parameters are the keys of experiments.behavior_edit with the run's seed, the model reference
 (and model_source) and the extraction's dtype and device, given as --params (the workflow passes
 them); the common flags override them (--n-samples: n_prompts), and so do --attribute-sets and
@@ -151,13 +154,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     write_jsonl(args.output_dir / "generations.jsonl", generations)
     write_experiment(args.output_dir, results, config, summary_markdown(results))
-    for attribute in data.attributes:
-        best = results["attributes"][attribute]["best"]
+    for head in results["headlines"]:
+        best = results["attributes"][head["label"]]["best"]
+        if best is None:
+            print(f"behavior_edit {head['label']}: {head['note']}")
+            continue
         report = best["report"]
         print(
-            f"behavior_edit {attribute}: best layer {best['layer']} x {best['coefficient']:g}: "
-            f"shift {report['shift']:+.4f} CI {report['shift_ci']}, "
-            f"perplexity x{best['perplexity']['ratio']:.3f}"
+            f"behavior_edit {head['label']}: best layer {best['layer']} x "
+            f"{best['coefficient']:g}: shift {report['shift']:+.4f} CI {report['shift_ci']}, "
+            f"report-text perplexity x{best['perplexity']['ratio']:.3f}, success {head['success']}"
         )
 
 

@@ -2,7 +2,9 @@
 
 Reads behavior_edit's output folder (--behavior-edit: its best setting per attribute, chosen on
 the selection prompts, and its steering vectors) and, on behavior_edit's *report* prompts,
-generates unsteered, steered and prompted (a prefix in front of each prompt) continuations.
+generates unsteered, steered and prompted (a prefix in front of each prompt) continuations; the
+perplexity side effect is on behavior_edit's report neutral texts (not those that checked its
+budget), so nothing it reports chose the setting.
 Reports attribute shift, side effects (neutral-text perplexity, task accuracy) and compute cost
 (forward passes, tokens processed, time per generated token) side by side. Its parameters are the
 keys of experiments.patching_vs_prompting, with experiments.behavior_edit under ``behavior_edit``
@@ -102,12 +104,17 @@ def main(argv: list[str] | None = None) -> None:
         **files,
         "behavior_edit_folder": str(args.behavior_edit),
         "task_file": None if args.task_file is None else str(args.task_file),
-        "prefixes": {a: r["methods"]["prompting"]["prefix"] for a, r in attributes.items()},
+        "prefixes": {
+            a: r["methods"]["prompting"]["prefix"] for a, r in attributes.items() if "methods" in r
+        },
         "model_dtype": str(next(model.parameters()).dtype),
     }
     write_jsonl(args.output_dir / "generations.jsonl", rows)
     write_experiment(args.output_dir, results, config, summary_markdown(results))
     for attribute, result in attributes.items():
+        if "methods" not in result:
+            print(f"patching_vs_prompting {attribute}: {result['note']}")
+            continue
         methods = result["methods"]
         print(
             f"patching_vs_prompting {attribute}: steering shift "

@@ -21,15 +21,26 @@ from safetensors.torch import load_file
 from actspace.branches.patching.behavior_edit import (
     SideEffectData,
     choose_best,
+    headline,
     infer_model_source,
     load_neutral_prompts,
+    neutral_text_split,
     perplexity_ratio,
     run_behavior_edit,
     shift_summary,
     split_indices,
     vector_split,
 )
-from actspace.branches.patching.patching_vs_prompting import compare_methods, default_prefix
+from actspace.branches.patching.edit_choice import least_damaging
+from actspace.branches.patching.patching_vs_prompting import (
+    PromptingData,
+    compare_methods,
+    default_prefix,
+    prompting_results,
+    run_patching_vs_prompting,
+    summary_markdown,
+)
+from actspace.core.criteria import failed
 from actspace.core.io import read_json, read_jsonl, write_jsonl
 from actspace.core.schema import validate_schema
 from actspace.lm.hooks import capture_residual
@@ -298,22 +309,95 @@ def test_task_accuracy_side_effect_and_prefixed_items(gpt2):
     assert prefixed_items(items(), "") == items()
 
 
-def test_choose_best_prefers_the_largest_selection_shift_within_the_budget():
-    def entry(layer, coefficient, shift, ratio):
-        return {
-            "layer": layer,
-            "coefficient": coefficient,
-            "selection": {"shift": shift},
-            "report": {"shift": shift / 2},
-            "perplexity": {"ratio": ratio},
-        }
+def _entry(layer, coefficient, shift, budget_high, report_high=1.1, random_gap=0.2):
+    """A grid entry: selection shift ``shift``; budget-check and report perplexity intervals
+    ending at ``budget_high`` and ``report_high``."""
+    return {
+        "layer": layer,
+        "coefficient": coefficient,
+        "selection": {"shift": shift},
+        "report": {"shift": shift / 2, "shift_ci": [shift / 4, shift], "n": 5},
+        "budget_perplexity": {"ratio": budget_high - 0.05, "ratio_ci": [1.0, budget_high]},
+        "perplexity": {"ratio": report_high - 0.05, "ratio_ci": [1.0, report_high]},
+        "random_direction": {
+            "steered_minus_random": random_gap,
+            "steered_minus_random_ci": [random_gap - 0.1, random_gap + 0.1],
+        },
+    }
 
-    grid = [entry(1, 2.0, 0.1, 1.1), entry(1, 8.0, 0.5, 3.0), entry(2, 4.0, 0.3, 1.5)]
+
+def test_a_setting_over_budget_is_never_chosen_even_with_the_largest_shift():
+    # The largest selection shift (0.5) is over budget: its interval ends at 3 > 2.
+    grid = [_entry(1, 2.0, 0.1, 1.1), _entry(1, 8.0, 0.5, 3.0), _entry(2, 4.0, 0.3, 1.5)]
     best = choose_best(grid, 2.0)
     assert (best["layer"], best["coefficient"], best["within_perplexity_budget"]) == (2, 4.0, True)
     assert choose_best(grid, None)["coefficient"] == 8.0
-    none_fit = choose_best(grid, 1.01)
-    assert none_fit["coefficient"] == 8.0 and none_fit["within_perplexity_budget"] is False
+    # The interval, not the point, must be within: a point of 1.95 whose interval ends at 2.05
+    # is over a budget of 2.
+    edge = [_entry(1, 1.0, 0.1, 1.2), _entry(1, 2.0, 0.9, 2.05)]
+    assert choose_best(edge, 2.0)["coefficient"] == 1.0
+    # However large its shift, an over-budget setting loses to any within-budget one.
+    for shift in (0.6, 5.0, 1e6):
+        grid = [_entry(1, 1.0, 0.01, 1.1), _entry(3, 9.0, shift, 2.5)]
+        assert choose_best(grid, 2.0)["coefficient"] == 1.0
+    # The report texts' perplexity plays no part in the choice, however large or small.
+    grid = [_entry(1, 2.0, 0.1, 1.1, report_high=50.0), _entry(1, 8.0, 0.5, 3.0, report_high=1.0)]
+    assert choose_best(grid, 2.0)["coefficient"] == 2.0
+
+
+def test_no_setting_within_budget_chooses_nothing_and_fails_naming_the_budget():
+    grid = [_entry(1, 2.0, 0.4, 2.6), _entry(1, 8.0, 0.9, 9.0), _entry(2, 4.0, 0.3, 2.2)]
+    assert choose_best(grid, 2.0) is None
+    least = least_damaging(grid)
+    assert (least["layer"], least["coefficient"], least["chosen"]) == (2, 4.0, False)
+    result = {"grid": grid, "best": None, "least_damaging": least}
+    head = headline("toxicity", result, 2.0)
+    assert head["success"] is False and head["value"] is None and head["ci"] == [None, None]
+    assert head["comparison"] is None and head["setting"] is None
+    assert [c["name"] for c in failed(head["criteria"])] == ["perplexity_within_budget"]
+    assert "no setting kept perplexity within the budget" in head["note"]
+    assert "no setting kept perplexity within the budget" in head["criteria"][1]["rule"]
+    assert head["held_out"] is True
+
+
+def test_the_criteria_are_the_plan_then_the_report_budget_then_the_random_direction():
+    grid = [_entry(1, 2.0, 0.4, 1.5, report_high=1.8)]
+    best = choose_best(grid, 2.0)
+    best["random_direction"] = grid[0]["random_direction"]
+    best["comparison"] = {"kind": "paired"}
+    head = headline("formality", {"grid": grid, "best": best}, 2.0)
+    names = [(c["name"], c["kind"]) for c in head["criteria"]]
+    assert names == [
+        ("shift_above_zero", "plan"),
+        ("perplexity_within_budget", "control"),
+        ("beats_random_direction", "control"),
+    ]
+    assert head["success"] is True and head["value"] == 0.2
+    # The report texts' interval over budget fails the control, whatever the budget half said.
+    grid = [_entry(1, 2.0, 0.4, 1.5, report_high=2.3)]
+    best = choose_best(grid, 2.0)
+    best["random_direction"] = grid[0]["random_direction"]
+    head = headline("formality", {"grid": grid, "best": best}, 2.0)
+    assert [c["name"] for c in failed(head["criteria"])] == ["perplexity_within_budget"]
+    assert head["success"] is False
+    # A shift no larger than a random direction's fails the random-direction control.
+    grid = [_entry(1, 2.0, 0.4, 1.5, random_gap=0.0)]
+    best = choose_best(grid, 2.0)
+    best["random_direction"] = grid[0]["random_direction"]
+    head = headline("formality", {"grid": grid, "best": best}, 2.0)
+    assert [c["name"] for c in failed(head["criteria"])] == ["beats_random_direction"]
+    # Without a budget there is no budget control; the choice is over every setting.
+    head = headline("formality", {"grid": grid, "best": best}, None)
+    assert [c["name"] for c in head["criteria"]] == ["shift_above_zero", "beats_random_direction"]
+
+
+def test_the_neutral_texts_split_in_seeded_disjoint_halves():
+    split = neutral_text_split(10, seed=3)
+    assert sorted(split.budget + split.report) == list(range(10))
+    assert len(split.budget) == len(split.report) == 5
+    assert neutral_text_split(10, seed=3) == split and neutral_text_split(10, seed=4) != split
+    with pytest.raises(ValueError, match="need at least 4 neutral texts"):
+        neutral_text_split(3, seed=0)
 
 
 # ------------------------------------------------------------------------------ experiment level
@@ -328,29 +412,36 @@ def synthetic_world(tmp_path: Path) -> tuple[Path, Path, Path]:
     return tmp_path / "attributes.jsonl", tmp_path / "prompts.jsonl", tmp_path / "task.jsonl"
 
 
-def test_run_behavior_edit_with_a_zero_coefficient_reports_no_shift(gpt2, tmp_path):
-    model, tokenizer = gpt2
+def _edit(model, tokenizer, tmp_path, *, texts=None, coefficients=(0.0, 4.0), budget=None):
+    """run_behavior_edit on the synthetic world with a lexicon scorer, layers 1 and 3."""
     attributes, prompts_file, _ = synthetic_world(tmp_path)
     pairs = load_contrast_pairs(attributes)
     prompts = load_neutral_prompts(prompts_file)
     split = {a: vector_split(len(p), None, 0) for a, p in pairs.items()}
+    held_out = [pairs["toxicity"][i].negative for i in split["toxicity"][1]]
     results, rows, vectors = run_behavior_edit(
         model,
         tokenizer,
         pairs=pairs,
         prompts=prompts,
         scorers={"toxicity": LexiconScorer("toxicity")},
-        side=SideEffectData(texts=[pairs["toxicity"][i].negative for i in split["toxicity"][1]]),
+        side=SideEffectData(texts=held_out if texts is None else texts(held_out)),
         vector_pairs={"toxicity": split["toxicity"][0]},
         settings=SETTINGS,
         layers=[1, 3],
-        coefficients=[0.0, 4.0],
+        coefficients=list(coefficients),
         pooling=EDIT["pooling"],
         selection_fraction=EDIT["selection_fraction"],
-        max_perplexity_ratio=EDIT["max_perplexity_ratio"],
+        max_perplexity_ratio=EDIT["max_perplexity_ratio"] if budget is None else budget,
         n_bootstrap=200,
         seed=0,
     )
+    return results, rows, vectors, prompts
+
+
+def test_run_behavior_edit_with_a_zero_coefficient_reports_no_shift(gpt2, tmp_path):
+    model, tokenizer = gpt2
+    results, rows, vectors, prompts = _edit(model, tokenizer, tmp_path)
     info = results["attributes"]["toxicity"]
     assert [(g["layer"], g["coefficient"]) for g in info["grid"]] == [
         (1, 0.0),
@@ -361,10 +452,53 @@ def test_run_behavior_edit_with_a_zero_coefficient_reports_no_shift(gpt2, tmp_pa
     for g in info["grid"]:
         if g["coefficient"] == 0.0:
             assert g["report"]["shift"] == 0.0 and g["perplexity"]["ratio"] == 1.0
+            assert g["budget_perplexity"]["ratio"] == 1.0
     assert results["n_selection"] + results["n_report"] == len(prompts)
+    side = results["side_effect"]
+    assert sorted(side["budget_text_indices"] + side["report_text_indices"]) == list(
+        range(side["n_neutral_texts"])
+    )
     assert set(vectors["toxicity"]) == {1, 3}
-    assert len(rows) == len(prompts) * (1 + 4)
-    assert info["best"]["layer"] in (1, 3)
+    # The unsteered baseline, the 4 settings and the random direction at the chosen setting.
+    assert len(rows) == len(prompts) * (1 + 4 + 1)
+    assert [r["vector"] for r in rows[:: len(prompts)]] == ["none", *["contrast"] * 4, "random"]
+    best = info["best"]
+    # Coefficient 4 on a tiny random model ruins perplexity; only coefficient 0 is within budget,
+    # and its random direction (times 0) changes nothing.
+    assert best["coefficient"] == 0.0 and best["within_perplexity_budget"]
+    assert best["random_direction"]["steered_minus_random"] == 0.0
+
+
+def test_the_budget_reads_only_the_budget_check_texts(gpt2, tmp_path):
+    """Replacing a report-half neutral text changes the reported perplexity, never the choice."""
+    model, tokenizer = gpt2
+    base, _, _, _ = _edit(model, tokenizer, tmp_path, coefficients=(0.0, 0.5, 4.0), budget=1.5)
+    report = base["side_effect"]["report_text_indices"]
+
+    def swapped(texts):
+        texts = list(texts)
+        texts[report[0]] = "Zebra quantum marmalade eleven purple yesterday sings loudly."
+        return texts
+
+    other, _, _, _ = _edit(
+        model, tokenizer, tmp_path, texts=swapped, coefficients=(0.0, 0.5, 4.0), budget=1.5
+    )
+    a, b = base["attributes"]["toxicity"], other["attributes"]["toxicity"]
+    # The budget-check ratios agree up to the padding of a batch that holds the swapped text.
+    for ga, gb in zip(a["grid"], b["grid"], strict=True):
+        assert gb["budget_perplexity"]["ratio"] == pytest.approx(ga["budget_perplexity"]["ratio"])
+        assert gb["budget_perplexity"]["ratio_ci"] == pytest.approx(
+            ga["budget_perplexity"]["ratio_ci"]
+        )
+    changed = [
+        abs(ga["perplexity"]["ratio"] - gb["perplexity"]["ratio"])
+        for ga, gb in zip(a["grid"], b["grid"], strict=True)
+    ]
+    assert max(changed) > 1e-3
+    assert (a["best"]["layer"], a["best"]["coefficient"]) == (
+        b["best"]["layer"],
+        b["best"]["coefficient"],
+    )
 
 
 def test_compare_methods_with_a_zero_vector_matches_unsteered(gpt2):
@@ -409,6 +543,31 @@ def test_compare_methods_with_a_zero_vector_matches_unsteered(gpt2):
             n_bootstrap=EDIT["n_bootstrap"],
             seed=0,
         )
+
+
+def test_prompting_has_nothing_to_compare_where_no_setting_was_chosen():
+    data = PromptingData(
+        edit={"attributes": {"toxicity": {"best": None}}},
+        vectors={},
+        edit_folder="edit",
+        prompts=[{"id": "a", "prompt": "The cat"}, {"id": "b", "prompt": "A dog"}],
+        side=SideEffectData(texts=TEXTS),
+        model_source="organism",
+    )
+    kwargs = {"prefixes": {}, "timing_repeats": 1, "scorers": {}, "settings": SETTINGS}
+    attributes, rows = run_patching_vs_prompting(
+        None, None, data, **kwargs, n_bootstrap=100, seed=0, device="cpu"
+    )
+    assert (
+        rows == []
+        and "no setting kept perplexity within the budget" in (attributes["toxicity"]["note"])
+    )
+    results = prompting_results(
+        attributes, data, model="m", seed=0, samples_per_prompt=1, duration_s=0.0
+    )
+    (head,) = results["headlines"]
+    assert head["value"] is None and head["comparison"] is None and head["success"] is None
+    assert "no steering setting to compare" in summary_markdown(results)
 
 
 def test_the_scripts_write_their_folders_and_refuse_bad_input(gpt2, tmp_path, tiny_model_dir):
@@ -476,6 +635,14 @@ def test_the_scripts_write_their_folders_and_refuse_bad_input(gpt2, tmp_path, ti
         assert gain == pytest.approx(head["value"], abs=1e-9)
         assert len(comparison["a"]) == head["n"] == len(pvp["prompt_ids"])
     assert pvp["prompt_ids"] == results["report_ids"]
+    # patching_vs_prompting reports perplexity on behavior_edit's report texts only.
+    budget, report = results["budget_text_pair_ids"], results["report_text_pair_ids"]
+    assert not set(budget) & set(report) and sorted(budget + report) == sorted(
+        results["neutral_text_pair_ids"]
+    )
+    assert pvp["n_neutral_texts"] == len(report)
+    assert all(h["held_out"] is True for h in results["headlines"] + pvp["headlines"])
+    assert all(h["criteria"][0]["kind"] == "plan" for h in results["headlines"])
     assert pvp["attributes"]["toxicity"]["methods"]["prompting"]["prefix"] == "You idiot."
     assert pvp["attributes"]["formality"]["methods"]["prompting"]["prefix"].startswith("Write")
     assert len(read_jsonl(pvp_dir / "generations.jsonl")) == 2 * 3 * len(pvp["prompt_ids"])

@@ -257,6 +257,7 @@ def steering_json(seed: int) -> tuple[dict, dict]:
                         "report": shift_summary(base, scores, report, **BOOT),
                         "selection": shift_summary(base, scores, selection, **BOOT),
                         "perplexity": {"ratio": 1.0 + 0.01 * coefficient, "ratio_ci": [1, 1.2]},
+                        "budget_perplexity": {"ratio": 1.0, "ratio_ci": [1, 1 + coefficient / 100]},
                     }
                 )
         attributes[attribute] = {

@@ -260,7 +260,7 @@ def test_behavior_edit_counts_generation_settings(gpt2, tmp_path):
             scorers={"toxicity": LexiconScorer("toxicity")},
             layers=[1],
             coefficients=[0.0, 2.0],
-            side=SideEffectData(texts=texts[:2]),
+            side=SideEffectData(texts=texts),  # 2 check the budget, 2 report it
             vector_pairs={"toxicity": [0, 1]},
             settings=SamplingSettings(
                 max_new_tokens=2, temperature=1.0, top_k=50, samples_per_prompt=1, batch_size=4
@@ -272,8 +272,9 @@ def test_behavior_edit_counts_generation_settings(gpt2, tmp_path):
             seed=0,
             progress=tracker,
         )
-    assert (tracker.items_done, tracker.total) == (3, 3)  # the baseline and two settings
-    assert tracker.last_checkpoint == "toxicity layer 1 x 2"
+    # The baseline, two settings and the random direction at the chosen one.
+    assert (tracker.items_done, tracker.total) == (4, 4)
+    assert tracker.last_checkpoint == "toxicity random direction"
 
 
 def test_training_counts_steps(tmp_path):

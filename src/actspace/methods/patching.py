@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from scipy import stats as _scipy_stats
 
-from actspace.core.groups import pair_group
+from actspace.core.groups import n_groups, pair_group
 from actspace.core.progress import Progress
+from actspace.core.splits import grouped_split
 from actspace.lm.hooks import capture_residual, patch_residual
 from actspace.lm.models import residual_blocks
 
@@ -534,3 +535,41 @@ def interior_layers(
     first, last = band_range(band, n_blocks)
     excluded = known_answer_layer(position, n_blocks)
     return [k for k in layers if first <= k <= last and 0 < k < n_blocks and k != excluded]
+
+
+def grouped_parts(
+    idx: np.ndarray, groups: np.ndarray, selection_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The usable pairs ``idx`` split into (selection, held-out) with every group on one side,
+    or two empty parts and the reason why no split is possible.
+
+    The smaller side is the first fold of a grouped split, so that a selection fraction on either
+    side of one half is met as closely as the groups allow. PM3 chooses its layer on the
+    selection part and patching_layers its strongest cell, both measured on the held-out part;
+    on the same pairs, groups and seed they split alike.
+    """
+    empty = np.array([], dtype=int)
+    if len(idx) < 2:
+        return (
+            empty,
+            empty,
+            (
+                f"only {len(idx)} pair(s) where the model is right on both prompts; at least 2 are "
+                "needed to choose a layer on one part and measure it on the other"
+            ),
+        )
+    small = min(selection_fraction, 1.0 - selection_fraction)
+    try:
+        rest, part = grouped_split(len(idx), test_fraction=small, seed=seed, groups=groups[idx])
+    except ValueError as error:
+        return (
+            empty,
+            empty,
+            (
+                f"the {len(idx)} pairs where the model is right on both prompts fall in "
+                f"{n_groups(groups[idx])} group(s), too few for a grouped selection/held-out split "
+                f"({error})"
+            ),
+        )
+    select, heldout = (part, rest) if selection_fraction <= 0.5 else (rest, part)
+    return np.sort(idx[select]), np.sort(idx[heldout]), ""

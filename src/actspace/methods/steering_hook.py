@@ -105,3 +105,11 @@ def steer_residual(
             yield
     finally:
         handle.remove()
+
+
+def random_direction(vector: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded random direction as long as ``vector`` (the control of a steering vector)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    direction = torch.randn(vector.shape, generator=generator, dtype=torch.float64)
+    direction = direction / direction.norm() * float(vector.norm())
+    return direction.to(dtype=vector.dtype, device=vector.device)

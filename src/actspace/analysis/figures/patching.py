@@ -266,8 +266,8 @@ def _steering_panel(
                 gid=f"line:{attribute}:L{layer}",
             )
     for seed, edit in edits.items():
-        if attribute in edit["attributes"]:
-            best = edit["attributes"][attribute]["best"]
+        best = edit["attributes"].get(attribute, {}).get("best")
+        if best is not None:  # None: no setting kept perplexity within the budget
             ax.plot(
                 float(best["coefficient"]) + layer_dx.get(int(best["layer"]), 0.0),
                 num(best["report"]["shift"]),

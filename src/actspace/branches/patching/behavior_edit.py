@@ -10,12 +10,16 @@ side effects are measured as the perplexity of neutral held-out sentences and th
 task.
 
 The prompts are split once (seeded) into *selection* prompts, which choose the best setting of
-each attribute, and *report* prompts, on which every reported number is computed.
+each attribute, and *report* prompts, on which every reported number is computed. The neutral
+texts are split the same way into *budget-check* texts, on which a setting must keep perplexity
+within the budget to be chosen, and *report* texts, whose perplexity is the side effect reported
+(:mod:`actspace.branches.patching.edit_choice` chooses and states the criteria). At the chosen
+setting a random direction of the same norm is generated too: the control that any push of that
+size, not the attribute's direction, moved the score.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,15 +29,33 @@ from typing import Any
 import numpy as np
 import torch
 
+from actspace.branches.patching.edit_choice import (
+    NONE_WITHIN_BUDGET,
+    budget_rule,
+    least_damaging,
+)
+from actspace.branches.patching.edit_choice import (
+    choose_best as choose_best,  # found here by the tests and the figures' tests
+)
+from actspace.branches.patching.edit_choice import headline as choice_headline
 from actspace.branches.patching.edit_stats import (
     accuracy_change,
     mean_or_nan,
     mean_with_ci,
     perplexity_ratio,
+    random_control,
     shift_summary,
+    steering_comparison,
+    text_subset,
 )
 from actspace.branches.patching.edit_stats import (
     bootstrap_interval as bootstrap_interval,  # found here by patching_vs_prompting
+)
+from actspace.branches.patching.edit_stats import (
+    neutral_text_split as neutral_text_split,
+)
+from actspace.branches.patching.edit_stats import (
+    split_indices as split_indices,  # found here by the tests
 )
 from actspace.core.io import read_jsonl
 from actspace.core.progress import Progress
@@ -58,6 +80,7 @@ from actspace.methods.steering import (
     task_correct,
     text_nll,
 )
+from actspace.methods.steering_hook import random_direction
 from actspace.methods.steering_sets import builtin_files as builtin_files
 from actspace.world.attributes import ATTRIBUTES
 
@@ -93,17 +116,6 @@ def load_neutral_prompts(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     return [{"id": row["id"], "prompt": row["prompt"]} for row in rows]
 
 
-def split_indices(n: int, selection_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A seeded split of ``range(n)`` into (selection, report) index lists, both non-empty."""
-    if n < 2:
-        raise ValueError(f"need at least 2 prompts to split into selection and report, got {n}")
-    if not 0.0 < selection_fraction < 1.0:
-        raise ValueError(f"selection_fraction must lie in (0, 1), got {selection_fraction}")
-    order = np.random.default_rng(seed).permutation(n)
-    k = min(max(1, round(n * selection_fraction)), n - 1)
-    return sorted(int(i) for i in order[:k]), sorted(int(i) for i in order[k:])
-
-
 def load_task_items(path: str | os.PathLike[str] | None, n_items: int) -> list[Item]:
     """The first ``n_items`` items of a task JSONL file (none without a file or with 0)."""
     if path is None or n_items <= 0:
@@ -130,8 +142,11 @@ def neutral_texts(
     if "toxicity" not in pairs:
         raise ValueError("the attribute sets need toxicity pairs (their negatives are neutral)")
     texts = [pairs["toxicity"][i].negative for i in held_out["toxicity"]]
-    if len(texts) < 2:
-        raise ValueError("fewer than 2 held-out neutral texts; add attribute pairs")
+    if len(texts) < 4:
+        raise ValueError(
+            f"{len(texts)} held-out neutral texts, fewer than 4 (2 check the perplexity budget, "
+            "2 report it); add attribute pairs"
+        )
     return texts[:n]
 
 
@@ -173,10 +188,11 @@ def run_behavior_edit(
     attribute and layer), so that ``Steering(layer, vector, coefficient)`` repeats a setting.
     ``layers`` None: three spread over the blocks (:func:`default_steering_layers`). The best
     setting of an attribute is the largest mean shift on the *selection* prompts among settings
-    whose neutral perplexity ratio stays within ``max_perplexity_ratio`` (all settings when none
-    does, flagged); every reported number is on the *report* prompts. ``progress`` (a
-    :class:`~actspace.core.progress.Progress`) counts generation settings: the unsteered baseline
-    and each attribute x layer x coefficient.
+    within ``max_perplexity_ratio`` on the *budget-check* neutral texts (none when no setting is;
+    :func:`~actspace.branches.patching.edit_choice.choose_best`); every reported number is on the
+    *report* prompts and *report* neutral texts. ``progress`` (a
+    :class:`~actspace.core.progress.Progress`) counts generation settings: the unsteered baseline,
+    each attribute x layer x coefficient and each attribute's random-direction control.
     """
     n_blocks = len(residual_blocks(model))
     layers = check_steering_layers(
@@ -188,13 +204,14 @@ def run_behavior_edit(
     if not coefficients:
         raise ValueError("no steering coefficients given")
     selection, report = split_indices(len(prompts), selection_fraction, seed)
+    texts = neutral_text_split(len(side.texts), seed)
     prompt_texts = [p["prompt"] for p in prompts]
     split_of = {i: "selection" for i in selection} | {i: "report" for i in report}
     boot = {"n_boot": n_bootstrap, "seed": seed}
     if progress is not None:
-        progress.set_total(1 + len(scorers) * len(layers) * len(coefficients))
+        progress.set_total(1 + len(scorers) * (len(layers) * len(coefficients) + 1))
 
-    base_ppl = text_nll(model, tokenizer, side.texts)
+    base_nll = text_nll(model, tokenizer, side.texts)
     base_correct = task_correct(model, tokenizer, side.items) if side.items else None
     base_gen = generate(model, tokenizer, prompt_texts, seed=seed, settings=settings)
     if progress is not None:
@@ -203,8 +220,18 @@ def run_behavior_edit(
     vectors: dict[str, dict[int, torch.Tensor]] = {}
     results: dict[str, Any] = {}
     total = Cost()
-    total.forward_passes += base_gen.cost.forward_passes
-    total.generated_tokens += base_gen.cost.generated_tokens
+    _add_cost(total, base_gen.cost)
+
+    def side_effects(steer: Steering) -> dict[str, Any]:
+        nll = text_nll(model, tokenizer, side.texts, steering=steer)
+        out = {
+            half: perplexity_ratio(text_subset(base_nll, idx), text_subset(nll, idx), **boot)
+            for half, idx in (("perplexity", texts.report), ("budget_perplexity", texts.budget))
+        }
+        if base_correct is not None:
+            steered = task_correct(model, tokenizer, side.items, steering=steer)
+            out["accuracy"] = accuracy_change(base_correct, steered, **boot)
+        return out
 
     for attribute, scorer in scorers.items():
         chosen = [pairs[attribute][i] for i in vector_pairs[attribute]]
@@ -214,61 +241,53 @@ def run_behavior_edit(
         vectors[attribute] = vecs
         per_sample = sample_scores(scorer, base_gen)
         base_scores = np.asarray([float(np.mean(s)) for s in per_sample])
-        _record(generation_rows, attribute, None, 0.0, prompts, split_of, base_gen, per_sample)
+        record = _Recorder(generation_rows, attribute, prompts, split_of)
+        record(None, 0.0, "none", base_gen, per_sample)
         grid = []
-        report_scores: dict[tuple[int, float], np.ndarray] = {}
+        all_scores: dict[tuple[int, float], np.ndarray] = {}
         for layer in layers:
             for coefficient in coefficients:
                 steer = Steering(layer, vecs[layer], coefficient)
                 gen = generate(
                     model, tokenizer, prompt_texts, seed=seed, settings=settings, steering=steer
                 )
-                total.forward_passes += gen.cost.forward_passes
-                total.generated_tokens += gen.cost.generated_tokens
+                _add_cost(total, gen.cost)
                 per_sample = sample_scores(scorer, gen)
                 scores = np.asarray([float(np.mean(s)) for s in per_sample])
-                report_scores[(layer, coefficient)] = scores[report]
-                _record(
-                    generation_rows,
-                    attribute,
-                    layer,
-                    coefficient,
-                    prompts,
-                    split_of,
-                    gen,
-                    per_sample,
+                all_scores[(layer, coefficient)] = scores
+                record(layer, coefficient, "contrast", gen, per_sample)
+                grid.append(
+                    {
+                        "layer": layer,
+                        "coefficient": coefficient,
+                        "report": shift_summary(base_scores, scores, report, **boot),
+                        "selection": shift_summary(base_scores, scores, selection, **boot),
+                        **side_effects(steer),
+                        "generation_cost": gen.cost.as_dict(),
+                    }
                 )
-                entry: dict[str, Any] = {
-                    "layer": layer,
-                    "coefficient": coefficient,
-                    "report": shift_summary(base_scores, scores, report, **boot),
-                    "selection": shift_summary(base_scores, scores, selection, **boot),
-                    "perplexity": perplexity_ratio(
-                        base_ppl, text_nll(model, tokenizer, side.texts, steering=steer), **boot
-                    ),
-                    "generation_cost": gen.cost.as_dict(),
-                }
-                if base_correct is not None:
-                    steered = task_correct(model, tokenizer, side.items, steering=steer)
-                    entry["accuracy"] = accuracy_change(base_correct, steered, **boot)
-                grid.append(entry)
                 if progress is not None:
                     progress.update(checkpoint=f"{attribute} layer {layer} x {coefficient:g}")
         best = choose_best(grid, max_perplexity_ratio)
-        best["comparison"] = {
-            "description": (
-                f"{attribute} score of continuations steered at layer {best['layer']} with "
-                f"coefficient {best['coefficient']:g} against unsteered continuations, per "
-                "report prompt (mean over its samples)"
-            ),
-            "kind": "paired",
-            "unit": "prompt",
-            "a": [float(x) for x in report_scores[(best["layer"], best["coefficient"])]],
-            "b": [float(x) for x in base_scores[report]],
-            "label_a": "steered",
-            "label_b": "unsteered",
-            "binary": False,
-        }
+        if best is not None:
+            steered = all_scores[(best["layer"], best["coefficient"])]
+            direction = random_direction(vecs[best["layer"]], seed)
+            steer = Steering(best["layer"], direction, best["coefficient"])
+            gen = generate(
+                model, tokenizer, prompt_texts, seed=seed, settings=settings, steering=steer
+            )
+            _add_cost(total, gen.cost)
+            per_sample = sample_scores(scorer, gen)
+            record(best["layer"], best["coefficient"], "random", gen, per_sample)
+            random_scores = np.asarray([float(np.mean(s)) for s in per_sample])
+            best["random_direction"] = random_control(
+                base_scores, steered, random_scores, report, **boot
+            )
+            best["comparison"] = steering_comparison(
+                attribute, best, steered[report], base_scores[report]
+            )
+        if progress is not None:
+            progress.update(checkpoint=f"{attribute} random direction")
         results[attribute] = {
             "scorer": scorer.describe(),
             "n_vector_pairs": len(chosen),
@@ -281,6 +300,8 @@ def run_behavior_edit(
             },
             "grid": grid,
             "best": best,
+            "within_perplexity_budget": best is not None,
+            "least_damaging": None if best is not None else least_damaging(grid),
         }
     summary = {
         "attributes": results,
@@ -293,9 +314,16 @@ def run_behavior_edit(
         "selection_ids": [prompts[i]["id"] for i in selection],
         "report_ids": [prompts[i]["id"] for i in report],
         "samples_per_prompt": settings.samples_per_prompt,
+        "max_perplexity_ratio": max_perplexity_ratio,
+        "budget_rule": budget_rule(max_perplexity_ratio),
         "side_effect": {
             "n_neutral_texts": len(side.texts),
-            "baseline_perplexity": base_ppl.value,
+            "n_budget_texts": len(texts.budget),
+            "n_report_texts": len(texts.report),
+            "budget_text_indices": texts.budget,
+            "report_text_indices": texts.report,
+            "baseline_perplexity": text_subset(base_nll, texts.report).value,
+            "budget_baseline_perplexity": text_subset(base_nll, texts.budget).value,
             "n_task_items": len(side.items),
             "baseline_accuracy": None
             if base_correct is None
@@ -308,57 +336,42 @@ def run_behavior_edit(
     return summary, generation_rows, vectors
 
 
-def _record(
-    rows: list[dict[str, Any]],
-    attribute: str,
-    layer: int | None,
-    coefficient: float,
-    prompts: Sequence[Mapping[str, str]],
-    split_of: Mapping[int, str],
-    gen: Generations,
-    scores: Sequence[Sequence[float]],
-) -> None:
-    for index, texts in enumerate(gen.texts):
-        rows.append(
-            {
-                "attribute": attribute,
-                "layer": layer,
-                "coefficient": coefficient,
-                "prompt_id": prompts[index]["id"],
-                "split": split_of[index],
-                "prompt": prompts[index]["prompt"],
-                "continuations": texts,
-                "scores": list(scores[index]),
-            }
-        )
+def _add_cost(total: Cost, cost: Cost) -> None:
+    total.forward_passes += cost.forward_passes
+    total.generated_tokens += cost.generated_tokens
 
 
-def choose_best(grid: Sequence[Mapping[str, Any]], max_ratio: float | None) -> dict[str, Any]:
-    """The setting with the largest selection-split shift within the perplexity budget."""
-    if not grid:
-        raise ValueError("empty steering grid")
-    allowed = [
-        g
-        for g in grid
-        if max_ratio is None
-        or not math.isfinite(g["perplexity"]["ratio"])
-        or g["perplexity"]["ratio"] <= max_ratio
-    ]
-    within = bool(allowed)
-    pool = allowed or list(grid)
-    best = max(pool, key=lambda g: (g["selection"]["shift"], -abs(g["coefficient"])))
-    return {
-        "layer": best["layer"],
-        "coefficient": best["coefficient"],
-        "selection_shift": best["selection"]["shift"],
-        "report": best["report"],
-        "perplexity": best["perplexity"],
-        "accuracy": best.get("accuracy"),
-        "within_perplexity_budget": within,
-        "max_perplexity_ratio": max_ratio,
-        "rule": "largest mean attribute shift on the selection prompts among settings whose "
-        "neutral-text perplexity ratio is within max_perplexity_ratio",
-    }
+@dataclass
+class _Recorder:
+    """Appends one attribute's generation rows (``vector``: none, contrast or random)."""
+
+    rows: list[dict[str, Any]]
+    attribute: str
+    prompts: Sequence[Mapping[str, str]]
+    split_of: Mapping[int, str]
+
+    def __call__(
+        self,
+        layer: int | None,
+        coefficient: float,
+        vector: str,
+        gen: Generations,
+        scores: Sequence[Sequence[float]],
+    ) -> None:
+        for index, texts in enumerate(gen.texts):
+            self.rows.append(
+                {
+                    "attribute": self.attribute,
+                    "layer": layer,
+                    "coefficient": coefficient,
+                    "vector": vector,
+                    "prompt_id": self.prompts[index]["id"],
+                    "split": self.split_of[index],
+                    "prompt": self.prompts[index]["prompt"],
+                    "continuations": texts,
+                    "scores": list(scores[index]),
+                }
+            )
 
 
 # ------------------------------------------------------------------------------- the experiment
@@ -440,15 +453,20 @@ def edit_results(
     sweep: Mapping[str, Any], data: EditData, *, model: str, seed: int, duration_s: float
 ) -> dict[str, Any]:
     """behavior_edit's results.json: the sweep of :func:`run_behavior_edit`, which pairs made the
-    vectors and the neutral texts, and one headline per attribute."""
+    vectors and the neutral texts (all, and each half: budget check and report), and one headline
+    per attribute."""
     toxicity_held_out = data.split["toxicity"][1][: len(data.side.texts)]
+    text_ids = [data.pairs["toxicity"][i].id for i in toxicity_held_out]
+    side = sweep["side_effect"]
     return {
         "experiment": "behavior_edit",
         "model": model,
         "model_source": data.model_source,
         "seed": seed,
         **sweep,
-        "neutral_text_pair_ids": [data.pairs["toxicity"][i].id for i in toxicity_held_out],
+        "neutral_text_pair_ids": text_ids,
+        "budget_text_pair_ids": [text_ids[i] for i in side["budget_text_indices"]],
+        "report_text_pair_ids": [text_ids[i] for i in side["report_text_indices"]],
         "vector_pair_ids": {
             a: [data.pairs[a][i].id for i in data.split[a][0]] for a in data.attributes
         },
@@ -456,26 +474,40 @@ def edit_results(
         "n_task_items": len(data.side.items),
         "duration_s": duration_s,
         "date": now(),
-        "headlines": [headline(a, sweep["attributes"][a]) for a in data.attributes],
+        "headlines": [
+            headline(a, sweep["attributes"][a], sweep["max_perplexity_ratio"])
+            for a in data.attributes
+        ],
     }
 
 
-def headline(attribute: str, result: Mapping[str, Any]) -> dict[str, Any]:
-    """The attribute's main result: the report-prompt shift at the best setting; success means
-    its CI lies above zero (steering raised the score on prompts it was not chosen on)."""
-    best = result["best"]
-    shift, ci = best["report"]["shift"], best["report"]["shift_ci"]
-    return {
-        "label": attribute,
-        "metric": "attribute_shift_at_best_setting",
-        "value": shift,
-        "ci": ci,
-        "n": best["report"]["n"],
-        "success": bool(ci[0] is not None and ci[0] > 0),
-        "success_rule": "the report prompts' shift has a 95% CI above 0",
-        "setting": {"layer": best["layer"], "coefficient": best["coefficient"]},
-        "comparison": best["comparison"],
-    }
+def headline(attribute: str, result: Mapping[str, Any], max_ratio: float | None) -> dict[str, Any]:
+    """The attribute's main result: the report-prompt shift at the chosen setting, with the
+    plan's criterion and its controls (:func:`~actspace.branches.patching.edit_choice.headline`)."""
+    return choice_headline(attribute, result, max_ratio)
+
+
+def _chosen_line(info: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+    """The chosen setting with its report shift and controls, or why none was chosen."""
+    best = info["best"]
+    if best is None:
+        least = info["least_damaging"]
+        return (
+            f"Nothing chosen: {NONE_WITHIN_BUDGET} ({results['budget_rule']}). Least damaging, "
+            f"for information only: layer {least['layer']}, coefficient "
+            f"{least['coefficient']:g} (budget-check perplexity ratio "
+            f"{fmt(least['budget_perplexity']['ratio'])})."
+        )
+    random = best["random_direction"]
+    return (
+        f"Best (chosen on the selection prompts and budget-check texts): layer {best['layer']}, "
+        f"coefficient {best['coefficient']:g}: shift {best['report']['shift']:+.3f} "
+        f"{fmt_ci(best['report']['shift_ci'])}, report-text perplexity ratio "
+        f"{fmt(best['perplexity']['ratio'])} {fmt_ci(best['perplexity']['ratio_ci'])}; a random "
+        f"direction of the same norm shifts it {random['shift']['shift']:+.3f}, steering minus "
+        f"random {random['steered_minus_random']:+.3f} "
+        f"{fmt_ci(random['steered_minus_random_ci'])}."
+    )
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -499,8 +531,10 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
         f"setting, {results['n_report']} report it; {results['samples_per_prompt']} sampled "
         "continuations each. Shift = steered minus unsteered attribute score on the same "
         "prompts and seeds; 95% bootstrap CIs over prompts. Side effects: perplexity of "
-        f"neutral held-out sentences (baseline {fmt(side['baseline_perplexity'])}) and task "
-        f"accuracy (baseline {fmt(side['baseline_accuracy'])}, {side['n_task_items']} items).",
+        f"neutral held-out sentences, {side['n_budget_texts']} of which check the budget "
+        f"({results['budget_rule']}) and {side['n_report_texts']} report it (baseline "
+        f"{fmt(side['baseline_perplexity'])}), and task accuracy (baseline "
+        f"{fmt(side['baseline_accuracy'])}, {side['n_task_items']} items).",
         "",
         f"Coefficients are relative to the residual stream: {results['steering_convention']}.",
     ]
@@ -514,23 +548,19 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             + ", ".join(f"{k}: {v:.1f}" for k, v in info["reference_norms"].items())
             + ".",
             "",
-            "| layer | coefficient | score | shift | 95% CI | perplexity ratio | accuracy change |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| layer | coefficient | score | shift | 95% CI | perplexity ratio (budget check) "
+            "| perplexity ratio (report) | accuracy change |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for g in info["grid"]:
             acc = g.get("accuracy")
             lines.append(
                 f"| {g['layer']} | {g['coefficient']:g} | {fmt(g['report']['score'])} "
                 f"| {g['report']['shift']:+.3f} | {fmt_ci(g['report']['shift_ci'])} "
-                f"| {fmt(g['perplexity']['ratio'])} "
+                f"| {fmt(g['budget_perplexity']['ratio'])} "
+                f"{fmt_ci(g['budget_perplexity']['ratio_ci'])} "
+                f"| {fmt(g['perplexity']['ratio'])} {fmt_ci(g['perplexity']['ratio_ci'])} "
                 f"| {'n/a' if acc is None else format(acc['delta'], '+.3f')} |"
             )
-        best = info["best"]
-        budget = "" if best["within_perplexity_budget"] else " (no setting met the budget)"
-        lines += [
-            "",
-            f"Best (chosen on the selection prompts): layer {best['layer']}, coefficient "
-            f"{best['coefficient']:g}: shift {best['report']['shift']:+.3f} "
-            f"{fmt_ci(best['report']['shift_ci'])}{budget}.",
-        ]
+        lines += ["", _chosen_line(info, results)]
     return "\n".join(lines)

@@ -15,6 +15,11 @@ Both are 1 for a cell that carries everything that separates the prompts and 0 f
 carries nothing. Prompts of different lengths are aligned by their offset from the final token
 (0 = final token, -1 = the token before, ...), and also by role: ``diff`` (the token where the
 prompts differ) and ``final``. Aggregates use the pairs the model gets right on both prompts.
+
+The heatmaps and curves describe all those pairs. The headline is a held-out test: the usable
+pairs are split as PM3 splits them (:func:`actspace.methods.patching.grouped_parts`: seeded, every
+group of pairs about one entity on one side), the strongest denoising cell is chosen on the
+selection part and its change rate and recovery are reported on the held-out part.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from actspace.core.criteria import held_out_record
+from actspace.core.groups import n_groups, pair_group
 from actspace.core.progress import Progress
 from actspace.core.resampling import mean_ci
 from actspace.lm.models import residual_blocks
@@ -36,6 +43,7 @@ from actspace.methods.patching import (
     PromptPair,
     encode_pairs,
     exact_proportion_ci,
+    grouped_parts,
     patched_logits,
     selectable_layers,
 )
@@ -63,6 +71,7 @@ class PairSweep:
     corrupted_diff: float
     denoised: np.ndarray  # corrupted run, patched with clean activations
     noised: np.ndarray  # clean run, patched with corrupted activations
+    group: str | None = None  # core.groups.pair_group; None: the pair is its own group
 
     @property
     def usable(self) -> bool:
@@ -151,6 +160,7 @@ def sweep_pairs(
                 corrupted_diff=float(denoised[0]),
                 denoised=denoised[1:].reshape(shape),
                 noised=noised[1:].reshape(shape),
+                group=pair_group(asdict(pair.pair)),
             )
         )
         if progress is not None:
@@ -224,13 +234,19 @@ def summarise_sweeps(
     n_blocks: int,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    selection_fraction: float = 0.5,
 ) -> dict[str, Any]:
-    """Heatmaps, by-layer curves with CIs and the strongest layer, over the usable pairs.
+    """Heatmaps and by-layer curves with CIs over the usable pairs, and the held-out headline.
 
-    The strongest layer is chosen among layers 1..L-1: layer 0 at the differing token restores the
+    The strongest cell is chosen among layers 1..L-1: layer 0 at the differing token restores the
     clean input itself and layer L at the final token is the read-out itself, so both change every
-    answer by construction (they are reported as checks, never chosen).
+    answer by construction (they are reported as checks, never chosen). Each direction's
+    ``strongest`` describes all usable pairs; the headline's cell is chosen on the selection part
+    of a grouped split (``selection_fraction``, ``seed``) and measured on the held-out part
+    (:func:`held_out_cell`).
     """
+    if not 0.0 < selection_fraction < 1.0:
+        raise ValueError(f"selection_fraction must lie in (0, 1), got {selection_fraction}")
     layers = list(layers)
     used = [s for s in sweeps if s.usable]
     width = max((s.n_tokens for s in used), default=0)
@@ -241,24 +257,15 @@ def summarise_sweeps(
         "offsets": list(range(-(width - 1), 1)) if width else [],
         "n_pairs": len(sweeps),
         "n_usable": len(used),
+        "selection_fraction": selection_fraction,
         "directions": {},
     }
     if not used:
-        out.update(
-            {
-                "metric": "denoising_change_rate_at_strongest_cell",
-                "value": None,
-                "ci": [None, None],
-                "n": 0,
-                "success": None,
-                "strongest_layer": None,
-                "comparison": None,
-                "note": (
-                    "no pair where the model prefers the clean answer on the clean prompt and "
-                    "the corrupted answer on the corrupted prompt; nothing to aggregate"
-                ),
-            }
+        reason = (
+            "no pair where the model prefers the clean answer on the clean prompt and "
+            "the corrupted answer on the corrupted prompt; nothing to aggregate"
         )
+        out.update(_no_headline(reason))
         return out
     for direction in DIRECTIONS:
         effect = _aligned(used, [s.effect(direction) for s in used], width)
@@ -294,44 +301,134 @@ def summarise_sweeps(
                 "offset": out["offsets"][c],
                 "change_rate": float(change_map[j, c]),
                 "effect": float(effect_map[j, c]),
+                "chosen_on": "all usable pairs (descriptive; the headline's cell is chosen on "
+                "the selection part)",
             },
         }
-    den = out["directions"]["denoising"]
-    best = den["strongest"]
-    j, c = layers.index(best["layer"]), out["offsets"].index(best["offset"])
-    changed = _aligned(used, [s.changed("denoising").astype(float) for s in used], width)[:, j, c]
-    effect = _aligned(used, [s.effect("denoising") for s in used], width)[:, j, c]
-    present = np.isfinite(changed)
-    rate = _rate_and_ci(changed[present].astype(bool))
     out.update(
-        {
-            "strongest_layer": best["layer"],
-            "metric": "denoising_change_rate_at_strongest_cell",
-            "value": rate["rate"],
-            "ci": rate["ci"],
-            "n": rate["n"],
-            "success": None,
-            "metric_description": (
-                f"share of usable pairs whose answer flips to the clean answer when layer "
-                f"{best['layer']} at offset {best['offset']} from the final token is patched "
-                "(clean into corrupted); Clopper-Pearson CI; the cell is chosen on the same "
-                "pairs, so the value is optimistic (PM3 measures a held-out layer)"
-            ),
-            "comparison": {
-                "description": (
-                    f"normalised logit-difference recovery at the strongest cell (layer "
-                    f"{best['layer']}, offset {best['offset']}) against no recovery, per pair; "
-                    "the cell is chosen on the same pairs"
-                ),
-                "kind": "one_sample",
-                "unit": "pair",
-                "values": [float(v) for v in effect[np.isfinite(effect)]],
-                "null_value": 0.0,
-                "binary": False,
-            },
-        }
+        held_out_cell(
+            sweeps,
+            layers,
+            selectable=selectable,
+            width=width,
+            selection_fraction=selection_fraction,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
     )
     return out
+
+
+#: How the pairs are split, in words.
+SPLIT_METHOD = (
+    "one seeded grouped split of the usable pairs, as PM3's: pairs that share a group "
+    "(metadata.group, else the clean prompt's entity, else the clean answer) fall on one side"
+)
+METRIC = "denoising_change_rate_at_strongest_cell"
+
+
+def _no_headline(reason: str) -> dict[str, Any]:
+    return {
+        "metric": METRIC,
+        "value": None,
+        "ci": [None, None],
+        "n": 0,
+        "success": None,
+        "strongest_layer": None,
+        "comparison": None,
+        "note": reason,
+        **held_out_record(False, f"no cell was chosen: {reason}"),
+    }
+
+
+def _part(sweeps: Sequence[PairSweep], idx: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    return {
+        "n": len(idx),
+        "n_groups": n_groups(groups[idx]) if len(idx) else 0,
+        "ids": [sweeps[i].id for i in idx],
+    }
+
+
+def _denoising_maps(
+    sweeps: Sequence[PairSweep], idx: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[pairs, layers, width]`` answer changes and recoveries of the pairs ``idx``."""
+    part = [sweeps[i] for i in idx]
+    changed = _aligned(part, [s.changed("denoising").astype(float) for s in part], width)
+    effect = _aligned(part, [s.effect("denoising") for s in part], width)
+    return changed, effect
+
+
+def held_out_cell(
+    sweeps: Sequence[PairSweep],
+    layers: Sequence[int],
+    *,
+    selectable: Sequence[int],
+    width: int,
+    selection_fraction: float,
+    n_bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The headline: the denoising cell with the highest change rate on the selection part of
+    the usable pairs (:func:`strongest_cell`), and its change rate (Clopper-Pearson CI) and
+    recovery on the held-out part, whose groups never meet the selection part's."""
+    layers = list(layers)
+    groups = np.asarray([s.group if s.group is not None else s.id for s in sweeps], dtype=object)
+    usable = np.flatnonzero([s.usable for s in sweeps])
+    select_idx, heldout_idx, reason = grouped_parts(usable, groups, selection_fraction, seed)
+    if reason:
+        return _no_headline(reason)
+    split = {
+        "method": SPLIT_METHOD,
+        "selection": _part(sweeps, select_idx, groups),
+        "heldout": _part(sweeps, heldout_idx, groups),
+    }
+    changed, effect = _denoising_maps(sweeps, select_idx, width)
+    with warnings.catch_warnings():  # all-NaN cells stay NaN, as intended
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        change_map, effect_map = np.nanmean(changed, axis=0), np.nanmean(effect, axis=0)
+    j, c = strongest_cell(change_map, effect_map, layers, selectable)
+    layer, offset = layers[j], c - (width - 1)
+    held_changed, held_effect = _denoising_maps(sweeps, heldout_idx, width)
+    flips, recovery = held_changed[:, j, c], held_effect[:, j, c]
+    rate = _rate_and_ci(flips[np.isfinite(flips)].astype(bool))
+    cell = f"layer {layer} at offset {offset} from the final token"
+    return {
+        "split": split,
+        "strongest_layer": layer,
+        "strongest_offset": offset,
+        "selection_change_rate": float(change_map[j, c]),
+        "selection_effect": float(effect_map[j, c]),
+        "heldout_effect": _mean_and_ci(recovery, n_bootstrap, seed),
+        "metric": METRIC,
+        "value": rate["rate"] if rate["n"] else None,
+        "ci": rate["ci"] if rate["n"] else [None, None],
+        "n": rate["n"],
+        "success": None,
+        "metric_description": (
+            f"share of held-out usable pairs whose answer flips to the clean answer when {cell} "
+            "is patched (clean into corrupted); Clopper-Pearson CI; the cell has the highest "
+            f"change rate on the {split['selection']['n']} selection pairs, none of which (nor "
+            "any pair of their groups) is among the held-out pairs"
+        ),
+        "comparison": {
+            "description": (
+                f"normalised logit-difference recovery at the strongest cell ({cell}, chosen on "
+                "the selection pairs) against no recovery, per held-out pair"
+            ),
+            "kind": "one_sample",
+            "unit": "pair",
+            "values": [float(v) for v in recovery[np.isfinite(recovery)]],
+            "null_value": 0.0,
+            "binary": False,
+        },
+        **held_out_record(
+            True,
+            f"the cell (layer x offset) with the highest denoising change rate on the "
+            f"{split['selection']['n']} selection pairs, among layers 1..L-1; tested on the "
+            f"{split['heldout']['n']} held-out pairs (a grouped split by entity, as PM3's)",
+        ),
+    }
 
 
 def run_layer_position_sweep(
@@ -343,6 +440,7 @@ def run_layer_position_sweep(
     max_batch: int,
     n_bootstrap: int,
     seed: int,
+    selection_fraction: float = 0.5,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The experiment: sweeps, aggregates, and per-pair rows (for ``per_pair.jsonl``).
@@ -358,7 +456,12 @@ def run_layer_position_sweep(
     )
     n_blocks = len(residual_blocks(model))
     results = summarise_sweeps(
-        sweeps, layer_list, n_blocks=n_blocks, n_bootstrap=n_bootstrap, seed=seed
+        sweeps,
+        layer_list,
+        n_blocks=n_blocks,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        selection_fraction=selection_fraction,
     )
     results = {
         "experiment": "patching_layers",
@@ -369,9 +472,15 @@ def run_layer_position_sweep(
         **results,
         "duration_s": round(time.perf_counter() - start, 3),
     }
+    split = results.get("split") or {}
+    part_of = {
+        i: part for part in ("selection", "heldout") for i in split.get(part, {}).get("ids", [])
+    }
     per_pair = [
         {
             "id": s.id,
+            "group": s.group,
+            "split": part_of.get(s.id),
             "n_tokens": s.n_tokens,
             "diff_position": s.diff_position,
             "clean_logit_diff": s.clean_diff,
@@ -433,13 +542,24 @@ def summary_markdown(results: dict[str, Any]) -> str:
         f"- Patched rows: {results['patched_forward_rows']} in batched forwards; "
         f"{_fmt(results['duration_s'])} s",
     ]
-    if results.get("note"):
+    if not results["directions"]:
         lines += [f"- Note: {results['note']}", ""]
         return "\n".join(lines) + "\n"
-    lines.append(
-        f"- Strongest layer (denoising, layers {results['selectable_layers']}): "
-        f"**{results['strongest_layer']}**"
-    )
+    if results.get("split") is None:
+        lines.append(f"- No held-out test: {results['selection']}")
+    else:
+        split = results["split"]
+        lines += [
+            f"- Split: {split['selection']['n']} selection pairs ({split['selection']['n_groups']} "
+            f"groups) and {split['heldout']['n']} held-out pairs "
+            f"({split['heldout']['n_groups']} groups); {split['method']}",
+            f"- Strongest cell (denoising, chosen on the selection pairs among layers "
+            f"{results['selectable_layers']}): **layer {results['strongest_layer']}, offset "
+            f"{results['strongest_offset']}**, change rate {_fmt(results['selection_change_rate'])}"
+            f" on the selection pairs; on the held-out pairs {_fmt(results['value'])} "
+            f"[{_fmt(results['ci'][0])}, {_fmt(results['ci'][1])}] (n = {results['n']}), "
+            f"recovery {_fmt(results['heldout_effect']['mean'])}",
+        ]
     for direction, block in results["directions"].items():
         best = block["strongest"]
         lines += [
@@ -448,8 +568,9 @@ def summary_markdown(results: dict[str, Any]) -> str:
             "",
             f"Effect: {block['effect_rule']}.",
             "",
-            f"Strongest cell: layer {best['layer']}, offset {best['offset']} from the final token "
-            f"(change rate {_fmt(best['change_rate'])}, effect {_fmt(best['effect'])}).",
+            f"Strongest cell over all usable pairs (descriptive): layer {best['layer']}, offset "
+            f"{best['offset']} from the final token (change rate {_fmt(best['change_rate'])}, "
+            f"effect {_fmt(best['effect'])}).",
             "",
             "| layer | effect at diff | 95% CI | change at diff | effect at final | 95% CI "
             "| change at final |",

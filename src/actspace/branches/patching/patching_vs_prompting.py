@@ -1,11 +1,14 @@
 """Branch 2C, patching_vs_prompting: the best steering setting against a prompt that asks for it.
 
-behavior_edit chose each attribute's best steering setting on its selection prompts. On its
-*report* prompts, this experiment generates unsteered, steered (that setting and vector) and
-prompted continuations (a prefix in front of each prompt) and reports the attribute shift, the
-side effects (neutral-text perplexity, task accuracy) and the compute cost (forward passes, tokens
-processed, time per generated token) side by side. Sampling, scoring and side effects are
-behavior_edit's.
+behavior_edit chose each attribute's best steering setting on its selection prompts, among the
+settings within its perplexity budget on its budget-check neutral texts. On its *report* prompts,
+this experiment generates unsteered, steered (that setting and vector) and prompted continuations
+(a prefix in front of each prompt) and reports the attribute shift, the side effects (perplexity
+of behavior_edit's *report* neutral texts, task accuracy) and the compute cost (forward passes,
+tokens processed, time per generated token) side by side. Nothing here was chosen on the prompts
+or texts it reports on, so its headlines are held-out comparisons. An attribute for which
+behavior_edit chose no setting (none within the budget) has nothing to compare and says so.
+Sampling, scoring and side effects are behavior_edit's.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from actspace.branches.patching.behavior_edit import (
     perplexity_ratio,
     shift_summary,
 )
+from actspace.branches.patching.edit_choice import NONE_WITHIN_BUDGET
+from actspace.core.criteria import held_out_record
 from actspace.core.io import read_json
 from actspace.core.results import now
 from actspace.methods.scorers import AttributeScorer, make_scorer
@@ -240,7 +245,7 @@ def load_prompting_data(
     """Read and check the inputs: behavior_edit's output folder and the files it ran on.
 
     The prompts are behavior_edit's report prompts (its first ``n_prompts``, or all); the neutral
-    texts are the ones behavior_edit measured perplexity on.
+    texts are behavior_edit's report neutral texts (those that did not check its budget).
     """
     edit, vectors = read_behavior_edit(edit_folder)
     by_id = {p["id"]: p for p in load_neutral_prompts(prompts)}
@@ -253,11 +258,16 @@ def load_prompting_data(
     chosen = [by_id[i] for i in edit["report_ids"]][:n_prompts]
     if len(chosen) < 2:
         raise ValueError(f"need at least 2 report prompts, got {len(chosen)}")
+    if "report_text_pair_ids" not in edit:
+        raise ValueError(
+            f"{edit_folder}/results.json has no report_text_pair_ids (an older behavior_edit); "
+            "run behavior_edit again"
+        )
     pairs = {p.id: p for ps in load_contrast_pairs(attribute_sets).values() for p in ps}
-    absent = [i for i in edit["neutral_text_pair_ids"] if i not in pairs]
+    absent = [i for i in edit["report_text_pair_ids"] if i not in pairs]
     if absent:
         raise ValueError(f"{attribute_sets} lacks behavior_edit's neutral pair {absent[0]}")
-    texts = [pairs[i].negative for i in edit["neutral_text_pair_ids"]]
+    texts = [pairs[i].negative for i in edit["report_text_pair_ids"]]
     return PromptingData(
         edit=edit,
         vectors=vectors,
@@ -293,6 +303,14 @@ def run_patching_vs_prompting(
     rows: list[dict[str, Any]] = []
     for attribute, info in data.edit["attributes"].items():
         best = info["best"]
+        if best is None:
+            attributes[attribute] = {
+                "attribute": attribute,
+                "n": 0,
+                "best_setting": None,
+                "note": f"behavior_edit: {NONE_WITHIN_BUDGET}; no steering setting to compare",
+            }
+            continue
         key = f"{attribute}.layer{best['layer']}"
         if key not in data.vectors:
             raise ValueError(f"{data.edit_folder}/vectors.safetensors has no vector {key}")
@@ -347,20 +365,44 @@ def prompting_results(
         "n_neutral_texts": len(data.side.texts),
         "n_task_items": len(data.side.items),
         "attributes": dict(attributes),
-        "headlines": [
-            {
-                "label": attribute,
-                "metric": "steering_minus_prompting_shift",
-                "value": result["steering_minus_prompting"]["shift"],
-                "ci": result["steering_minus_prompting"]["shift_ci"],
-                "n": result["n"],
-                "success": None,
-                "comparison": result["comparison"],
-            }
-            for attribute, result in attributes.items()
-        ],
+        "headlines": [headline(attribute, result) for attribute, result in attributes.items()],
         "duration_s": duration_s,
         "date": now(),
+    }
+
+
+#: How the compared steering setting was chosen (every headline's ``selection``).
+SELECTION = (
+    "the steering setting is behavior_edit's, chosen on its selection prompts among settings "
+    "within the perplexity budget on its budget-check neutral texts; compared here on its "
+    "report prompts and report neutral texts, which chose nothing"
+)
+
+
+def headline(attribute: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """One attribute's comparison: steering minus prompting on the report prompts (descriptive:
+    no success criterion; no value when behavior_edit chose no setting)."""
+    if result.get("best_setting") is None:
+        return {
+            "label": attribute,
+            "metric": "steering_minus_prompting_shift",
+            "value": None,
+            "ci": [None, None],
+            "n": 0,
+            "success": None,
+            "comparison": None,
+            "note": result["note"],
+            **held_out_record(True, SELECTION),
+        }
+    return {
+        "label": attribute,
+        "metric": "steering_minus_prompting_shift",
+        "value": result["steering_minus_prompting"]["shift"],
+        "ci": result["steering_minus_prompting"]["shift_ci"],
+        "n": result["n"],
+        "success": None,
+        "comparison": result["comparison"],
+        **held_out_record(True, SELECTION),
     }
 
 
@@ -376,6 +418,9 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
         "vector's one-time cost is in results.json, methods.steering.setup_cost).",
     ]
     for attribute, result in results["attributes"].items():
+        if result.get("best_setting") is None:
+            lines += ["", f"## {attribute}", "", f"{result['note']}."]
+            continue
         m = result["methods"]
         best = result["best_setting"]
         lines += [

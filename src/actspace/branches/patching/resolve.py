@@ -19,7 +19,8 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
     """Fill 2C's null choices from PM3 and the world; refuse undefined names, deep layers and
     files named here that do not exist.
 
-    patching_layers patches PM3's model on PM3's prompt pairs unless told otherwise; behavior_edit
+    patching_layers patches PM3's model on PM3's prompt pairs, split as PM3 splits them, unless
+    told otherwise; behavior_edit
     steers PM3's model, reads the contrast sets and neutral prompts that ``builtin_sets`` names
     (the world's for an organism, the shipped English sets for any other model, under ``auto``),
     and measures its accuracy side effect on the first task.
@@ -37,6 +38,7 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
             check_file(f"experiments.{name}.{key}", section[key], what)
     pl["model"] = pl["model"] or pm3["model"]
     pl["n_pairs"] = pl["n_pairs"] or pm3["n_pairs"]
+    pl["selection_fraction"] = pl["selection_fraction"] or pm3["selection_fraction"]
     pl["pairs"] = pl["pairs"] or pm3["pairs"] or WORLD_FILES["pairs"]
     be["model"] = be["model"] or pm3["model"]
     be["side_task"] = be["side_task"] or next(iter(config["tasks"]))
