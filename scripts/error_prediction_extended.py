@@ -10,8 +10,8 @@ from __future__ import annotations
 from actspace.branches.error_prediction.error_prediction_extended import (
     figure_data,
     run_error_prediction_extended,
-    summary_markdown,
 )
+from actspace.branches.error_prediction.extended_report import summary_markdown
 from actspace.branches.error_prediction.steps import run_settings, write_store_experiment
 from actspace.core.cli import one_line_errors, step_parser
 from actspace.core.store import open_stores

@@ -7,7 +7,7 @@ and figure_data.json (curves over layers) to --output-dir.
 
 from __future__ import annotations
 
-from actspace.branches.error_prediction.steps import run_settings, write_store_experiment
+from actspace.branches.error_prediction.steps import fmt, run_settings, write_store_experiment
 from actspace.branches.error_prediction.unsupervised_error import run_unsupervised_error
 from actspace.branches.error_prediction.unsupervised_report import figure_data, summary_markdown
 from actspace.core.cli import one_line_errors, step_parser
@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{r['model']}/{r['task']}: skipped ({r['skipped']})")
             continue
         h = r["selected"]
+        failed = ", ".join(h["failed_criteria"]) or "none"
         print(
             f"{r['model']}/{r['task']}: layer {h['layer']} CCS {h['ccs_balanced_accuracy']:.3f}, "
-            f"supervised {h['supervised_balanced_accuracy']:.3f}, ratio {h['ratio']:.3f} "
-            f"-> {h['ratio_verdict']}"
+            f"supervised {h['supervised_balanced_accuracy']:.3f}, ratio {fmt(h['ratio'])} "
+            f"-> {h['verdict']} (failed: {failed})"
         )
 
 

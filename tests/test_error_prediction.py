@@ -9,6 +9,7 @@ activations carry the truth of each choice along one direction (tests/helpers/st
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ from helpers.stores import synthetic_store
 
 from actspace.branches.error_prediction.calibration import brier_score, calibration, reliability
 from actspace.branches.error_prediction.error_prediction_extended import (
+    fit_layer,
     run_error_prediction_extended,
-    summary_markdown,
 )
+from actspace.branches.error_prediction.extended_report import summary_markdown
 from actspace.branches.error_prediction.groups import out_of_fold
 from actspace.branches.error_prediction.intervals import defined_ci
 from actspace.branches.error_prediction.steps import layer_choice
@@ -65,6 +67,29 @@ def test_separable_layer_is_near_perfect_and_selected(planted_results: dict) -> 
     # Calibrated probabilities at the separable layer: a small Brier score and ECE.
     assert record["selected"]["calibration"]["brier"] < 0.07
     assert record["selected"]["calibration"]["ece"] < 0.1
+
+
+def test_the_headline_says_its_layer_was_chosen_on_training_items(planted_results: dict) -> None:
+    assert planted_results["held_out"] is True
+    selection = planted_results["selection"]
+    assert selection.startswith("layer 2 of model on taskA") and "training items" in selection
+    assert "success" not in planted_results  # descriptive: no success criterion of its own
+
+
+def test_the_layer_choice_reads_no_held_out_label(tmp_path: Path) -> None:
+    # The selected layer is the best inner-CV score on the training items: flipping every
+    # held-out label changes the held-out scores but not one layer's selection score.
+    store = ActivationStore(synthetic_store(tmp_path / "m" / "t", n=200, seed=5))
+    split = correctness_split(store.correct(), seed=0)
+    y = split.y.copy()
+    y[split.test] = ~y[split.test]
+    settings = {"cv_folds": 3, "Cs": 5, "seed": 0, "n_bootstrap": 100, "n_bins": 5}
+    for k in range(store.n_layers + 1):
+        X = store.layer(k)[split.items]
+        a = fit_layer(X, split, k, **settings)
+        b = fit_layer(X, replace(split, y=y), k, **settings)
+        assert a.cv_score == b.cv_score
+        assert b.record["balanced_accuracy"] == pytest.approx(1 - a.record["balanced_accuracy"])
 
 
 def test_comparison_block_matches_the_headline(

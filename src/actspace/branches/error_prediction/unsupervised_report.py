@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actspace.branches.error_prediction.steps import fmt, fmt_ci
 
 
 def figure_data(results: Mapping[str, Any]) -> dict[str, Any]:
-    """Curves over layers: CCS, supervised, top PC and the random-direction band."""
+    """Curves over layers (CCS and the supervised probe), and the controls at the headline."""
     curves = []
     for r in results["stores"]:
         if "skipped" in r:
             continue
         rows = r["layers"]
+        detail = r["selected_layer_detail"]
         curves.append(
             {
                 "model": r["model"],
@@ -22,40 +23,41 @@ def figure_data(results: Mapping[str, Any]) -> dict[str, Any]:
                 "layer": [row["layer"] for row in rows],
                 "ccs": [row["ccs"]["balanced_accuracy"] for row in rows],
                 "ccs_auroc": [row["ccs"]["auroc"] for row in rows],
+                "ccs_loss": [row["ccs"]["train_loss"] for row in rows],
                 "supervised": [row["supervised_contrast"]["balanced_accuracy"] for row in rows],
-                "top_pc": [row["top_principal_component"]["balanced_accuracy"] for row in rows],
-                "random_mean": [row["random_directions"]["balanced_accuracy_mean"] for row in rows],
-                "random_p05": [row["random_directions"]["balanced_accuracy_p05"] for row in rows],
-                "random_p95": [row["random_directions"]["balanced_accuracy_p95"] for row in rows],
                 "selected_layer": r["selected"]["layer"],
+                "top_pc": detail["top_principal_component"]["balanced_accuracy"],
+                "random_mean": detail["random_directions"]["balanced_accuracy_mean"],
+                "random_p05": detail["random_directions"]["balanced_accuracy_p05"],
+                "random_p95": detail["random_directions"]["balanced_accuracy_p95"],
+                "confidence": r["confidence"]["balanced_accuracy"],
             }
         )
     return {"curves": curves}
 
 
-def _judgement(head: Mapping[str, Any], random_p95: float | None) -> str:
-    ccs = head["ccs_balanced_accuracy"]
-    if head["ccs_ci"][0] is not None and head["ccs_ci"][0] > 0.5:
-        above = "CCS predicts the model's errors above chance"
-    else:
-        above = "CCS is not distinguishable from chance (its interval includes 0.5)"
-    band = ""
-    if random_p95 is not None:
-        band = (
-            "; it beats the 95th percentile of random directions"
-            if ccs > random_p95
-            else "; it does not beat the 95th percentile of random directions"
+def criteria_table(parts: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The parts of success as a Markdown table: name, kind, value, interval, bound, outcome."""
+    lines = [
+        "| criterion | kind | value | 95% CI | must exceed | outcome |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for part in parts:
+        outcome = {True: "passed", False: "**failed**", None: "not measured"}[part["passed"]]
+        lines.append(
+            f"| {part['name']} | {part['kind']} | {fmt(part['value'])} | {fmt_ci(part['ci'])} "
+            f"| {fmt(part['bound'])} | {outcome} |"
         )
-    if head["success"]:
-        goal = "reaches the target share of the supervised probe (interval above the threshold)"
-    elif head["ratio_verdict"] == "PASS":
-        goal = (
-            "its ratio to the supervised probe clears the threshold only because the supervised "
-            "probe is weak too"
-        )
-    else:
-        goal = f"does not reliably reach the target share ({head['ratio_verdict']})"
-    return f"{above}{band}, and {goal}."
+    return lines
+
+
+def _judgement(head: Mapping[str, Any]) -> str:
+    if head["success"] is True:
+        return "CCS meets the plan's ratio and beats every control."
+    if head["success"] is None:
+        return "A part of the criterion could not be measured, so there is no verdict."
+    failed = ", ".join(head["failed_criteria"])
+    return f"No success: {failed} did not hold (see the rules below)."
 
 
 def summary_markdown(results: Mapping[str, Any]) -> str:
@@ -65,19 +67,20 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
         "# Unsupervised error prediction (Contrast-Consistent Search)",
         "",
         f"- Date: {results['date']}; seed {results['seed']}; {fmt(results['duration_s'], 1)} s",
-        f"- Contrast pairs: the model's chosen answer against each other choice (residual stream "
-        f"at each choice's last token), each side normalised with training statistics; "
-        f"{s['n_restarts']} restarts x {s['n_epochs']} Adam steps; no labels.",
-        f"- Sign convention: {s['sign_convention']}; decision rule: {s['decision_rule']}.",
-        f"- Success criterion: CCS balanced accuracy / supervised balanced accuracy >= "
-        f"{s['success_ratio']} (95% CI above it), with CCS itself above chance (its CI above "
-        f"0.5). Headline ({results['primary']}): ratio {fmt(results['value'])} "
-        f"{fmt_ci(results['ci'])} ({results['ratio_verdict']}) -> verdict "
-        f"**{results['verdict']}**; {results['n_success']} of {results['n_analysed']} stores "
-        "succeed.",
-        "- Caveat: with balanced accuracy, chance is 0.5, so a chance-level CCS already scores "
-        "0.5 / supervised (e.g. 0.71 of a 0.70 probe); the above-chance share "
-        "(CCS - 0.5) / (supervised - 0.5) is reported beside it.",
+        f"- Statements: {s['statements']}; residual stream at each choice's last token, the "
+        "chosen answer and the other choices normalised separately with training statistics; "
+        f"{s['n_restarts']} restarts x {s['n_epochs']} AdamW steps; no labels.",
+        f"- Sign: fixed by the loss where items have more than two choices; with two, "
+        f"{s['sign_convention']}. Decision rule: {s['decision_rule']}.",
+        f"- Success: {results['success_rule']}. Headline ({results['primary']}): ratio "
+        f"{fmt(results['value'])} {fmt_ci(results['ci'])} -> verdict **{results['verdict']}**, "
+        f"success {results['success']}; {results['n_success']} of {results['n_analysed']} "
+        "stores succeed.",
+        f"- Layer: {results['selection']}.",
+        "- Controls: the top principal component and random directions are CCS with its "
+        "direction fixed (scale, sign and bias fitted by the same loss), so they differ from "
+        "CCS only in not searching; the random control is the expected balanced accuracy over "
+        "the seeded directions, not the best of them (which would be picked on test labels).",
         "",
     ]
     for r in results["stores"]:
@@ -88,6 +91,7 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
         h = r["selected"]
         detail = r["selected_layer_detail"]
         rnd = detail["random_directions"]
+        pc = detail["top_principal_component"]
         lines += [
             f"{r['n_train']} training and {r['n_test']} held-out items "
             f"({fmt(100 * r['share_correct'], 1)}% correct); headline layer {h['layer']} "
@@ -100,35 +104,36 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             f"| supervised probe, same contrast features | "
             f"{fmt(h['supervised_balanced_accuracy'])} | {fmt_ci(h['supervised_ci'])} "
             f"| {fmt(detail['supervised_contrast']['auroc'])} |",
-            f"| PM2 probe, pooled `last` | {fmt(h['pooled_probe_balanced_accuracy'])} | | |",
-            f"| top principal component | "
-            f"{fmt(detail['top_principal_component']['balanced_accuracy'])} | "
-            f"| {fmt(detail['top_principal_component']['auroc'])} |",
+            f"| PM2 probe, pooled `{s['pooling']}` | {fmt(h['pooled_probe_balanced_accuracy'])} "
+            "| | |",
+            f"| top principal component (CCS along it) | {fmt(pc['balanced_accuracy'])} | "
+            f"| {fmt(pc['auroc'])} |",
             f"| random directions ({rnd['n']}): mean, 5-95% | "
             f"{fmt(rnd['balanced_accuracy_mean'])} | "
             f"[{fmt(rnd['balanced_accuracy_p05'])}, {fmt(rnd['balanced_accuracy_p95'])}] "
             f"| {fmt(rnd['auroc_mean'])} |",
+            f"| output confidence | {fmt(r['confidence']['balanced_accuracy'])} | "
+            f"| {fmt(r['confidence']['auroc'])} |",
             f"| majority class | {fmt(r['majority']['balanced_accuracy'])} | | 0.500 |",
             "",
-            f"CCS / supervised: {fmt(h['ratio'])} {fmt_ci(h['ratio_ci'])} "
-            f"({h['ratio_verdict']}; verdict with CCS above chance: {h['verdict']}); "
-            f"accuracy ratio {fmt(h['ratio_accuracy'])} "
-            f"{fmt_ci(h['ratio_accuracy_ci'])}; above-chance share "
+            *criteria_table(h["criteria"]),
+            "",
+            f"{_judgement(h)} Verdict {h['verdict']}. Beside it: accuracy ratio "
+            f"{fmt(h['ratio_accuracy'])} {fmt_ci(h['ratio_accuracy_ci'])}; above-chance share "
             f"{fmt(h['above_chance_share'])} {fmt_ci(h['above_chance_share_ci'])}; "
             f"CCS / PM2 pooled probe {fmt(h['ratio_to_pooled_probe'])}.",
             "",
-            _judgement(h, rnd["balanced_accuracy_p95"]),
-            "",
-            "| layer | CCS | CCS loss | supervised | top PC | random mean |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| layer | CCS | CCS loss | supervised |",
+            "| --- | --- | --- | --- |",
         ]
         for row in r["layers"]:
+            mark = " *" if row["layer"] == h["layer"] else ""
             lines.append(
-                f"| {row['layer']} | {fmt(row['ccs']['balanced_accuracy'])} "
+                f"| {row['layer']}{mark} | {fmt(row['ccs']['balanced_accuracy'])} "
                 f"| {fmt(row['ccs']['train_loss'])} "
-                f"| {fmt(row['supervised_contrast']['balanced_accuracy'])} "
-                f"| {fmt(row['top_principal_component']['balanced_accuracy'])} "
-                f"| {fmt(row['random_directions']['balanced_accuracy_mean'])} |"
+                f"| {fmt(row['supervised_contrast']['balanced_accuracy'])} |"
             )
         lines.append("")
+    lines += ["Rules:", ""]
+    lines += [f"- `{part['name']}`: {part['rule']}." for part in results["criteria"]]
     return "\n".join(lines) + "\n"
