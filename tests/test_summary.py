@@ -80,8 +80,8 @@ def test_the_table_has_the_fixed_columns_and_the_experiments_numbers():
     assert toxicity[5] == "met: shift_above_0 passed"
     assert table.startswith(
         "# Summary table\n\n**Strongest held-out result:** behavior_edit:toxicity (2C): "
-        "shift in attribute score at the best steering setting (score difference) = 0.25, 95% CI [0.1, 0.4], n = 20; it met its criteria "
-        "(every part: shift_above_0).\n"
+        "shift in attribute score at the best steering setting (score difference) = 0.25, "
+        "95% CI [0.1, 0.4], n = 20; it met its criteria (every part: shift_above_0).\n"
     )
     pm3 = next(r for r in rows if r[0].startswith("PM3"))
     assert "forced; measured FAIL" in pm3[0]
@@ -218,9 +218,9 @@ def test_the_summaries_say_inconclusive_with_the_reason():
     ]  # fmt: skip
     text = study_summary(statistics, outputs={"decision": "results/gate/decision.md"})
     assert (
-        f"- PM3 (activation patching): share of corrupted answers flipped to the clean answer = n/a, 95% CI [n/a, n/a], threshold 0.5; no "
-        "control measured -> INCONCLUSIVE (plan INCONCLUSIVE, controlled INCONCLUSIVE) (no "
-        f"value: {REASON})" in text
+        "- PM3 (activation patching): share of corrupted answers flipped to the clean answer = "
+        "n/a, 95% CI [n/a, n/a], threshold 0.5; no control measured -> INCONCLUSIVE (plan "
+        f"INCONCLUSIVE, controlled INCONCLUSIVE) (no value: {REASON})" in text
     )
     assert "INCONCLUSIVE (the CI straddles the threshold, or nothing was measured) counts" in text
     aborted = _no_value_statistics({"pm2": "FAIL"})
