@@ -250,6 +250,34 @@ def test_transfer_reports_its_controls_and_why_it_failed(all_pass):
     assert low - 0.05 <= cross["value"] <= high + 0.05
 
 
+#: The branch experiments whose headline has a success criterion (the plan's rule and controls).
+WITH_CRITERIA = {
+    "activation_transfer/seed42": ("gain_over_target", "beats_shuffled_control"),
+    "unsupervised_error/seed42": ("ccs_over_supervised", "beats_random_direction"),
+    "abstention/seed42": ("beats_answering_everything", "beats_confidence_at_same_coverage"),
+    "behavior_edit/seed42": ("shift_above_zero", "beats_random_direction"),
+}
+
+
+def test_each_branch_headline_is_its_criteria_and_a_held_out_test(all_pass):
+    """Every headline with a success criterion lists the plan's rule first, then its controls;
+    success is all of them; only held-out tests are in the Holm family."""
+    from actspace.core.criteria import success
+
+    for folder, names in WITH_CRITERIA.items():
+        results = _experiment(all_pass, folder)
+        for head in results.get("headlines") or [results]:
+            parts = head["criteria"]
+            assert [c["kind"] for c in parts][0] == "plan", folder
+            assert set(names) <= {c["name"] for c in parts}, (folder, parts)
+            assert head["success"] == success(parts), folder
+            assert head["held_out"] is True and head["selection"], folder
+    statistics = _read(all_pass / "results" / "analysis" / "statistics.json")
+    family = set(statistics["holm"]["family"])
+    for entry in statistics["comparisons"]:
+        assert (entry["id"] in family) == bool(entry["held_out"] and entry["p_value"] is not None)
+
+
 def test_the_paper_is_filled_and_compiles(all_pass, tmp_path):
     from actspace.analysis.paper import unfilled_slots
 
@@ -257,8 +285,11 @@ def test_the_paper_is_filled_and_compiles(all_pass, tmp_path):
     abstract = (paper / "abstract.txt").read_text(encoding="utf-8")
     draft = (paper / "draft.tex").read_text(encoding="utf-8")
     assert not unfilled_slots(abstract) and not unfilled_slots(draft)
+    assert len(abstract.split()) <= 200, len(abstract.split())
     info = _read(paper / "paper.json")
     assert info["venue"] in {"NeurIPS", "ACL", "ICLR"}
+    body = "\n".join(line for line in draft.splitlines() if not line.lstrip().startswith("%"))
+    assert info["rule"] and info["rule"][:60] not in " ".join(body.split())  # a comment only
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex is not installed (Debian: texlive-latex-recommended)")
     assert compile_paper(paper, tmp_path / "paper").stat().st_size > 10_000
