@@ -8,6 +8,7 @@ shape the scripts write, where it is not (activation transfer needs a model).
 
 from __future__ import annotations
 
+import copy
 import json
 import struct
 from pathlib import Path
@@ -718,3 +719,18 @@ def test_the_default_style_is_the_schemas():
     default = Style()
     for key, spec in section.items():
         assert getattr(default, key) == spec["default"], key
+
+
+def test_steering_with_no_setting_within_budget_draws_no_chosen_point_nor_prompting(inputs):
+    """behavior_edit chose nothing (no setting within the perplexity budget) and
+    patching_vs_prompting had nothing to compare: the grid is drawn, no star, no prompting line."""
+    edit = copy.deepcopy(inputs["experiments/behavior_edit/seed0/results.json"])
+    edit["attributes"]["toxicity"]["best"] = None
+    nothing = {"attribute": "toxicity", "n": 0, "best_setting": None, "note": "no setting"}
+    pvp = copy.deepcopy(inputs["experiments/patching_vs_prompting/seed0/results.json"])
+    pvp["attributes"]["toxicity"] = nothing
+    drawn = steering_effect({0: edit}, Style(), prompting={0: pvp})
+    gids = {artist.get_gid() for ax in drawn.figure.get_axes() for artist in ax.get_children()}
+    assert "line:toxicity:L1" in gids and "best:formality:seed0" in gids
+    assert "best:toxicity:seed0" not in gids and "prompting:toxicity:seed0" not in gids
+    assert "prompting:formality:seed0" in gids

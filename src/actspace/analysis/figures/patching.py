@@ -278,8 +278,8 @@ def _steering_panel(
                 label="chosen setting" if seed == next(iter(edits)) else None,
             )
     for k, (seed, result) in enumerate(prompts.items()):
-        if attribute not in result["attributes"]:
-            continue
+        if "methods" not in result["attributes"].get(attribute, {}):
+            continue  # not compared: behavior_edit chose no setting within the budget
         method = result["attributes"][attribute]["methods"]["prompting"]
         shift = num(method["shift"])
         low, high = (num(v) for v in (method.get("shift_ci") or [None, None]))
