@@ -280,6 +280,16 @@ def test_choose_strongest_without_success_reports_the_closest_negative():
     assert [c["name"] for c in best["failed_criteria"]] == ["beats_random_direction"]
     assert best["failed_criteria"][0]["ci"] == [-0.8, 1.2]
     assert (best["venue"], best["alternative_venue"]) == ("ACL", "EMNLP")
+    # a failure with no value (every steering setting broke the budget) comes after a measured
+    # one, even with fewer failed parts
+    unmeasured = comparison(
+        "behavior_edit", "2C", p_holm=None, success=False, value=None,
+        criteria=[{"name": "perplexity_within_budget", "kind": "control", "rule": "no setting",
+                   "value": None, "ci": [None, None], "bound": 2.0, "passed": False}],
+    )  # fmt: skip
+    best = paper.choose_strongest(statistics(two_failed, unmeasured))
+    assert best["id"] == "activation_transfer" and best["closest"]
+    assert paper.choose_strongest(statistics(unmeasured))["id"] == "behavior_edit"
     # equal numbers of failed parts: the smaller Holm p, then the larger |effect|
     tie = comparison("abstention", "2B", p_holm=None, success=False)
     one = comparison("activation_transfer", "2A", p_holm=0.2, success=False)

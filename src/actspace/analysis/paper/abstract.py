@@ -230,6 +230,7 @@ def abstract_context(statistics: Mapping[str, Any], config: Mapping[str, Any]) -
         "held_out": row["held_out"],
         "n_controls": row["n_controls"],
         "has_ci": row["has_ci"],
+        "has_value": (strongest.get("comparison") or {}).get("value") is not None,
         "has_p": row["has_p"],
         "has_p_holm": row["has_p_holm"] and row["in_holm"],
         "has_effect": row["effect"] != MISSING,

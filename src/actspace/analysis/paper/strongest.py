@@ -26,7 +26,8 @@ STRONGEST_RULE = (
     "comparison that is not held out never leads, whatever its p-value or outcome. If no "
     "held-out comparison met its criteria, the draft says that no line of work met its criteria "
     "and reports the closest held-out comparison as a negative result: among the held-out "
-    "comparisons that failed their criteria, the one with the fewest failed parts (ties: the "
+    "comparisons that failed their criteria, a measured one before one with no value, then the "
+    "one with the fewest failed parts (ties: the "
     "smallest Holm-corrected p-value, the larger absolute effect size, then the id), with the "
     "failed parts named. If no held-out comparison has a success criterion, no result leads and "
     "the first line of work the gate ran selects the venue. The line of work "
@@ -88,8 +89,11 @@ def failed_parts(comparison: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _closeness_key(comparison: Mapping[str, Any]) -> tuple[int, bool, float, float, str]:
-    return (len(failed_parts(comparison)), *_strength_key(comparison))
+def _closeness_key(comparison: Mapping[str, Any]) -> tuple[bool, int, bool, float, float, str]:
+    """A measured failure comes before one with no value (e.g. a steering attribute whose every
+    setting broke the budget, so nothing was measured), then the fewest failed parts."""
+    unmeasured = comparison.get("value") is None
+    return (unmeasured, len(failed_parts(comparison)), *_strength_key(comparison))
 
 
 def is_held_out(comparison: Mapping[str, Any]) -> bool:
@@ -113,7 +117,8 @@ def choose_strongest(statistics: Mapping[str, Any]) -> dict[str, Any]:
     before the data, the p-value was not. A comparison that is not held out never leads, not even
     as the closest negative: its units chose what it tests, so neither its success nor its
     failure is a test of the claim. If no held-out comparison succeeded, the closest held-out
-    failure (fewest failed parts) is reported, with ``closest`` True and its ``failed_criteria``.
+    failure (measured first, then the fewest failed parts) is reported, with ``closest`` True
+    and its ``failed_criteria``.
     If no held-out comparison has a criterion, ``comparison`` and ``id`` are None and the first
     branch the gate ran (that has a comparison) gives the venue.
 
