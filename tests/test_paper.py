@@ -552,6 +552,21 @@ def test_abstract_without_success_reports_the_closest_negative_and_its_failed_pa
     assert "Across two seeds the mean was 1.00 (SD 0.280)." in text
 
 
+def test_abstract_of_a_closest_result_that_measured_nothing_says_so():
+    """behavior_edit chose no setting (every one broke the perplexity budget): no value to
+    report, so the abstract says it could not be measured and names the failed part."""
+    nothing = comparison(
+        "behavior_edit", "2C", value=None, ci=[None, None], n=0, p_holm=None, p_value=None,
+        effect_size={"name": None, "value": None}, success=False,
+        criteria=[failed_part("perplexity_within_budget", "no setting kept perplexity within "
+                              "the budget", None, [None, None], 2.0)],
+    )  # fmt: skip
+    text = paper.render_abstract(statistics(nothing), config())
+    assert paper.unfilled_slots(text) == [] and "n/a" not in text
+    assert "could not be measured. We report it as a negative result: it fails one part" in text
+    assert "no setting kept perplexity within the budget" in text
+
+
 def test_abstract_counts_agree_in_grammar():
     def text_for(*outcomes):
         comps = [
