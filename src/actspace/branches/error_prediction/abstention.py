@@ -40,12 +40,11 @@ from actspace.branches.error_prediction.probe import (
     make_probe,
     positive_probability,
 )
-from actspace.branches.error_prediction.steps import layer_choice
+from actspace.branches.error_prediction.steps import layer_choice, store_split
 from actspace.core import criteria
-from actspace.core.groups import store_groups
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci, verdict
 from actspace.core.results import binary_comparison, now
-from actspace.core.splits import OneSidedAnswers, correctness_split
+from actspace.core.splits import OneSidedAnswers
 from actspace.core.store import NamedStore
 from actspace.methods.probes import max_choice_probability
 from actspace.plan import experiment
@@ -336,13 +335,7 @@ def analyse_store(
     n_layers = int(store.n_layers)
     if layer is not None and not 0 <= int(layer) <= n_layers:
         raise ValueError(f"layer {layer} out of range 0..{n_layers} for {named.model}")
-    split = correctness_split(
-        store.correct(),
-        n_samples=n_samples,
-        test_fraction=test_fraction,
-        seed=seed,
-        groups=store_groups(store),
-    )
+    split = store_split(store, n_samples=n_samples, test_fraction=test_fraction, seed=seed)
     candidates = range(n_layers + 1) if layer is None else [int(layer)]
     best: tuple[float, int, np.ndarray, float] | None = None
     cv_by_layer = []

@@ -43,11 +43,11 @@ from actspace.branches.error_prediction.probe import (
     make_probe,
     positive_probability,
 )
+from actspace.branches.error_prediction.steps import store_split
 from actspace.core import criteria
-from actspace.core.groups import store_groups
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci
 from actspace.core.results import binary_comparison, now
-from actspace.core.splits import OneSidedAnswers, Split, correctness_split
+from actspace.core.splits import OneSidedAnswers, Split
 from actspace.core.store import NamedStore
 from actspace.methods.probes import (
     LinearProbe,
@@ -197,13 +197,7 @@ def analyse_store(
     bad = [k for k in chosen_layers if not 0 <= k <= n_layers]
     if bad:
         raise ValueError(f"layer {bad[0]} out of range 0..{n_layers} for {named.model}")
-    split = correctness_split(
-        store.correct(),
-        n_samples=n_samples,
-        test_fraction=test_fraction,
-        seed=seed,
-        groups=store_groups(store),
-    )
+    split = store_split(store, n_samples=n_samples, test_fraction=test_fraction, seed=seed)
     fits: list[LayerFit] = []
     for k in chosen_layers:
         X = np.asarray(store.layer(k, pooling), dtype=np.float64)[split.items]

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from actspace.core.cli import call_params
+from actspace.core.groups import store_groups
 from actspace.core.io import atomic_write_json, write_experiment
-from actspace.core.store import NamedStore
+from actspace.core.splits import Split, correctness_split
+from actspace.core.store import NamedStore, StoreLike
 
 
 def run_settings(run: Callable[..., Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -28,6 +30,20 @@ def run_settings(run: Callable[..., Any], args: argparse.Namespace) -> dict[str,
     gives defaults, and the workflow passes the resolved section).
     """
     return call_params(run, args)[1]
+
+
+def store_split(
+    store: StoreLike, *, n_samples: int | None, test_fraction: float, seed: int
+) -> Split:
+    """The training/held-out split of a store's items by correctness, with the items of one group
+    (an entity, a source) on one side: the split every step of branch 2B starts from."""
+    return correctness_split(
+        store.correct(),
+        n_samples=n_samples,
+        test_fraction=test_fraction,
+        seed=seed,
+        groups=store_groups(store),
+    )
 
 
 def layer_choice(layer: int | str | None) -> int | None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from actspace.branches.error_prediction.intervals import CI_LEVEL, item_ci
 from actspace.branches.error_prediction.probe import inner_cv_score, make_probe
-from actspace.branches.error_prediction.steps import layer_choice
+from actspace.branches.error_prediction.steps import layer_choice, store_split
 from actspace.branches.error_prediction.unsupervised_criteria import (
     ccs_criteria,
     overall_verdict,
@@ -43,9 +43,8 @@ from actspace.branches.error_prediction.unsupervised_criteria import (
     ratio_of_balanced_accuracy,
 )
 from actspace.core import criteria
-from actspace.core.groups import store_groups
 from actspace.core.results import binary_comparison, now
-from actspace.core.splits import OneSidedAnswers, Split, correctness_split
+from actspace.core.splits import OneSidedAnswers, Split
 from actspace.core.store import NamedStore
 from actspace.methods.ccs import (
     CCS,
@@ -440,13 +439,7 @@ def analyse_store(
     bad = [k for k in curve_layers if not 0 <= k <= n_layers]
     if bad:
         raise ValueError(f"layer {bad[0]} out of range 0..{n_layers} for {named.model}")
-    split = correctness_split(
-        store.correct(),
-        n_samples=n_samples,
-        test_fraction=test_fraction,
-        seed=seed,
-        groups=store_groups(store),
-    )
+    split = store_split(store, n_samples=n_samples, test_fraction=test_fraction, seed=seed)
     return analyse_split(
         named, split, layer=layer, curve_layers=curve_layers, seed=seed, **settings
     )
