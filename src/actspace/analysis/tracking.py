@@ -117,39 +117,41 @@ def track_study(
             "tracking.wandb is configured but the wandb package is not installed "
             "(pip install -e '.[tracking]'), or remove tracking.wandb from the configuration"
         ) from None
-    logged = []
-    for run_spec in _runs(statistics):
-        config = dict(study_config or {})
-        if run_spec["config_file"] and Path(run_spec["config_file"]).is_file():
-            config = {"experiment": read_json(run_spec["config_file"]), "study": config}
-        run = wandb.init(
-            project=project,
-            entity=entity,
-            group=group or f"seed{seed}",
-            name=run_spec["name"],
-            job_type=run_spec["job_type"],
-            config=config,
-            mode=mode,
-            dir=str(run_dir) if run_dir else None,
-            reinit="create_new",
-        )
-        images = {
-            key: wandb.Image(str(path))
-            for key, path in _figures_for(
-                run_spec["experiment"], manifest, Path(figures_dir)
-            ).items()
-            if path.is_file()
-        }
-        run.log({**run_spec["metrics"], **images})
-        for key, value in run_spec["metrics"].items():
-            run.summary[key] = value
-        logged.append(
-            {
-                "name": run_spec["name"],
-                "id": run.id,
-                "metrics": run_spec["metrics"],
-                "figures": sorted(images),
-            }
-        )
-        run.finish()
-    return logged
+    init = {"project": project, "entity": entity, "group": group or f"seed{seed}", "mode": mode,
+            "dir": str(run_dir) if run_dir else None, "reinit": "create_new"}  # fmt: skip
+    try:
+        return [
+            _log_run(wandb, run_spec, init, manifest, Path(figures_dir), study_config)
+            for run_spec in _runs(statistics)
+        ]
+    finally:
+        # run.finish() can return before wandb's service has written an offline run's file;
+        # teardown waits for it, so the files are complete when the rule (or a test) reads them.
+        wandb.teardown()
+
+
+def _log_run(
+    wandb: Any,
+    run_spec: Mapping[str, Any],
+    init: Mapping[str, Any],
+    manifest: Sequence[Mapping[str, Any]],
+    figures_dir: Path,
+    study_config: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Log one run: its configuration, its metrics (also as its summary) and its figures."""
+    config = dict(study_config or {})
+    if run_spec["config_file"] and Path(run_spec["config_file"]).is_file():
+        config = {"experiment": read_json(run_spec["config_file"]), "study": config}
+    run = wandb.init(name=run_spec["name"], job_type=run_spec["job_type"], config=config, **init)
+    figures = _figures_for(run_spec["experiment"], manifest, figures_dir)
+    images = {key: wandb.Image(str(path)) for key, path in figures.items() if path.is_file()}
+    run.log({**run_spec["metrics"], **images})
+    for key, value in run_spec["metrics"].items():
+        run.summary[key] = value
+    run.finish()
+    return {
+        "name": run_spec["name"],
+        "id": run.id,
+        "metrics": run_spec["metrics"],
+        "figures": sorted(images),
+    }
