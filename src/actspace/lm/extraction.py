@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from actspace.core.io import atomic_path, atomic_write_json, write_jsonl
 from actspace.core.progress import Progress
+from actspace.lm.batching import leading_batch
 from actspace.lm.forward import POOLINGS, BatchResult, EncodedItem, encode_items, score_batch
 from actspace.lm.memory import Backoff, peak_memory_mb
 from actspace.lm.models import hidden_size, residual_blocks
@@ -354,7 +355,12 @@ def _extract_shard(
     blocks: Sequence[torch.nn.Module],
     bar: Any,
 ) -> dict[str, Any]:
-    """Run one shard (length-sorted batches) and return its tensors, log-likelihoods and counts."""
+    """Run one shard and return its tensors, log-likelihoods and counts.
+
+    Batches hold items of similar context length (at most the back-off's batch size, fewer where
+    padding would exceed :data:`actspace.lm.batching.PADDING_TOLERANCE`); ``score_batch`` groups
+    their choices by length in the same way.
+    """
     # longest first: an out-of-memory error shows up on the first batch; index breaks ties
     order = sorted(
         shard_items, key=lambda it: (-len(it.context), -max(map(len, it.choices)), it.index)
@@ -402,7 +408,10 @@ def _extract_shard(
             blocks=blocks,
         )
 
-    backoff.run(order, run, keep)
+    def take(rest: Sequence[EncodedItem], ceiling: int) -> int:
+        return leading_batch([len(item.context) for item in rest[:ceiling]], ceiling)
+
+    backoff.run(order, run, keep, take)
     return {"tensors": tensors, "logliks": logliks, **counts}
 
 
