@@ -197,12 +197,14 @@ def score_batch(
     max_choices: int | None = None,
     blocks: Sequence[torch.nn.Module] | None = None,
     tolerance: float = PADDING_TOLERANCE,
+    full_logits: bool = False,
 ) -> BatchResult:
     """Score every choice of every item of ``batch`` and capture its residual stream.
 
     The contexts run once (with cache), then the choices from the cache in groups of similar length
     whose padding stays within ``tolerance`` (one forward call per group). With ``capture=False``
-    no hooks are installed (used to measure the cost of capture).
+    no hooks are installed (used to measure the cost of capture); ``full_logits=True`` computes
+    the logits of every position, as before the head ran on scored positions only (a reference).
     """
     if not batch:
         raise ValueError("score_batch needs at least one item")
@@ -260,7 +262,7 @@ def score_batch(
             [conts[r] for r in group], [owners[r] for r in group], [starts[r] for r in group]
         )
         scored = _score_group(
-            model, cache, part, ctx_mask, first_logprobs, pad_token_id, blocks, capture
+            model, cache, part, ctx_mask, first_logprobs, pad_token_id, blocks, capture, full_logits
         )
         totals[group] = scored.logliks
         if capture:
@@ -336,6 +338,7 @@ def _score_group(
     pad_token_id: int,
     blocks: Sequence[torch.nn.Module],
     capture: bool,
+    full_logits: bool = False,
 ) -> _Scored:
     """One forward call over ``part`` from its cache rows: log-likelihoods and choice-end states.
 
@@ -369,7 +372,7 @@ def _score_group(
     first = first_logprobs[owners].gather(1, ids[:, :1]).squeeze(1).double()
 
     processing = logit_processing(model)
-    head_only = _head_only(model)
+    head_only = not full_logits and _head_only(model)
     states, out, hidden = _forward_group(model, cache, owners, inputs, blocks, capture, head_only)
     passes = 1
     if head_only and not logits_agree(
