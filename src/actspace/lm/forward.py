@@ -245,16 +245,21 @@ def score_batch(
         result.pooled = _pool(states, pool_mask, poolings, out_dtype)
     del states
     first_logits = out.logits[:, -1].float()
-    first_logprobs = first_logits - torch.logsumexp(first_logits, dim=-1, keepdim=True)
     cache = returned_cache(out)
-    del out, first_logits
+    del out
 
     # -- continuation passes: the choices in groups of similar length, each from its cache rows --
     conts = [choice for item in batch for choice in item.choices]
     owners = [row for row, item in enumerate(batch) for _ in item.choices]
     starts = [len(batch[owner].context) for owner in owners]
     groups = length_groups([len(cont) for cont in conts], tolerance)
-    totals = torch.zeros(len(conts), dtype=torch.float64)
+    # a choice's first token is predicted by its context's last logits: read them, free them
+    owner_index = torch.tensor(owners, device=device)
+    first_tokens = torch.tensor([cont[0] for cont in conts], device=device)
+    first_lse = torch.logsumexp(first_logits, dim=-1)
+    first = first_logits[owner_index, first_tokens] - first_lse[owner_index]
+    totals = first.double().cpu()
+    del first_logits, first_lse, first
     ends_cpu: torch.Tensor | None = None
     passes, slots = 1, n_batch * ctx_len
     for group in groups:
@@ -262,9 +267,9 @@ def score_batch(
             [conts[r] for r in group], [owners[r] for r in group], [starts[r] for r in group]
         )
         scored = _score_group(
-            model, cache, part, ctx_mask, first_logprobs, pad_token_id, blocks, capture, full_logits
+            model, cache, part, ctx_mask, pad_token_id, blocks, capture, full_logits
         )
-        totals[group] = scored.logliks
+        totals[group] += scored.logliks
         if capture:
             if ends_cpu is None:
                 ends_cpu = torch.zeros((len(conts), *scored.ends.shape[1:]), dtype=out_dtype)
@@ -334,13 +339,13 @@ def _score_group(
     cache: Any,
     part: _Continuation,
     ctx_mask: torch.Tensor,
-    first_logprobs: torch.Tensor,
     pad_token_id: int,
     blocks: Sequence[torch.nn.Module],
     capture: bool,
     full_logits: bool = False,
 ) -> _Scored:
-    """One forward call over ``part`` from its cache rows: log-likelihoods and choice-end states.
+    """One forward call over ``part`` from its cache rows: the log-likelihoods of the choices'
+    tokens after the first (which the context pass scores) and the choice-end states.
 
     The head runs only at the positions that predict a choice token (:mod:`actspace.lm.head`);
     when the model's own logits disagree with ours, the group runs again with full logits.
@@ -369,7 +374,6 @@ def _score_group(
     offsets = torch.cumsum(lengths - 1, 0) - (lengths - 1)
     steps = torch.arange(len(rows), device=device) - offsets[rows]
     targets = ids[rows, steps + 1]
-    first = first_logprobs[owners].gather(1, ids[:, :1]).squeeze(1).double()
 
     processing = logit_processing(model)
     head_only = not full_logits and _head_only(model)
@@ -409,7 +413,7 @@ def _score_group(
         ends = torch.stack(
             [h.gather(1, last.expand(-1, 1, h.shape[-1])).squeeze(1) for h in states], dim=1
         )
-    return _Scored(logliks=(first + rest).cpu(), ends=ends, passes=passes)
+    return _Scored(logliks=rest.cpu(), ends=ends, passes=passes)
 
 
 #: Models whose logits from the head alone disagreed with their own: they get full logits.
