@@ -1,7 +1,8 @@
 """One pass per item: choice log-likelihoods and the residual stream, into the activation store.
 
 :func:`extract_store` scores every item of a task with :func:`actspace.lm.forward.score_batch`
-(the context once, then every choice from its cache, in two forward calls per batch), capturing
+(the context once, then every choice from its cache: one context pass per batch and one pass per
+group of choices of similar length, :mod:`actspace.lm.batching`), capturing
 the residual stream at every layer in the same calls. It runs in resumable shards
 (:mod:`actspace.lm.shards`: a killed run started again resumes at the first unfinished shard and
 gives the same store), halves the batch on out-of-memory errors (:mod:`actspace.lm.memory`) and
@@ -161,7 +162,10 @@ def extract_store(
     use it to simulate a crash). ``progress`` switches the terminal bar; ``progress_file`` (a
     :class:`~actspace.core.progress.Progress`) counts items per batch, for ``scripts/status.py``.
     ``poolings``, ``batch_size``, ``storage_dtype``, ``shard_size`` and ``truncation`` are the
-    ``extract:`` section's keys (the schema holds their defaults). Items with a single choice,
+    ``extract:`` section's keys (the schema holds their defaults). ``batch_size`` is the most items
+    per context pass: items of similar context length are batched together, fewer than
+    ``batch_size`` where padding would exceed :data:`actspace.lm.batching.PADDING_TOLERANCE`, and
+    an out-of-memory error halves it. Items with a single choice,
     and (``truncation="refuse"``) items longer than the window, are refused before any forward
     pass and before the store folder is touched.
     """

@@ -1,4 +1,4 @@
-"""One batch, two forward calls: the choice log-likelihoods and the residual stream of each item.
+"""One batch, the context once: the choice log-likelihoods and the residual stream of each item.
 
 How a batch is scored (:func:`score_batch`):
 
