@@ -4,6 +4,7 @@ forward pass, shards resume to an identical store, out-of-memory errors halve th
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from safetensors import safe_open
 from actspace.core.io import write_jsonl
 from actspace.core.schema import validate_schema
 from actspace.core.store import ActivationStore
+from actspace.lm.batching import PADDING_TOLERANCE, length_groups, plan_padding
 from actspace.lm.extraction import extract_store, resolve_storage_dtype
 from actspace.lm.forward import BatchResult, cache_argument, encode_items, score_batch
 from actspace.lm.memory import ExtractionOutOfMemory, is_out_of_memory
@@ -74,6 +76,20 @@ def _load(folder: Path):
     return load_model(folder, dtype="float32", device="cpu")
 
 
+def _planned(model, tokenizer, items, batch_size, shard_size):
+    """(forward calls, token slots, real tokens) that extraction plans for ``items``."""
+    encoded, _ = encode_items(tokenizer, items, add_bos=needs_bos(model, tokenizer))
+    plans = [
+        plan_padding(
+            [len(e.context) for e in encoded[start : start + shard_size]],
+            [[len(c) for c in e.choices] for e in encoded[start : start + shard_size]],
+            batch_size,
+        )
+        for start in range(0, len(encoded), shard_size)
+    ]
+    return tuple(sum(getattr(p, key) for p in plans) for key in ("forward_passes", "slots", "real"))
+
+
 def _reference_states(model, ids: list[int]) -> list[torch.Tensor]:
     """Hidden states of one unpadded sequence, [seq, d] per layer (the normed last one dropped)."""
     with torch.no_grad():
@@ -91,7 +107,11 @@ def test_store_matches_naive_scoring_and_plain_forward(family, tiny_model_dir, t
     for got, want in zip(store.logliks(), reference, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     assert [row["id"] for row in store.scores()] == [item.id for item in ITEMS]
-    assert meta["forward_passes"] == 2 * 3  # shards of 4 + 3 items, batches of 3: 2 + 1 batches
+    passes, slots, real = _planned(model, tokenizer, ITEMS, batch_size=3, shard_size=4)
+    assert meta["forward_passes"] == passes
+    assert meta["tokens"]["processed"] == slots and meta["tokens"]["real"] == real
+    assert meta["padding_efficiency"] == pytest.approx(slots / real)
+    assert meta["padding_efficiency"] <= 1 + PADDING_TOLERANCE
     assert meta["n_layers"] == len(residual_blocks(model))
 
     add_bos = needs_bos(model, tokenizer)
@@ -136,23 +156,38 @@ def test_sliding_window_attention_is_exact(tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
-def test_one_context_pass_and_one_choice_pass_per_batch(tiny_model_dir):
-    model, tokenizer = _load(tiny_model_dir("gpt2"))
-    encoded, _ = encode_items(tokenizer, ITEMS)
+def _call_shapes(model, fn):
+    """The ``input_ids`` shape of every forward call that ``fn()`` makes, and its result."""
     shapes = []
     handle = model.register_forward_pre_hook(
         lambda _m, _a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True
     )
     try:
-        result = score_batch(model, encoded[:3])
+        result = fn()
     finally:
         handle.remove()
-    n_choices = sum(len(e.choices) for e in encoded[:3])
-    longest_context = max(len(e.context) for e in encoded[:3])
-    assert len(shapes) == result.forward_passes == 2
-    assert shapes[0] == (3, longest_context)  # every context once
-    assert shapes[1][0] == n_choices  # every choice, from the cache: no context tokens
-    assert shapes[1][1] == max(len(c) for e in encoded[:3] for c in e.choices)
+    return shapes, result
+
+
+def test_one_context_pass_and_one_pass_per_choice_length_group(tiny_model_dir):
+    model, tokenizer = _load(tiny_model_dir("gpt2"))
+    encoded, _ = encode_items(tokenizer, ITEMS)
+    batch = encoded[:3]
+    shapes, result = _call_shapes(model, lambda: score_batch(model, batch))
+    lengths = [len(c) for e in batch for c in e.choices]
+    groups = length_groups(lengths)
+    assert len(shapes) == result.forward_passes == 1 + len(groups) > 2
+    assert shapes[0] == (3, max(len(e.context) for e in batch))  # every context once
+    # every choice once, from the cache (no context tokens), each group padded to its longest
+    assert shapes[1:] == [(len(g), max(lengths[r] for r in g)) for g in groups]
+    assert sum(rows * width for rows, width in shapes[1:]) <= (1 + PADDING_TOLERANCE) * sum(lengths)
+    assert result.processed_tokens == sum(rows * width for rows, width in shapes)
+
+    # an infinite tolerance gives the former plan: all choices in one pass, padded to the longest
+    shapes, wide = _call_shapes(model, lambda: score_batch(model, batch, tolerance=math.inf))
+    assert shapes[1:] == [(len(lengths), max(lengths))] and wide.forward_passes == 2
+    for got, want in zip(result.logliks, wide.logliks, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
 def test_capture_off_gives_same_logliks(tiny_model_dir):
@@ -248,10 +283,16 @@ def test_shards_of_another_run_are_not_reused(tiny_model_dir, tmp_path):
     assert done == [0, 1, 2, 3]
 
 
+#: Items with one context: length bucketing keeps them in one batch, as large as the ceiling.
+SAME_CONTEXT = [
+    Item(item.id, "A man is sitting on a roof. He starts", item.choices, 0, {}) for item in ITEMS
+]
+
+
 def test_out_of_memory_halves_the_batch_and_retries(tiny_model_dir, tmp_path, monkeypatch):
     model, tokenizer = _load(tiny_model_dir("opt"))
     kwargs = dict(batch_size=8, shard_size=16, progress=False)
-    clean = _extract(model, tokenizer, ITEMS, tmp_path / "clean", **kwargs)
+    clean = _extract(model, tokenizer, SAME_CONTEXT, tmp_path / "clean", **kwargs)
     forward = model.forward
     attempts: list[int] = []
 
@@ -263,18 +304,18 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_model_dir, tmp_path, mo
         return forward(*args, **kw)
 
     monkeypatch.setattr(model, "forward", flaky_forward)
-    meta = _extract(model, tokenizer, ITEMS, tmp_path / "oom", **kwargs)
-    assert attempts[:3] == [7, 4, 2]  # 7 items in one batch, then halved twice
-    assert set(attempts[3:]) <= {1, 2}
+    meta = _extract(model, tokenizer, SAME_CONTEXT, tmp_path / "oom", **kwargs)
+    assert attempts == [7, 4, 2, 2, 2, 1]  # 7 items in one batch, halved twice, then 2, 2, 1
     assert meta["timings"]["oom_retries"] == 2 and meta["timings"]["final_batch_size"] == 2
-    assert meta["forward_passes"] == 2 * 4  # four batches of at most 2 items
+    passes, slots, _ = _planned(model, tokenizer, SAME_CONTEXT, batch_size=2, shard_size=16)
+    assert meta["forward_passes"] == passes and meta["tokens"]["processed"] == slots
     a, b = ActivationStore(tmp_path / "clean"), ActivationStore(tmp_path / "oom")
     for x, y in zip(a.logliks(), b.logliks(), strict=True):
         np.testing.assert_allclose(x, y, atol=1e-5)
     assert [r["pred"] for r in a.scores()] == [r["pred"] for r in b.scores()]
     np.testing.assert_allclose(a.pooled("mean"), b.pooled("mean"), atol=1e-5)
     np.testing.assert_allclose(a.choice_end(2)[0], b.choice_end(2)[0], atol=1e-5)
-    assert clean["forward_passes"] == 2
+    assert clean["forward_passes"] == _planned(model, tokenizer, SAME_CONTEXT, 8, 16)[0]
 
 
 def test_out_of_memory_at_batch_size_one_fails_clearly(tiny_model_dir, tmp_path, monkeypatch):
@@ -331,7 +372,8 @@ def test_storage_dtype_and_meta(tiny_model_dir, tmp_path):
     np.testing.assert_allclose(a.layer(2, "mean"), b.layer(2, "mean"), atol=2e-3, rtol=2e-3)
     assert b.meta["model"] == "tiny-qwen2" and b.meta["task"] == "demo"
     assert b.meta["n_items"] == 7 and b.meta["hidden_size"] == 32 and b.meta["n_layers"] == 3
-    assert b.meta["forward_passes"] == 2 and b.meta["max_choices"] == 4
+    passes = _planned(model, tokenizer, ITEMS, EXTRACT["batch_size"], EXTRACT["shard_size"])[0]
+    assert b.meta["forward_passes"] == passes and b.meta["max_choices"] == 4
     assert torch.__version__.startswith(b.meta["provenance"]["versions"]["torch"])
     mc2 = b.scores()[4]
     assert mc2["n_choices"] == 3 and 0.0 <= mc2["mc2"] <= 1.0
@@ -377,7 +419,8 @@ def test_script_writes_a_store_and_rejects_bad_input(tiny_model_dir, tmp_path, c
     assert script.main([*args, *small, "--n-samples", "5", "--no-progress"]) == 0
     store = ActivationStore(out)
     assert store.n_items == 5 and store.meta["task"] == "demo"
-    assert store.meta["forward_passes"] == 6
+    assert store.meta["forward_passes"] >= 2 * 3  # batches of at most 2 items: 3 or more
+    assert store.meta["padding_efficiency"] <= 1 + PADDING_TOLERANCE
     assert "demo: 5 items, acc" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: task file .*missing.jsonl not found"):
         script.main([*args[:2], "--task", str(tmp_path / "missing.jsonl"), *args[4:], *small])

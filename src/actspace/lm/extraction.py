@@ -1,7 +1,8 @@
 """One pass per item: choice log-likelihoods and the residual stream, into the activation store.
 
 :func:`extract_store` scores every item of a task with :func:`actspace.lm.forward.score_batch`
-(the context once, then every choice from its cache, in two forward calls per batch), capturing
+(the context once, then every choice from its cache: one context pass per batch and one pass per
+group of choices of similar length, :mod:`actspace.lm.batching`), capturing
 the residual stream at every layer in the same calls. It runs in resumable shards
 (:mod:`actspace.lm.shards`: a killed run started again resumes at the first unfinished shard and
 gives the same store), halves the batch on out-of-memory errors (:mod:`actspace.lm.memory`) and
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 
 from actspace.core.io import atomic_path, atomic_write_json, write_jsonl
 from actspace.core.progress import Progress
+from actspace.lm.batching import leading_batch
 from actspace.lm.forward import POOLINGS, BatchResult, EncodedItem, encode_items, score_batch
 from actspace.lm.memory import Backoff, peak_memory_mb
 from actspace.lm.models import hidden_size, residual_blocks
@@ -160,7 +162,10 @@ def extract_store(
     use it to simulate a crash). ``progress`` switches the terminal bar; ``progress_file`` (a
     :class:`~actspace.core.progress.Progress`) counts items per batch, for ``scripts/status.py``.
     ``poolings``, ``batch_size``, ``storage_dtype``, ``shard_size`` and ``truncation`` are the
-    ``extract:`` section's keys (the schema holds their defaults). Items with a single choice,
+    ``extract:`` section's keys (the schema holds their defaults). ``batch_size`` is the most items
+    per context pass: items of similar context length are batched together, fewer than
+    ``batch_size`` where padding would exceed :data:`actspace.lm.batching.PADDING_TOLERANCE`, and
+    an out-of-memory error halves it. Items with a single choice,
     and (``truncation="refuse"``) items longer than the window, are refused before any forward
     pass and before the store folder is touched.
     """
@@ -354,7 +359,12 @@ def _extract_shard(
     blocks: Sequence[torch.nn.Module],
     bar: Any,
 ) -> dict[str, Any]:
-    """Run one shard (length-sorted batches) and return its tensors, log-likelihoods and counts."""
+    """Run one shard and return its tensors, log-likelihoods and counts.
+
+    Batches hold items of similar context length (at most the back-off's batch size, fewer where
+    padding would exceed :data:`actspace.lm.batching.PADDING_TOLERANCE`); ``score_batch`` groups
+    their choices by length in the same way.
+    """
     # longest first: an out-of-memory error shows up on the first batch; index breaks ties
     order = sorted(
         shard_items, key=lambda it: (-len(it.context), -max(map(len, it.choices)), it.index)
@@ -402,7 +412,10 @@ def _extract_shard(
             blocks=blocks,
         )
 
-    backoff.run(order, run, keep)
+    def take(rest: Sequence[EncodedItem], ceiling: int) -> int:
+        return leading_batch([len(item.context) for item in rest[:ceiling]], ceiling)
+
+    backoff.run(order, run, keep, take)
     return {"tensors": tensors, "logliks": logliks, **counts}
 
 

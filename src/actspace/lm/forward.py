@@ -1,4 +1,4 @@
-"""One batch, two forward calls: the choice log-likelihoods and the residual stream of each item.
+"""One batch, the context once: the choice log-likelihoods and the residual stream of each item.
 
 How a batch is scored (:func:`score_batch`):
 
@@ -6,10 +6,12 @@ How a batch is scored (:func:`score_batch`):
    key/value cache on. Hooks on every block capture the residual stream, which is pooled over the
    real context tokens ("last": the last context token; "mean": the mean over context tokens). The
    logits at the last position give the log-probability of every choice's first token.
-2. *Continuation pass.* The cache rows are repeated once per choice (``batch_select_indices``) and
-   all choices of all items of the batch run in one forward, right-padded, with explicit position
+2. *Continuation passes.* The choices of the batch are grouped by length
+   (:func:`actspace.lm.batching.length_groups`, so that a pass pads little); each group runs in one
+   forward from its items' cache rows (:func:`cache_rows`), right-padded, with explicit position
    ids that continue each item's own context. The same hooks capture the residual stream at each
-   choice's last token; the logits give the log-probabilities of the remaining choice tokens.
+   choice's last token; the LM head runs only at the positions that predict a choice token
+   (:mod:`actspace.lm.head`), so no [rows, length, vocab] logits are ever held.
 
 So the context is computed once per item, never per choice, and activations come from the same two
 forward calls that score the item. Left padding keeps every item's last context token at the same
@@ -20,18 +22,33 @@ index and keeps index distances equal to position distances, which sliding-windo
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
+import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from actspace.lm.batching import PADDING_TOLERANCE, length_groups
+from actspace.lm.head import (
+    apply_head,
+    chunk_positions,
+    head_input,
+    head_only_reason,
+    logit_processing,
+    logits_agree,
+    token_logprobs,
+)
 from actspace.lm.hooks import capture_residual
 from actspace.lm.models import residual_blocks
 from actspace.lm.scoring import encode_item
 from actspace.lm.tasks import Item
+
+log = logging.getLogger(__name__)
 
 #: Poolings of the context's residual stream that the store can hold.
 POOLINGS = ("last", "mean")
@@ -179,11 +196,15 @@ def score_batch(
     out_dtype: torch.dtype = torch.float32,
     max_choices: int | None = None,
     blocks: Sequence[torch.nn.Module] | None = None,
+    tolerance: float = PADDING_TOLERANCE,
+    full_logits: bool = False,
 ) -> BatchResult:
     """Score every choice of every item of ``batch`` and capture its residual stream.
 
-    Two forward calls whatever the batch: the contexts once (with cache), then all choices from the
-    cache. With ``capture=False`` no hooks are installed (used to measure the cost of capture).
+    The contexts run once (with cache), then the choices from the cache in groups of similar length
+    whose padding stays within ``tolerance`` (one forward call per group). With ``capture=False``
+    no hooks are installed (used to measure the cost of capture); ``full_logits=True`` computes
+    the logits of every position, as before the head ran on scored positions only (a reference).
     """
     if not batch:
         raise ValueError("score_batch needs at least one item")
@@ -224,47 +245,39 @@ def score_batch(
         result.pooled = _pool(states, pool_mask, poolings, out_dtype)
     del states
     first_logits = out.logits[:, -1].float()
-    first_logprobs = first_logits - torch.logsumexp(first_logits, dim=-1, keepdim=True)
     cache = returned_cache(out)
-    del out, first_logits
+    del out
 
-    # -- continuation pass: every choice of every item, from the cache --------------------------
-    owners = [row for row, item in enumerate(batch) for _ in item.choices]
+    # -- continuation passes: the choices in groups of similar length, each from its cache rows --
     conts = [choice for item in batch for choice in item.choices]
-    n_rows = len(conts)
-    cont_len = max(len(cont) for cont in conts)
-    cont_ids = torch.full((n_rows, cont_len), pad_token_id, dtype=torch.long)
-    cont_mask = torch.zeros((n_rows, cont_len), dtype=torch.long)
-    for row, cont in enumerate(conts):
-        cont_ids[row, : len(cont)] = torch.tensor(cont)
-        cont_mask[row, : len(cont)] = 1
+    owners = [row for row, item in enumerate(batch) for _ in item.choices]
+    starts = [len(batch[owner].context) for owner in owners]
+    groups = length_groups([len(cont) for cont in conts], tolerance)
+    # a choice's first token is predicted by its context's last logits: read them, free them
     owner_index = torch.tensor(owners, device=device)
-    lengths = torch.tensor([len(cont) for cont in conts], device=device)
-    start = torch.tensor([len(batch[owner].context) for owner in owners], device=device)
-    cont_pos = start[:, None] + torch.arange(cont_len, device=device)[None, :]
-    full_mask = torch.cat([ctx_mask[owner_index], cont_mask.to(device)], dim=1)
-    cont_ids = cont_ids.to(device)
-    cache.batch_select_indices(owner_index)
-
-    # the logits of a choice's last token predict nothing: compute the lm head only before it
-    extra = {}
-    if keep_logits:
-        extra["logits_to_keep"] = torch.arange(cont_len - 1, device=device) if cont_len > 1 else 1
-    with _capturing(blocks, capture) as states:
-        out = model(
-            input_ids=cont_ids,
-            attention_mask=full_mask,
-            position_ids=cont_pos,
-            use_cache=True,
-            **{cache_argument(model): cache},
-            **extra,
+    first_tokens = torch.tensor([cont[0] for cont in conts], device=device)
+    first_lse = torch.logsumexp(first_logits, dim=-1)
+    first = first_logits[owner_index, first_tokens] - first_lse[owner_index]
+    totals = first.double().cpu()
+    del first_logits, first_lse, first
+    ends_cpu: torch.Tensor | None = None
+    passes, slots = 1, n_batch * ctx_len
+    for group in groups:
+        part = _Continuation(
+            [conts[r] for r in group], [owners[r] for r in group], [starts[r] for r in group]
         )
+        scored = _score_group(
+            model, cache, part, ctx_mask, pad_token_id, blocks, capture, full_logits
+        )
+        totals[group] += scored.logliks
+        if capture:
+            if ends_cpu is None:
+                ends_cpu = torch.zeros((len(conts), *scored.ends.shape[1:]), dtype=out_dtype)
+            ends_cpu[group] = scored.ends.to("cpu", out_dtype)
+        passes += scored.passes
+        slots += len(group) * part.length
     del cache
     if capture:
-        last = (lengths - 1).view(-1, 1, 1)
-        ends = [h.gather(1, last.expand(-1, 1, h.shape[-1])).squeeze(1) for h in states]
-        ends_cpu = torch.stack(ends, dim=1).to("cpu", out_dtype)  # [rows, layers+1, d]
-        del ends
         choice_end = torch.zeros((n_batch, max_choices, *ends_cpu.shape[1:]), dtype=out_dtype)
         slot = 0
         for row, item in enumerate(batch):
@@ -272,26 +285,171 @@ def score_batch(
             choice_end[row, :k] = ends_cpu[slot : slot + k]
             slot += k
         result.choice_end = choice_end
-    del states
-
-    # -- log-likelihoods ------------------------------------------------------------------------
-    # token t of a choice is predicted by the logits at t-1 (t >= 1) or by the context's last logits
-    logits = out.logits[:, : max(cont_len - 1, 0)].float()
-    first = first_logprobs[owner_index].gather(1, cont_ids[:, :1]).squeeze(1)
-    if cont_len > 1:
-        targets = cont_ids[:, 1:].unsqueeze(-1)
-        token_lp = logits.gather(2, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-        token_lp = torch.where(cont_mask[:, 1:].to(device).bool(), token_lp, 0.0)
-        rest = token_lp.double().sum(dim=1)
-    else:
-        rest = torch.zeros(n_rows, dtype=torch.float64, device=device)
-    totals = (first.double() + rest).cpu().tolist()
-    del out, logits
     slot = 0
     for item in batch:
         k = len(item.choices)
-        result.logliks.append(totals[slot : slot + k])
+        result.logliks.append(totals[slot : slot + k].tolist())
         slot += k
-    result.forward_passes = 2
-    result.processed_tokens = n_batch * ctx_len + n_rows * cont_len
+    result.forward_passes = passes
+    result.processed_tokens = slots
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# one group of choices
+
+
+@dataclass
+class _Continuation:
+    """One continuation pass: choice token ids, the batch row owning each, its context length."""
+
+    conts: list[list[int]]
+    owners: list[int]
+    starts: list[int]
+
+    @property
+    def length(self) -> int:
+        return max(len(cont) for cont in self.conts)
+
+
+@dataclass
+class _Scored:
+    logliks: torch.Tensor  # [rows] float64, on the CPU
+    ends: torch.Tensor | None  # [rows, layers+1, d] at each choice's last token
+    passes: int
+
+
+def cache_rows(cache: Any, indices: torch.Tensor) -> Any:
+    """A cache holding the rows ``indices`` of ``cache``, which stays as it was.
+
+    Dynamic cache layers select and extend by building new tensors, so copying the layer objects
+    suffices; anything else is deep-copied.
+    """
+    if hasattr(cache, "layers"):
+        rows = copy.copy(cache)
+        rows.layers = [copy.copy(layer) for layer in cache.layers]
+    else:
+        rows = copy.deepcopy(cache)
+    rows.batch_select_indices(indices)
+    return rows
+
+
+def _score_group(
+    model: Any,
+    cache: Any,
+    part: _Continuation,
+    ctx_mask: torch.Tensor,
+    pad_token_id: int,
+    blocks: Sequence[torch.nn.Module],
+    capture: bool,
+    full_logits: bool = False,
+) -> _Scored:
+    """One forward call over ``part`` from its cache rows: the log-likelihoods of the choices'
+    tokens after the first (which the context pass scores) and the choice-end states.
+
+    The head runs only at the positions that predict a choice token (:mod:`actspace.lm.head`);
+    when the model's own logits disagree with ours, the group runs again with full logits.
+    """
+    device = ctx_mask.device
+    n_rows, length = len(part.conts), part.length
+    ids = torch.full((n_rows, length), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((n_rows, length), dtype=torch.long)
+    for row, cont in enumerate(part.conts):
+        ids[row, : len(cont)] = torch.tensor(cont)
+        mask[row, : len(cont)] = 1
+    ids = ids.to(device)
+    owners = torch.tensor(part.owners, device=device)
+    lengths = torch.tensor([len(cont) for cont in part.conts], device=device)
+    positions = torch.tensor(part.starts, device=device)[:, None] + torch.arange(
+        length, device=device
+    )
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.cat([ctx_mask[owners], mask.to(device)], dim=1),
+        "position_ids": positions,
+        "use_cache": True,
+    }
+    # token t >= 1 of a choice is predicted at position t-1 of its row; token 0 by the context
+    rows = torch.repeat_interleave(torch.arange(n_rows, device=device), lengths - 1)
+    offsets = torch.cumsum(lengths - 1, 0) - (lengths - 1)
+    steps = torch.arange(len(rows), device=device) - offsets[rows]
+    targets = ids[rows, steps + 1]
+
+    processing = logit_processing(model)
+    head_only = not full_logits and _head_only(model)
+    states, out, hidden = _forward_group(model, cache, owners, inputs, blocks, capture, head_only)
+    passes = 1
+    if head_only and not logits_agree(
+        apply_head(model, hidden[:1, -1], processing), out.logits[:1, -1]
+    ):
+        _FULL_LOGITS.add(model)
+        log.warning(
+            "%s: logits from its LM head differ from the model's own; computing full logits",
+            type(model).__name__,
+        )
+        head_only = False
+        del states, out, hidden
+        states, out, hidden = _forward_group(model, cache, owners, inputs, blocks, capture, False)
+        passes = 2
+    if head_only:
+        picked = hidden[rows, steps]
+        logprobs = token_logprobs(
+            lambda a, b: apply_head(model, picked[a:b], processing),
+            targets,
+            len(rows),
+            chunk_positions(model),
+        )
+    else:
+        full = out.logits
+        logprobs = token_logprobs(
+            lambda a, b: full[rows[a:b], steps[a:b]].float(), targets, len(rows), len(rows) or 1
+        )
+    del out, hidden
+    rest = torch.zeros(n_rows, dtype=torch.float64, device=device)
+    rest.index_add_(0, rows, logprobs.double())
+    ends = None
+    if capture:
+        last = (lengths - 1).view(-1, 1, 1)
+        ends = torch.stack(
+            [h.gather(1, last.expand(-1, 1, h.shape[-1])).squeeze(1) for h in states], dim=1
+        )
+    return _Scored(logliks=rest.cpu(), ends=ends, passes=passes)
+
+
+#: Models whose logits from the head alone disagreed with their own: they get full logits.
+_FULL_LOGITS: weakref.WeakSet = weakref.WeakSet()
+_TOLD: weakref.WeakSet = weakref.WeakSet()
+
+
+def _head_only(model: Any) -> bool:
+    """Whether the head runs on scored positions only; says once per model why not."""
+    if model in _FULL_LOGITS:
+        return False
+    reason = head_only_reason(model)
+    if reason is not None and model not in _TOLD:
+        _TOLD.add(model)
+        log.info("%s: %s", type(model).__name__, reason)
+    return reason is None
+
+
+def _forward_group(
+    model: Any,
+    cache: Any,
+    owners: torch.Tensor,
+    inputs: dict[str, Any],
+    blocks: Sequence[torch.nn.Module],
+    capture: bool,
+    head_only: bool,
+) -> tuple[list[torch.Tensor], Any, torch.Tensor | None]:
+    """Run one continuation group: (captured residual states, model output, final hidden states
+    when ``head_only``, else ``None``; the output then holds the logits of every position)."""
+    extra = {cache_argument(model): cache_rows(cache, owners)}
+    length = inputs["input_ids"].shape[1]
+    if not head_only and _accepts_logits_to_keep(model):
+        # the logits of a choice's last token predict nothing: skip them
+        extra["logits_to_keep"] = torch.arange(max(length - 1, 1), device=owners.device)
+    with contextlib.ExitStack() as stack:
+        states = stack.enter_context(_capturing(blocks, capture))
+        final = stack.enter_context(head_input(model)) if head_only else None
+        out = model(**inputs, **extra)
+    return states, out, final[0] if head_only else None

@@ -2,6 +2,8 @@
 
 The items of a shard run longest first, so an out-of-memory error shows up on the first batch; the
 batch is retried at half the size (never growing back) until it fits or one item alone does not.
+The batch size is a ceiling: a ``take`` function may form smaller batches (extraction bounds their
+padding, :func:`actspace.lm.batching.leading_batch`).
 """
 
 from __future__ import annotations
@@ -53,11 +55,16 @@ class Backoff:
         order: Sequence[EncodedItem],
         fn: Callable[[Sequence[EncodedItem]], BatchResult],
         on_batch: Callable[[Sequence[EncodedItem], BatchResult], None],
+        take: Callable[[Sequence[EncodedItem], int], int] | None = None,
     ) -> None:
-        """Run ``fn`` over ``order`` in batches of the current size; ``on_batch`` takes each."""
+        """Run ``fn`` over ``order`` in batches of at most the current size; ``on_batch`` takes
+        each. ``take(rest, ceiling)`` says how many leading items of ``rest`` form the next batch
+        (default: ``ceiling``)."""
         position = 0
         while position < len(order):
-            batch = order[position : position + self.batch_size]
+            rest = order[position:]
+            count = self.batch_size if take is None else take(rest, self.batch_size)
+            batch = rest[: max(1, min(count, self.batch_size))]
             failed = False
             try:
                 result = fn(batch)

@@ -26,6 +26,7 @@ import torch
 from actspace.core.checksums import file_checksum
 from actspace.core.io import atomic_path, atomic_write_json, provenance, read_json, read_jsonl
 from actspace.core.store import CHECKED_FILES, STORE_FILES, concat_safetensors, read_header
+from actspace.lm.batching import padding_efficiency
 from actspace.lm.forward import EncodedItem
 from actspace.lm.memory import peak_memory_mb
 from actspace.lm.tasks import Item
@@ -34,7 +35,10 @@ log = logging.getLogger(__name__)
 
 SHARDS_DIR = ".shards"
 PROGRESS_FILE = "progress.json"
-#: The per-shard counts that :func:`join_shards` sums into ``meta.json``.
+#: The per-shard counts that :func:`join_shards` sums into ``meta.json``: forward calls, token
+#: slots run through the model (padding included; ``tokens.processed``), and the real context and
+#: choice tokens (``tokens.context``, ``tokens.choices``, summed as ``tokens.real``);
+#: ``padding_efficiency`` is slots per real token (1.0: no padding).
 COUNTS = ("forward_passes", "processed_tokens", "context_tokens", "choice_tokens")
 
 
@@ -179,8 +183,10 @@ def join_shards(
         "tokens": {
             "context": total["context_tokens"],
             "choices": total["choice_tokens"],
+            "real": real_tokens,
             "processed": total["processed_tokens"],
         },
+        "padding_efficiency": padding_efficiency(total["processed_tokens"], real_tokens),
         "files": list(STORE_FILES),
         "checksums": {name: file_checksum(out_dir / name) for name in CHECKED_FILES},
         "timings": {
