@@ -188,10 +188,17 @@ def model_depth(spec: Mapping[str, Any]) -> int | None:
 
 
 def _check_extract_layers(layers: list[int] | None, depths: Mapping[str, int | None]) -> None:
-    """Refuse ``extract.layers`` beyond any model's depth (where it is known before loading)."""
-    if layers is not None:
-        for model in depths:
-            check_layers("extract.layers", model, layers, depths)
+    """Refuse ``extract.layers`` beyond any model's depth (where it is known before loading), or
+    without layer 0: PM1's control reads the embeddings output."""
+    if layers is None:
+        return
+    if 0 not in layers:
+        raise ConfigError(
+            f"extract.layers: {layers} lacks layer 0 (the embeddings output, which PM1's control "
+            "reads); add 0"
+        )
+    for model in depths:
+        check_layers("extract.layers", model, layers, depths)
 
 
 def resolve_config(config: Mapping[str, Any], schema: dict[str, Any] | None = None) -> dict:

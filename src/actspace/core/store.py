@@ -276,11 +276,21 @@ def stored_layers(store: Any) -> list[int]:
     return [int(k) for k in layers]
 
 
-def nearest_stored_layer(store: Any, k: int) -> int:
-    """The stored layer nearest to layer ``k`` (the lower one on a tie); ``k`` itself when it is
-    stored, so a store with every layer gives back what was asked for."""
-    layers = stored_layers(store)
+def nearest_layer(layers: Sequence[int], k: int) -> int:
+    """The layer of ``layers`` nearest to layer ``k`` (the lower one on a tie)."""
     return min(layers, key=lambda layer: (abs(layer - int(k)), layer))
+
+
+def nearest_stored_layer(store: Any, k: int, *, minimum: int = 0) -> int:
+    """The stored layer nearest to layer ``k`` among those from ``minimum`` on; ``k`` itself
+    when it is stored, so a store with every layer gives back what was asked for."""
+    layers = [layer for layer in stored_layers(store) if layer >= minimum]
+    if not layers:
+        raise ValueError(
+            f"{getattr(store, 'path', 'the store')}: no stored layer from {minimum} on "
+            f"(stored: {stored_layers(store)}); add one to extract.layers"
+        )
+    return nearest_layer(layers, k)
 
 
 def _check_layer_list(file: Path, layers: Any, n_layers: int) -> list[int]:
