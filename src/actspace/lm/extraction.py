@@ -179,7 +179,8 @@ def extract_store(
         return _extract_store(model, tokenizer, items, out_dir, **kw)
     except Float16Overflow as error:
         log.warning("%s; extracting this store again in float32", error)
-        kw = {**kw, "storage_dtype": "float32", "fallback": f"float16 overflowed: {error}"}
+        fallback = {"requested": kw.get("storage_dtype"), "why": f"float16 overflowed: {error}"}
+        kw = {**kw, "storage_dtype": "float32", "fallback": fallback}
         return _extract_store(model, tokenizer, items, out_dir, **kw)
 
 
@@ -212,7 +213,7 @@ def _extract_store(
     max_length: int | None = None,
     on_shard_done: Callable[[int], None] | None = None,
     progress_file: Progress | None = None,
-    fallback: str | None = None,
+    fallback: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score ``items`` with ``model`` and write the activation store to ``out_dir``; returns meta.
 
@@ -225,8 +226,8 @@ def _extract_store(
     ``poolings``, ``batch_size``, ``storage_dtype``, ``shard_size``, ``truncation`` and
     ``layers`` are the ``extract:`` section's keys (the schema holds their defaults). Items with
     a single choice, and (``truncation="refuse"``) items longer than the window, are refused
-    before any forward pass and before the store folder is touched. ``fallback`` (why float32
-    replaced float16) is recorded in meta.json.
+    before any forward pass and before the store folder is touched. ``fallback`` (the dtype asked
+    for and why float32 replaced float16) is recorded in meta.json.
     """
     wall_start = time.perf_counter()
     poolings = list(poolings)
@@ -379,8 +380,8 @@ def _extract_store(
             "n_truncated": n_truncated,
             "truncation": truncation,
             "pad_token_id": pad_id,
-            "storage_dtype_requested": storage_dtype,
-            "storage_dtype_fallback": fallback,
+            "storage_dtype_requested": fallback["requested"] if fallback else storage_dtype,
+            "storage_dtype_fallback": fallback["why"] if fallback else None,
         },
         timing={
             "wall_s": time.perf_counter() - wall_start,
