@@ -13,7 +13,8 @@ Cases:
 - embeddings beyond float16's range: ``auto`` falls back to float32, says so in meta.json, and
   stores exactly what an explicit float32 extraction stores;
 - PM1 picks the stored layer nearest its depth and reports it; PM2's layer search runs over the
-  stored layers only;
+  stored layers only; 2A's layer grid over stored layers [0, 1, 3] has the full grid's cells at
+  those layers, its depth cell at the nearest stored layer;
 - bad ``extract.layers`` / ``extract.storage_dtype`` values, and an explicit layer not stored, are
   refused by the configuration in one line naming the key.
 """
@@ -32,6 +33,7 @@ from helpers.fake_stores import PM1, PM2
 from helpers.stores import rewrite_store, synthetic_store
 from safetensors.torch import save_file
 
+from actspace.branches.cross_model.cross_model_extended import run_cross_model_extended
 from actspace.config import ConfigError, resolve_config
 from actspace.core.store import ActivationStore, nearest_stored_layer, stored_layers
 from actspace.lm.extraction import extract_store
@@ -39,6 +41,7 @@ from actspace.lm.models import load_model
 from actspace.lm.tasks import Item
 from actspace.premortems.pm1 import run_pm1
 from actspace.premortems.pm2 import run_pm2
+from actspace.premortems.pm2 import summary_markdown as pm2_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,6 +220,7 @@ def test_pm1_and_pm2_pick_among_the_stored_layers(tmp_path: Path) -> None:
     pm2 = run_pm2(stores["a"], **{**PM2, "n_bootstrap": 100, "cv_folds": 3})
     assert [row["layer"] for row in pm2["validation"]] == [0, 1, 3]
     assert pm2["stored_layers"] == [0, 1, 3] and pm2["layer"] in (0, 1, 3)
+    assert "of the stored layers 0, 1, 3 of 0..3 (validation" in pm2_summary(pm2)
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +262,61 @@ def test_explicit_layers_must_be_stored(default: dict) -> None:
     resolved = resolve_config({**copy.deepcopy(default), "extract": {"layers": [0, 2]}})
     assert resolved["extract"]["layers"] == [0, 2]
     assert resolve_config(copy.deepcopy(default))["extract"]["layers"] is None
+
+
+class _ArrayStore:
+    """An in-memory store of ``acts`` [items, layers+1, d] holding only ``layers``."""
+
+    def __init__(self, acts: np.ndarray, layers: list[int]) -> None:
+        self.acts, self.layers = acts.astype(np.float32), layers
+        self.n_items, depth, self.hidden_size = acts.shape
+        self.n_layers = depth - 1
+        self.meta = {"model": "fake"}
+
+    def layer(self, k: int, pooling: str = "last") -> np.ndarray:
+        if k not in self.layers:
+            raise ValueError(f"layer {k} was not stored")
+        return self.acts[:, k].copy()
+
+    def scores(self) -> list[dict]:
+        return [{"id": f"item-{i}", "correct": True} for i in range(self.n_items)]
+
+
+def test_the_cross_model_grid_runs_over_the_stored_layers() -> None:
+    """Cells of a grid over layers [0, 1, 3] equal the full grid's cells at those layers; the
+    depth-0.5 cell (layer 2 of 3, not stored) is at the nearest stored layer, 1."""
+    rng = np.random.default_rng(4)
+    latent = rng.normal(size=(120, 6))
+    a = np.stack([latent @ rng.normal(size=(6, 8)) for _ in range(4)], axis=1)
+    b = 2.0 * a[:, :, rng.permutation(8)] + rng.normal(scale=0.5, size=a.shape)
+    params = {
+        "pooling": "last",
+        "n_samples": None,
+        "test_fraction": 0.3,
+        "ridge_alpha": "auto",
+        "k": 5,
+        "n_permutations": 3,
+        "n_outlier_dims": 1,
+        "layer_depth": 0.5,
+        "full_grid": True,
+        "n_bootstrap": 50,
+        "seed": 0,
+    }
+    kept = [0, 1, 3]
+    full, full_fig = run_cross_model_extended(
+        {"a": _ArrayStore(a, [0, 1, 2, 3]), "b": _ArrayStore(b, [0, 1, 2, 3])}, **params
+    )
+    part, part_fig = run_cross_model_extended(
+        {"a": _ArrayStore(a, kept), "b": _ArrayStore(b, kept)}, **params
+    )
+    grid_full, grid_part = full_fig["layer_grids"][0], part_fig["layer_grids"][0]
+    assert grid_part["source_layers"] == grid_part["target_layers"] == kept
+    for i, la in enumerate(kept):
+        for j, lb in enumerate(kept):
+            for key in ("correlation", "cka", "mutual_knn"):
+                assert (
+                    grid_part["standardised"][key][i][j] == grid_full["standardised"][key][la][lb]
+                )
+    assert full["pairs"][0]["layer_depth_cell"] == [2, 2]
+    assert part["pairs"][0]["layer_depth_cell"] == [1, 1]
+    assert grid_part["depth_aligned"] == [[0, 0], [1, 1], [3, 3]]
