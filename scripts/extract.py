@@ -2,8 +2,8 @@
 
 The workflow passes the resolved ``extract:`` section and the model reference as ``--params``;
 by hand, give the same keys (``poolings``, ``batch_size``, ``shard_size``, ``storage_dtype``,
-``truncation``, ``dtype``, ``device``) in ``--params`` and the model with ``--model`` (keys left
-out take the schema's defaults), for example::
+``layers``, ``truncation``, ``dtype``, ``device``) in ``--params`` and the model with ``--model``
+(keys left out take the schema's defaults), for example::
 
     python scripts/extract.py --model results/models/tiny_gpt2 \\
         --task results/tasks/facts.jsonl --output-dir results/activations/tiny_gpt2/facts \\
@@ -39,6 +39,7 @@ REQUIRED = (
     "batch_size",
     "shard_size",
     "storage_dtype",
+    "layers",
     "truncation",
     "dtype",
     "device",
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 storage_dtype=params["storage_dtype"],
                 shard_size=params["shard_size"],
                 truncation=params["truncation"],
+                layers=params["layers"],
                 model_name=model_name,
                 task_name=task_name,
                 progress=not args.no_progress,

@@ -59,12 +59,14 @@ ITEMS = [
 FAMILIES = ("gpt2", "gpt_neo", "gpt_neox", "opt", "llama", "qwen2", "gemma2", "gemma3")
 
 
-#: The ``extract:`` settings as the schema's defaults give them (a test overrides what it varies).
+#: The ``extract:`` settings as the schema's defaults give them (a test overrides what it varies),
+#: but stored in float32: these tests compare the store with a float32 forward pass to 1e-5.
 EXTRACT = {
     key: value
     for key, value in validate_schema({})["extract"].items()
     if key in ("poolings", "batch_size", "shard_size", "storage_dtype", "truncation")
 }
+EXTRACT["storage_dtype"] = "float32"
 
 
 def _extract(model, tokenizer, items, out_dir, **kwargs):
@@ -348,7 +350,7 @@ def test_other_errors_are_not_retried(tiny_model_dir, tmp_path, monkeypatch):
 
 def test_storage_dtype_and_meta(tiny_model_dir, tmp_path):
     model, tokenizer = _load(tiny_model_dir("qwen2"))
-    assert resolve_storage_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_storage_dtype("auto", torch.device("cpu")) == torch.float16
     assert resolve_storage_dtype("auto", torch.device("cuda")) == torch.float16
     with pytest.raises(ValueError, match="storage dtype 'int8' unknown"):
         resolve_storage_dtype("int8", torch.device("cpu"))

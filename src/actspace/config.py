@@ -21,7 +21,7 @@ from actspace.branches.cross_model.resolve import resolve as resolve_cross_model
 from actspace.branches.error_prediction.resolve import resolve as resolve_error_prediction
 from actspace.branches.patching.resolve import resolve as resolve_patching
 from actspace.core.checks import check_extra, check_file, check_model_folder
-from actspace.core.schema import ConfigError, check_config_file, validate_schema
+from actspace.core.schema import ConfigError, check_config_file, check_layers, validate_schema
 from actspace.lm.tasks import HUB_DEFAULTS, SPEC_KEYS, check_spec, load_task
 from actspace.premortems.resolve import resolve as resolve_premortems
 from actspace.world.organisms import organism_depth
@@ -187,6 +187,20 @@ def model_depth(spec: Mapping[str, Any]) -> int | None:
     return _depth_of(cached) if cached is not None else None
 
 
+def _check_extract_layers(layers: list[int] | None, depths: Mapping[str, int | None]) -> None:
+    """Refuse ``extract.layers`` beyond any model's depth (where it is known before loading), or
+    without layer 0: PM1's control reads the embeddings output."""
+    if layers is None:
+        return
+    if 0 not in layers:
+        raise ConfigError(
+            f"extract.layers: {layers} lacks layer 0 (the embeddings output, which PM1's control "
+            "reads); add 0"
+        )
+    for model in depths:
+        check_layers("extract.layers", model, layers, depths)
+
+
 def resolve_config(config: Mapping[str, Any], schema: dict[str, Any] | None = None) -> dict:
     """Validate, fill defaults, resolve ``null`` model/task choices, and check cross-references.
 
@@ -205,6 +219,7 @@ def resolve_config(config: Mapping[str, Any], schema: dict[str, Any] | None = No
     if data["tracking"]["wandb"] is not None:
         check_extra("tracking.wandb", "wandb", "tracking")
     depths = {name: model_depth(spec) for name, spec in data["models"].items()}
+    _check_extract_layers(data["extract"]["layers"], depths)
     for resolver in RESOLVERS:
         resolver(data, depths)
     for name, spec in data["tasks"].items():

@@ -99,3 +99,42 @@ def synthetic_store(
     }
     (folder / "meta.json").write_text(json.dumps(meta))
     return folder
+
+
+def rewrite_store(
+    source: Path,
+    folder: Path,
+    *,
+    dtype: torch.dtype = torch.float16,
+    layers: list[int] | None = None,
+) -> Path:
+    """Write a copy of the store at ``source`` as extraction writes one now: the ``layers`` given
+    (default: all), in ``dtype``, choice ends packed one row per real choice (no checksums, so
+    it opens unchecked). ``meta.json`` records the layers."""
+    from actspace.core.store import CHOICE_COUNTS, ActivationStore
+
+    store = ActivationStore(source)
+    chosen = list(range(store.n_layers + 1)) if layers is None else list(layers)
+    folder.mkdir(parents=True, exist_ok=True)
+    pooled = {
+        name: torch.from_numpy(store.pooled(name)[:, [store.layers.index(k) for k in chosen]])
+        for name in store.poolings
+    }
+    save_file(
+        {name: t.to(dtype).contiguous() for name, t in pooled.items()},
+        folder / "pooled.safetensors",
+    )
+    mask = store.choice_mask()
+    rows = np.stack([store.choice_end(k)[0][mask] for k in chosen], axis=1)  # [choices, L, d]
+    save_file(
+        {
+            "choice_end": torch.from_numpy(rows).to(dtype),
+            CHOICE_COUNTS: torch.from_numpy(mask.sum(axis=1).astype(np.int32)),
+        },
+        folder / "choice_end.safetensors",
+    )
+    (folder / "scores.jsonl").write_bytes((source / "scores.jsonl").read_bytes())
+    meta = {**store.meta, "layers": chosen, "storage_dtype": str(dtype).removeprefix("torch.")}
+    meta.pop("checksums", None)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder

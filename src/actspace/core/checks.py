@@ -56,6 +56,21 @@ def check_section_layers(
         check_layers(key, model, chosen, depths, lowest=lowest)
 
 
+def check_stored_layers(key: str, layers: Any, config: Mapping[str, Any]) -> None:
+    """Refuse a section's explicit layers (an index, a list; None or 'auto' for none) that
+    ``extract.layers`` does not store: a step reads them from the activation stores."""
+    stored = config["extract"]["layers"]
+    if stored is None or layers is None or isinstance(layers, str):
+        return
+    chosen = [layers] if isinstance(layers, int) else list(layers)
+    missing = [layer for layer in chosen if layer not in stored]
+    if missing:
+        raise ConfigError(
+            f"{key}: layer {missing[0]} is not stored (extract.layers: {list(stored)}); add it "
+            "to extract.layers or choose a stored layer"
+        )
+
+
 def check_file(key: str, path: str | os.PathLike[str], what: str) -> None:
     """Refuse a configured input file that does not exist or is not a file (the world's files,
     written by the workflow, are not checked)."""

@@ -2,15 +2,21 @@
 
 Layout of ``results/activations/{model}/{task}/``:
 
-- ``pooled.safetensors``: one tensor per pooling ("last", "mean"), [items, layers+1, d];
-- ``choice_end.safetensors``: "choice_end" [items, max_choices, layers+1, d] and "choice_mask"
-  [items, max_choices] (uint8; items with fewer choices are zero-padded);
+- ``pooled.safetensors``: one tensor per pooling ("last", "mean"), [items, stored layers, d];
+- ``choice_end.safetensors``: "choice_end" [choices, stored layers, d], one row per real choice
+  (items in order, each item's choices in order), and "choice_counts" [items] (int32). Stores
+  written before choice ends were packed hold "choice_end" [items, max_choices, stored layers, d]
+  and "choice_mask" [items, max_choices] (uint8, zero-padded); both layouts read the same;
 - ``scores.jsonl``: one row per item, in item order;
-- ``meta.json``: model, task, shapes, dtypes, forward passes, timings, provenance, and the size
-  and sha256 of the three other files (written last).
+- ``meta.json``: model, task, shapes, dtypes, the stored ``layers``, forward passes, timings,
+  provenance, the size of every file (``store_bytes``) and the size and sha256 of the three
+  other files (written last).
 
-Layer index 0 is the embedding output (the input of the first block); index k is the output of
-block k. Reads are memory-mapped: ``store.layer(6)`` touches only layer 6 of every item.
+Layer 0 is the embedding output (the input of the first block); layer k is the output of block
+k. ``meta.json``'s ``layers`` lists the stored ones (``extract.layers``; absent: all 0..n_layers);
+reading another fails naming the layer, the store and the key. Consumers that pick a layer by
+depth pick among the stored ones (:func:`nearest_stored_layer`, :func:`stored_layers`). Reads are
+memory-mapped: ``store.layer(6)`` touches only layer 6 of every item.
 
 Opening a store checks it (:class:`ActivationStore`): complete safetensors files whose shapes
 agree with ``meta.json``, the files' sha256 against ``meta.json`` (:mod:`actspace.core.checksums`:
@@ -44,6 +50,8 @@ from actspace.core.io import atomic_path, read_json
 STORE_FILES = ("pooled.safetensors", "choice_end.safetensors", "scores.jsonl", "meta.json")
 #: The files whose size and sha256 ``meta.json`` records (under ``checksums``).
 CHECKED_FILES = STORE_FILES[:3]
+#: The tensor of a packed ``choice_end.safetensors``: the number of real choices of each item.
+CHOICE_COUNTS = "choice_counts"
 #: The keys every row of ``scores.jsonl`` must have.
 SCORE_KEYS = ("id", "label", "logliks", "correct")
 
@@ -260,6 +268,48 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.to(torch.float32).numpy()
 
 
+def stored_layers(store: Any) -> list[int]:
+    """The layers ``store`` holds, ascending (every layer 0..n_layers unless it says otherwise)."""
+    layers = getattr(store, "layers", None)
+    if layers is None:
+        return list(range(int(store.n_layers) + 1))
+    return [int(k) for k in layers]
+
+
+def nearest_layer(layers: Sequence[int], k: int) -> int:
+    """The layer of ``layers`` nearest to layer ``k`` (the lower one on a tie)."""
+    return min(layers, key=lambda layer: (abs(layer - int(k)), layer))
+
+
+def nearest_stored_layer(store: Any, k: int, *, minimum: int = 0) -> int:
+    """The stored layer nearest to layer ``k`` among those from ``minimum`` on; ``k`` itself
+    when it is stored, so a store with every layer gives back what was asked for."""
+    layers = [layer for layer in stored_layers(store) if layer >= minimum]
+    if not layers:
+        raise ValueError(
+            f"{getattr(store, 'path', 'the store')}: no stored layer from {minimum} on "
+            f"(stored: {stored_layers(store)}); add one to extract.layers"
+        )
+    return nearest_layer(layers, k)
+
+
+def _check_layer_list(file: Path, layers: Any, n_layers: int) -> list[int]:
+    """meta.json's ``layers``: distinct ascending integers within 0..n_layers."""
+    if layers is None:
+        return list(range(n_layers + 1))
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or not all(isinstance(k, int) and not isinstance(k, bool) for k in layers)
+        or layers != sorted(set(layers))
+        or not 0 <= layers[0] <= layers[-1] <= n_layers
+    ):
+        raise ValueError(
+            f"{file}: 'layers' must list distinct ascending layers within 0..{n_layers}"
+        )
+    return list(layers)
+
+
 class StoreLike(Protocol):
     """What the experiments read of an activation store: :class:`ActivationStore` and the
     synthetic stores of the tests both provide it."""
@@ -295,6 +345,9 @@ class ActivationStore:
     usable, and re-extracting it adds the checksums.
     """
 
+    #: Which layers the store holds (meta.json ``layers``), ascending.
+    layers: list[int]
+
     def __init__(self, path: str | os.PathLike[str], *, check: str | None = None) -> None:
         self.path = Path(path)
         mode = check_mode(check)
@@ -319,25 +372,42 @@ class ActivationStore:
             self.poolings: list[str] = list(self.meta["poolings"])
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{self.path / 'meta.json'}: missing or bad field {error}") from None
+        self.layers = _check_layer_list(
+            self.path / "meta.json", self.meta.get("layers"), self.n_layers
+        )
         self._pooled_file = self.path / "pooled.safetensors"
         self._choice_file = self.path / "choice_end.safetensors"
         pooled = read_header(self._pooled_file)
-        choice = read_header(self._choice_file)
-        depth, d = self.n_layers + 1, self.hidden_size
+        depth, d = len(self.layers), self.hidden_size
         for pooling in self.poolings:
             self._check_shape(self._pooled_file, pooled, pooling, [self.n_items, depth, d])
-        if "choice_end" not in choice or "choice_mask" not in choice:
-            raise ValueError(f"{self._choice_file}: needs tensors 'choice_end' and 'choice_mask'")
-        self.max_choices = int(choice["choice_mask"]["shape"][1])
-        self._check_shape(
-            self._choice_file, choice, "choice_mask", [self.n_items, self.max_choices]
-        )
-        self._check_shape(
-            self._choice_file, choice, "choice_end", [self.n_items, self.max_choices, depth, d]
-        )
+        self._check_choice_header(read_header(self._choice_file), depth, d)
         self.integrity = self._verify_checksums(mode)
         n_choices = self.choice_mask().sum(axis=1).tolist()
         self._scores = read_scores(self.path / "scores.jsonl", n_choices)
+
+    def _check_choice_header(self, choice: dict[str, Any], depth: int, d: int) -> None:
+        """Check the choice-end tensors' shapes; sets the layout and ``max_choices``."""
+        file = self._choice_file
+        self._packed = CHOICE_COUNTS in choice
+        if self._packed:
+            self._check_shape(file, choice, CHOICE_COUNTS, [self.n_items])
+            with safe_open(file, framework="pt") as handle:
+                self._counts = handle.get_tensor(CHOICE_COUNTS).to(torch.int64).numpy()
+            if (self._counts < 0).any():
+                raise ValueError(f"{file}: tensor {CHOICE_COUNTS!r} has negative counts")
+            self.max_choices = int(self._counts.max(initial=0))
+            total = int(self._counts.sum())
+            self._check_shape(file, choice, "choice_end", [total, depth, d])
+            return
+        if "choice_end" not in choice or "choice_mask" not in choice:
+            raise ValueError(
+                f"{file}: needs tensors 'choice_end' and {CHOICE_COUNTS!r} (or, in the padded "
+                "layout, 'choice_mask')"
+            )
+        self.max_choices = int(choice["choice_mask"]["shape"][1])
+        self._check_shape(file, choice, "choice_mask", [self.n_items, self.max_choices])
+        self._check_shape(file, choice, "choice_end", [self.n_items, self.max_choices, depth, d])
 
     def _verify_checksums(self, mode: str) -> str:
         """Check every file against ``meta.json``'s ``checksums``; returns what was checked."""
@@ -391,9 +461,17 @@ class ActivationStore:
 
     # -- activations ---------------------------------------------------------------------------
     def _check_layer(self, k: int) -> int:
+        """The position of layer ``k`` in the stored tensors (negative ``k`` counts from the
+        last block); one line naming the layer, the store and ``extract.layers`` if not stored."""
         if not isinstance(k, int | np.integer) or not -(self.n_layers + 1) <= k <= self.n_layers:
             raise ValueError(f"layer {k!r} out of range 0..{self.n_layers} (0 = embeddings)")
-        return int(k) % (self.n_layers + 1)
+        layer = int(k) % (self.n_layers + 1)
+        if layer not in self.layers:
+            raise ValueError(
+                f"{self.path}: layer {layer} was not stored (stored: {_ranges(self.layers)}); "
+                "add it to extract.layers and extract again"
+            )
+        return self.layers.index(layer)
 
     def _check_pooling(self, pooling: str) -> None:
         if pooling not in self.poolings:
@@ -406,14 +484,16 @@ class ActivationStore:
 
     def layer(self, k: int, pooling: str = "last") -> np.ndarray:
         """Pooled activations of layer ``k`` for every item, float32 [items, d] (one layer read)."""
-        k = self._check_layer(k)
+        at = self._check_layer(k)
         self._check_pooling(pooling)
         with safe_open(self._pooled_file, framework="pt") as handle:
-            data = handle.get_slice(pooling)[:, k : k + 1, :]
-        return self._finite(_to_numpy(data[:, 0]), self._pooled_file, pooling, f"layer {k}")
+            data = handle.get_slice(pooling)[:, at : at + 1, :]
+        where = f"layer {self.layers[at]}"
+        return self._finite(_to_numpy(data[:, 0]), self._pooled_file, pooling, where)
 
     def pooled(self, pooling: str = "last") -> np.ndarray:
-        """All layers of one pooling, float32 [items, layers+1, d]."""
+        """The stored layers of one pooling, float32 [items, len(layers), d] (every layer 0..
+        n_layers unless ``extract.layers`` chose fewer; ``self.layers`` says which)."""
         self._check_pooling(pooling)
         with safe_open(self._pooled_file, framework="pt") as handle:
             data = handle.get_tensor(pooling)
@@ -421,6 +501,8 @@ class ActivationStore:
 
     def choice_mask(self) -> np.ndarray:
         """Which choice slots are real, bool [items, max_choices]."""
+        if self._packed:
+            return np.arange(self.max_choices)[None, :] < self._counts[:, None]
         with safe_open(self._choice_file, framework="pt") as handle:
             return _to_numpy(handle.get_tensor("choice_mask"))
 
@@ -428,15 +510,20 @@ class ActivationStore:
         """Residual stream at each choice's last token at layer ``k``.
 
         Returns ``(activations [items, max_choices, d] float32, mask [items, max_choices] bool)``;
-        padded slots (items with fewer choices) are zero and masked out.
+        padded slots (items with fewer choices) are zero and masked out. A packed store's rows are
+        spread into this layout, so both layouts give the same arrays.
         """
-        k = self._check_layer(k)
+        at = self._check_layer(k)
+        where = f"layer {self.layers[at]}"
+        mask = self.choice_mask()
         with safe_open(self._choice_file, framework="pt") as handle:
-            data = handle.get_slice("choice_end")[:, :, k : k + 1, :]
-            mask = _to_numpy(handle.get_tensor("choice_mask"))
-        array = self._finite(
-            _to_numpy(data[:, :, 0]), self._choice_file, "choice_end", f"layer {k}"
-        )
+            if not self._packed:
+                data = _to_numpy(handle.get_slice("choice_end")[:, :, at : at + 1, :][:, :, 0])
+                return self._finite(data, self._choice_file, "choice_end", where), mask
+            rows = _to_numpy(handle.get_slice("choice_end")[:, at : at + 1, :][:, 0])
+        rows = self._finite(rows, self._choice_file, "choice_end", where)
+        array = np.zeros((self.n_items, self.max_choices, self.hidden_size), dtype=rows.dtype)
+        array[mask] = rows  # boolean indexing is row-major: items in order, then their choices
         return array, mask
 
     def verify(self) -> None:
@@ -447,6 +534,20 @@ class ActivationStore:
                     tensor = handle.get_tensor(name)
                     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                         raise ValueError(f"{file}: tensor {name!r} has NaN or infinite values")
+
+
+def _ranges(layers: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5``: short enough for a one-line error."""
+    parts: list[str] = []
+    start = prev = layers[0]
+    for k in [*layers[1:], None]:
+        if k is not None and k == prev + 1:
+            prev = k
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if k is not None:
+            start = prev = k
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)

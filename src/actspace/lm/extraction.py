@@ -12,6 +12,12 @@ Before any forward pass it refuses items with a single choice (:func:`check_choi
 the items longer than the model's window: ``truncation="truncate"`` cuts their contexts from the
 left with a warning, ``"refuse"`` raises :class:`TruncationRefused` (the ``extract.truncation``
 key); ``meta.json`` records the count (``n_truncated``) and the mode.
+
+What is stored (:mod:`actspace.core.store`): the layers of ``extract.layers`` (all by default),
+in ``extract.storage_dtype``. ``auto`` is float16 on every device: the pre-mortems' values from a
+float16 store match float32's within their reported precision (tests/test_store_layout.py), at
+half the size. A float16 store whose values overflow (beyond +-65504) is extracted again in
+float32 rather than failing; ``meta.json`` says so (``storage_dtype_fallback``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from tqdm.auto import tqdm
 
 from actspace.core.io import atomic_path, atomic_write_json, write_jsonl
 from actspace.core.progress import Progress
+from actspace.core.store import CHOICE_COUNTS
 from actspace.lm.batching import leading_batch
 from actspace.lm.forward import POOLINGS, BatchResult, EncodedItem, encode_items, score_batch
 from actspace.lm.memory import Backoff, peak_memory_mb
@@ -60,15 +67,38 @@ STORAGE_DTYPES = {
 }
 
 
+#: What ``auto`` stores, whatever the device (the module docstring says why).
+AUTO_STORAGE_DTYPE = torch.float16
+
+
 def resolve_storage_dtype(storage_dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` stores float16 for GPU runs and float32 for CPU runs."""
+    """The dtype of the stored activations; ``auto`` is float16 on every ``device``."""
+    del device  # the stored values do not depend on where they were computed
     if storage_dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        return AUTO_STORAGE_DTYPE
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(
             f"storage dtype {storage_dtype!r} unknown; allowed: auto, {', '.join(STORAGE_DTYPES)}"
         )
     return STORAGE_DTYPES[storage_dtype]
+
+
+class Float16Overflow(ValueError):
+    """Activations beyond float16's range while storing float16 (the store falls back)."""
+
+
+def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
+    """The layers to store (``extract.layers``; ``None`` = every layer 0..n_layers), ascending."""
+    if layers is None:
+        return list(range(n_layers + 1))
+    bad = [k for k in layers if not isinstance(k, int) or isinstance(k, bool)]
+    bad += [k for k in layers if k not in bad and not 0 <= k <= n_layers]
+    if bad or not layers or len(set(layers)) < len(layers):
+        raise ValueError(
+            f"extract.layers: {bad[0] if bad else list(layers)!r} is not allowed; give distinct "
+            f"layers from 0 (embeddings) to {n_layers} (the model's last block), or null for all"
+        )
+    return sorted(layers)
 
 
 class TruncationRefused(ValueError):
@@ -139,12 +169,45 @@ def extract_store(
     tokenizer: Any,
     items: Sequence[Item],
     out_dir: str | os.PathLike[str],
+    **kw: Any,
+) -> dict[str, Any]:
+    """Score ``items`` with ``model`` and write the activation store to ``out_dir``; returns meta.
+
+    The keyword arguments are :func:`_extract_store`'s. When float16 storage overflows, the store
+    is extracted again in float32 (a warning line; meta.json ``storage_dtype_fallback`` says why)
+    instead of failing: a store that needs float32's range gets it.
+    """
+    try:
+        return _extract_store(model, tokenizer, items, out_dir, **kw)
+    except Float16Overflow as error:
+        log.warning("%s; extracting this store again in float32", error)
+        fallback = {"requested": kw.get("storage_dtype"), "why": f"float16 overflowed: {error}"}
+        kw = {**kw, "storage_dtype": "float32", "fallback": fallback}
+        return _extract_store(model, tokenizer, items, out_dir, **kw)
+
+
+def _shard_shapes(
+    items: Sequence[Item], indices: range, poolings: Sequence[str], layers: list[int], d: int
+) -> dict[str, list[int]]:
+    """The full shape of every tensor of the shard of ``indices`` (choice ends packed)."""
+    shapes = {name: [len(indices), len(layers), d] for name in poolings}
+    shapes["choice_end"] = [sum(len(items[i].choices) for i in indices), len(layers), d]
+    shapes[CHOICE_COUNTS] = [len(indices)]
+    return shapes
+
+
+def _extract_store(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[Item],
+    out_dir: str | os.PathLike[str],
     *,
     poolings: Sequence[str],
     batch_size: int,
     storage_dtype: str,
     shard_size: int,
     truncation: str = "truncate",
+    layers: Sequence[int] | None = None,
     add_bos: bool | None = None,
     model_name: str = "",
     task_name: str = "",
@@ -152,6 +215,7 @@ def extract_store(
     max_length: int | None = None,
     on_shard_done: Callable[[int], None] | None = None,
     progress_file: Progress | None = None,
+    fallback: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score ``items`` with ``model`` and write the activation store to ``out_dir``; returns meta.
 
@@ -161,13 +225,14 @@ def extract_store(
     model's position limit. ``on_shard_done(shard)`` is called after each shard is written (tests
     use it to simulate a crash). ``progress`` switches the terminal bar; ``progress_file`` (a
     :class:`~actspace.core.progress.Progress`) counts items per batch, for ``scripts/status.py``.
-    ``poolings``, ``batch_size``, ``storage_dtype``, ``shard_size`` and ``truncation`` are the
-    ``extract:`` section's keys (the schema holds their defaults). ``batch_size`` is the most items
-    per context pass: items of similar context length are batched together, fewer than
-    ``batch_size`` where padding would exceed :data:`actspace.lm.batching.PADDING_TOLERANCE`, and
-    an out-of-memory error halves it. Items with a single choice,
-    and (``truncation="refuse"``) items longer than the window, are refused before any forward
-    pass and before the store folder is touched.
+    ``poolings``, ``batch_size``, ``storage_dtype``, ``shard_size``, ``truncation`` and
+    ``layers`` are the ``extract:`` section's keys (the schema holds their defaults).
+    ``batch_size`` is the most items per context pass: items of similar context length are
+    batched together, fewer than ``batch_size`` where padding would exceed
+    :data:`actspace.lm.batching.PADDING_TOLERANCE`, and an out-of-memory error halves it. Items
+    with a single choice, and (``truncation="refuse"``) items longer than the window, are refused
+    before any forward pass and before the store folder is touched. ``fallback`` (the dtype asked
+    for and why float32 replaced float16) is recorded in meta.json.
     """
     wall_start = time.perf_counter()
     poolings = list(poolings)
@@ -194,6 +259,7 @@ def extract_store(
         max_length = model_max_length(model, tokenizer)
     blocks = residual_blocks(model)
     n_layers, d = len(blocks), hidden_size(model)
+    stored = check_layers(layers, n_layers)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -208,6 +274,7 @@ def extract_store(
         "n_items": len(items),
         "poolings": poolings,
         "storage_dtype": _dtype_name(out_dtype),
+        "layers": stored,
         "compute_dtype": _dtype_name(next(model.parameters()).dtype),
         "shard_size": shard_size,
         "n_layers": n_layers,
@@ -218,13 +285,18 @@ def extract_store(
     fingerprint = run_fingerprint(items, encoded, settings)
     shards_dir = open_shards(out_dir, fingerprint, settings)
 
-    shapes: dict[str, list[int]] = {name: [n_layers + 1, d] for name in poolings}
-    shapes["choice_end"] = [max_choices, n_layers + 1, d]
-    shapes["choice_mask"] = [max_choices]
     shard_ranges = [
         range(s * shard_size, min((s + 1) * shard_size, len(items))) for s in range(n_shards)
     ]
-    done = [shard_complete(shards_dir, s, shard_ranges[s], shapes) for s in range(n_shards)]
+    done = [
+        shard_complete(
+            shards_dir,
+            s,
+            shard_ranges[s],
+            _shard_shapes(items, shard_ranges[s], poolings, stored, d),
+        )
+        for s in range(n_shards)
+    ]
     resumed = sum(done)
     items_done = sum(len(shard_ranges[s]) for s in range(n_shards) if done[s])
 
@@ -266,6 +338,7 @@ def extract_store(
                 out_dtype=out_dtype,
                 max_choices=max_choices,
                 blocks=blocks,
+                layers=stored,
                 bar=_Ticks(bar, progress_file),
             )
             tensors_path, stats_path, rows_path = shard_paths(shards_dir, shard)
@@ -312,6 +385,8 @@ def extract_store(
             "n_truncated": n_truncated,
             "truncation": truncation,
             "pad_token_id": pad_id,
+            "storage_dtype_requested": fallback["requested"] if fallback else storage_dtype,
+            "storage_dtype_fallback": fallback["why"] if fallback else None,
         },
         timing={
             "wall_s": time.perf_counter() - wall_start,
@@ -357,6 +432,7 @@ def _extract_shard(
     out_dtype: torch.dtype,
     max_choices: int,
     blocks: Sequence[torch.nn.Module],
+    layers: Sequence[int],
     bar: Any,
 ) -> dict[str, Any]:
     """Run one shard and return its tensors, log-likelihoods and counts.
@@ -371,7 +447,10 @@ def _extract_shard(
     )
     position = {item.index: row for row, item in enumerate(shard_items)}
     n = len(shard_items)
-    depth, d = len(blocks) + 1, None
+    d = None
+    select = torch.tensor(list(layers))
+    counts_per_item = torch.tensor([len(item.choices) for item in shard_items], dtype=torch.int32)
+    first_choice = torch.cumsum(counts_per_item, 0) - counts_per_item  # packed row of choice 0
     tensors: dict[str, torch.Tensor] = {}
     logliks: list[list[float] | None] = [None] * n
     counts = dict.fromkeys(COUNTS, 0)
@@ -382,15 +461,17 @@ def _extract_shard(
         if not tensors:
             d = result.choice_end.shape[-1]
             for name in poolings:
-                tensors[name] = torch.zeros((n, depth, d), dtype=out_dtype)
-            tensors["choice_end"] = torch.zeros((n, max_choices, depth, d), dtype=out_dtype)
-            tensors["choice_mask"] = torch.zeros((n, max_choices), dtype=torch.uint8)
+                tensors[name] = torch.zeros((n, len(select), d), dtype=out_dtype)
+            total = int(counts_per_item.sum())
+            tensors["choice_end"] = torch.zeros((total, len(select), d), dtype=out_dtype)
+            tensors[CHOICE_COUNTS] = counts_per_item
         for name in poolings:
-            tensors[name][rows] = _checked(result.pooled[name], name)
-        tensors["choice_end"][rows] = _checked(result.choice_end, "choice_end")
-        for item, scores in zip(batch, result.logliks, strict=True):
+            tensors[name][rows] = _checked(result.pooled[name][:, select], name)
+        ends = _checked(result.choice_end[:, :, select], "choice_end")
+        for b, (item, scores) in enumerate(zip(batch, result.logliks, strict=True)):
             row = position[item.index]
-            tensors["choice_mask"][row, : len(item.choices)] = 1
+            start, count = int(first_choice[row]), len(item.choices)
+            tensors["choice_end"][start : start + count] = ends[b, :count]
             if not all(math.isfinite(value) for value in scores):
                 raise ValueError(f"item {item.index}: non-finite log-likelihood {scores}")
             logliks[row] = scores
@@ -421,6 +502,11 @@ def _extract_shard(
 
 def _checked(tensor: torch.Tensor, name: str) -> torch.Tensor:
     if not torch.isfinite(tensor).all():
+        if tensor.dtype == torch.float16:
+            raise Float16Overflow(
+                f"non-finite values in the {name!r} activations stored as float16 (beyond "
+                "+-65504, or the model overflowed)"
+            )
         raise ValueError(
             f"non-finite values in the {name!r} activations (the model overflowed, or the storage "
             f"dtype is too narrow: set extract.storage_dtype to float32 or bfloat16)"

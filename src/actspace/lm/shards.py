@@ -25,7 +25,13 @@ import torch
 
 from actspace.core.checksums import file_checksum
 from actspace.core.io import atomic_path, atomic_write_json, provenance, read_json, read_jsonl
-from actspace.core.store import CHECKED_FILES, STORE_FILES, concat_safetensors, read_header
+from actspace.core.store import (
+    CHECKED_FILES,
+    CHOICE_COUNTS,
+    STORE_FILES,
+    concat_safetensors,
+    read_header,
+)
 from actspace.lm.batching import padding_efficiency
 from actspace.lm.forward import EncodedItem
 from actspace.lm.memory import peak_memory_mb
@@ -102,16 +108,17 @@ def shard_paths(shards_dir: Path, shard: int) -> tuple[Path, Path, Path]:
 
 
 def shard_complete(
-    shards_dir: Path, shard: int, indices: range, names: dict[str, list[int]]
+    shards_dir: Path, shard: int, indices: range, shapes: dict[str, list[int]]
 ) -> bool:
-    """A shard is done when its three files exist and agree (the JSONL is written last)."""
+    """A shard is done when its three files exist and agree (the JSONL is written last):
+    its tensors have the full ``shapes`` (rows included) and its rows are ``indices``."""
     tensors, stats, rows = shard_paths(shards_dir, shard)
     if not (tensors.is_file() and stats.is_file() and rows.is_file()):
         return False
     try:
         header = read_header(tensors)
-        for name, shape in names.items():
-            if name not in header or header[name]["shape"] != [len(indices), *shape]:
+        for name, shape in shapes.items():
+            if name not in header or header[name]["shape"] != list(shape):
                 return False
         read_json(stats)
         found = [row.get("index") for row in read_jsonl(rows)]
@@ -150,6 +157,12 @@ def write_progress(
     )
 
 
+def store_bytes(out_dir: Path) -> dict[str, Any]:
+    """The size of the store's data files, each and in total (meta.json itself not counted)."""
+    files = {name: (out_dir / name).stat().st_size for name in CHECKED_FILES}
+    return {"files": files, "total": sum(files.values())}
+
+
 def join_shards(
     out_dir: Path,
     shards_dir: Path,
@@ -161,12 +174,12 @@ def join_shards(
     timing: dict[str, Any],
 ) -> dict[str, Any]:
     """Join the shards into the store's files, write meta.json last (with every other file's
-    size and sha256), remove the shards."""
+    size and sha256, and ``store_bytes``), remove the shards."""
     paths = [shard_paths(shards_dir, s) for s in range(n_shards)]
     tensor_parts = [p[0] for p in paths]
     concat_safetensors(out_dir / "pooled.safetensors", tensor_parts, poolings)
     concat_safetensors(
-        out_dir / "choice_end.safetensors", tensor_parts, ["choice_end", "choice_mask"]
+        out_dir / "choice_end.safetensors", tensor_parts, ["choice_end", CHOICE_COUNTS]
     )
     with atomic_path(out_dir / "scores.jsonl") as tmp, open(tmp, "wb") as out:
         for _, _, rows_path in paths:
@@ -188,6 +201,7 @@ def join_shards(
         },
         "padding_efficiency": padding_efficiency(total["processed_tokens"], real_tokens),
         "files": list(STORE_FILES),
+        "store_bytes": store_bytes(out_dir),
         "checksums": {name: file_checksum(out_dir / name) for name in CHECKED_FILES},
         "timings": {
             **timing,

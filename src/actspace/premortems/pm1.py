@@ -32,7 +32,7 @@ from actspace.core.groups import n_groups, store_groups
 from actspace.core.resampling import cluster_bootstrap_ci, corrected_t_ci, permutation_p_value
 from actspace.core.results import now
 from actspace.core.splits import Fold, grouped_folds
-from actspace.core.store import StoreLike
+from actspace.core.store import StoreLike, nearest_stored_layer
 from actspace.methods.ridge import HeldOutMap, ridge_alphas
 from actspace.methods.similarity import depth_to_layer, linear_cka_debiased
 from actspace.premortems.common import (
@@ -296,8 +296,10 @@ def run_pm1(
     n_train = int(round(np.mean([f.train.size for f in splits])))
     n_test = int(round(np.mean([f.test.size for f in splits])))
 
+    # the layer at the configured depth, or the stored layer nearest to it (extract.layers)
     layers = {
-        name: depth_to_layer(int(store.n_layers), layer_depth) for name, store in stores.items()
+        name: nearest_stored_layer(store, depth_to_layer(int(store.n_layers), layer_depth))
+        for name, store in stores.items()
     }
     acts = {
         name: np.asarray(store.layer(layers[name], pooling), dtype=np.float64)[items]

@@ -36,7 +36,7 @@ from actspace.core.groups import n_groups, store_groups
 from actspace.core.resampling import cluster_bootstrap_ci, corrected_t_ci
 from actspace.core.results import now
 from actspace.core.splits import Fold, OneSidedAnswers, correctness_items, grouped_folds
-from actspace.core.store import StoreLike
+from actspace.core.store import StoreLike, stored_layers
 from actspace.methods.probes import balanced_accuracy, confidence_features, one_hot
 from actspace.premortems.common import (
     check_fraction,
@@ -212,19 +212,22 @@ def _out_of_fold(
     }
 
 
-def _validation_table(validation: tuple | None, layers: np.ndarray) -> list[dict[str, Any]]:
-    """Per layer: mean validation balanced accuracy and AUROC over folds, times chosen."""
+def _validation_table(
+    validation: tuple | None, layers: np.ndarray, candidates: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Per candidate layer: mean validation balanced accuracy and AUROC over folds, times
+    chosen."""
     if validation is None:
         return []
     ba, auc = validation
     return [
         {
             "layer": k,
-            "balanced_accuracy": float(ba[:, k].mean()),
-            "auroc": float(np.nanmean(auc[:, k])) if np.isfinite(auc[:, k]).any() else None,
+            "balanced_accuracy": float(ba[:, j].mean()),
+            "auroc": float(np.nanmean(auc[:, j])) if np.isfinite(auc[:, j]).any() else None,
             "chosen": int(np.sum(layers == k)),
         }
-        for k in range(ba.shape[1])
+        for j, k in enumerate(candidates)
     ]
 
 
@@ -251,7 +254,7 @@ def _aggregate(
     layers = np.asarray([r["layer"] for r in rows], dtype=int)
     out["layer"] = int(np.bincount(layers).argmax())  # modal; the shallower on a tie
     out["layers_by_fold"] = layers.tolist()
-    out["validation"] = _validation_table(fitted["validation"], layers)
+    out["validation"] = _validation_table(fitted["validation"], layers, fitted["candidates"])
     return out
 
 
@@ -296,7 +299,7 @@ def run_pm2(
     )
     settings = Settings(
         layer=None if layer == AUTO else int(layer),
-        n_layers=n_layers,
+        candidates=tuple(stored_layers(store)),
         val_fraction=val_fraction,
         cv_folds=cv_folds,
         Cs=Cs,
@@ -331,6 +334,7 @@ def run_pm2(
         "layer_selection": "validation" if layer == AUTO else "configured",
         "layer_choice_C": LAYER_CHOICE_C if layer == AUTO else None,
         "n_layers": n_layers,
+        "stored_layers": stored_layers(store),
         "n_items": int(y.size),
         "n_groups": n_groups(items.groups),
         "folds": folds,

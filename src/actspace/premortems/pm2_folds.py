@@ -56,11 +56,11 @@ class Items:
 
 @dataclass(frozen=True)
 class Settings:
-    """How every fold fits: the layer (None: chosen per fold), the validation share of a fold's
-    training items, the probe's inner CV, and the seed."""
+    """How every fold fits: the layer (None: chosen per fold among ``candidates``, the stored
+    layers), the validation share of a fold's training items, the probe's inner CV, the seed."""
 
     layer: int | None
-    n_layers: int
+    candidates: tuple[int, ...]
     val_fraction: float
     cv_folds: int
     Cs: int | Sequence[float]
@@ -102,16 +102,17 @@ def _validation_parts(
 def validate_layers(
     items: Items, folds: Sequence[Fold], settings: Settings
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validation balanced accuracy and AUROC of a fixed-C probe, ``[folds, layers]`` each."""
+    """Validation balanced accuracy and AUROC of a fixed-C probe, ``[folds, candidates]`` each
+    (column j is layer ``settings.candidates[j]``)."""
     parts = _validation_parts(items, folds, settings)
-    n_layers = settings.n_layers + 1
-    ba, auc = np.empty((len(folds), n_layers)), np.empty((len(folds), n_layers))
-    for k in range(n_layers):
+    width = len(settings.candidates)
+    ba, auc = np.empty((len(folds), width)), np.empty((len(folds), width))
+    for j, k in enumerate(settings.candidates):
         X = items.features(k)
         for f, (fit, val) in enumerate(parts):
             model = fit_fixed_probe(X[fit], items.y[fit], C=LAYER_CHOICE_C)
-            ba[f, k] = balanced_accuracy(items.y[val], model.predict(X[val]))
-            auc[f, k] = auroc(items.y[val], model.decision_function(X[val]))
+            ba[f, j] = balanced_accuracy(items.y[val], model.predict(X[val]))
+            auc[f, j] = auroc(items.y[val], model.decision_function(X[val]))
     return ba, auc
 
 
@@ -161,7 +162,7 @@ def cross_fit(items: Items, folds: Sequence[Fold], settings: Settings) -> dict[s
     validation = None
     if settings.layer is None:
         validation = validate_layers(items, folds, settings)
-        chosen = best_layers(*validation)
+        chosen = np.asarray(settings.candidates)[best_layers(*validation)]
     else:
         chosen = np.full(len(folds), settings.layer, dtype=int)
     rows: list[dict[str, Any]] = [
@@ -189,4 +190,9 @@ def cross_fit(items: Items, folds: Sequence[Fold], settings: Settings) -> dict[s
         for f in np.flatnonzero(chosen == k):
             rows[f]["probe"], predictions["probe"][f] = _probe_scores(X, items, folds[f], settings)
             rows[f]["incremental_probe"] = _probe_scores(both, items, folds[f], settings)[0]
-    return {"rows": rows, "validation": validation, "predictions": predictions}
+    return {
+        "rows": rows,
+        "validation": validation,
+        "candidates": settings.candidates,
+        "predictions": predictions,
+    }

@@ -84,9 +84,16 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
     if results["value"] is None:
         return "\n".join([*lines, f"No value: {results['reason']}.", ""])
     balance = results["class_balance"]
+    stored = results.get("stored_layers")
+    n_layers = results["n_layers"]
+    among = (
+        f"0..{n_layers}"
+        if stored is None or stored == list(range(n_layers + 1))
+        else f"the stored layers {', '.join(map(str, stored))} of 0..{n_layers}"
+    )
     lines += [
         f"Model `{results['model']}`, task `{results['task']}`; layer {results['layer']} of "
-        f"0..{results['n_layers']} ({results['layer_selection']}; by fold: "
+        f"{among} ({results['layer_selection']}; by fold: "
         f"{', '.join(str(k) for k in results['layers_by_fold'])}), pooling "
         f"`{results['pooling']}`; {results['n_items']} items in {results['n_groups']} groups, "
         f"{balance['n_correct']} correct, {balance['n_incorrect']} incorrect; "

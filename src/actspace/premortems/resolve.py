@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from actspace.core.checks import PAIRS_FILE, check_file, check_pooling
+from actspace.core.checks import PAIRS_FILE, check_file, check_pooling, check_stored_layers
 from actspace.core.schema import ConfigError, check_layers, check_name
 from actspace.methods.patching import band_range, interior_layers, patched_layers
 
@@ -37,6 +37,7 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
         )
     if isinstance(pm2["layer"], int):
         check_layers("premortems.pm2.layer", pm2["model"], [pm2["layer"]], depths)
+        check_stored_layers("premortems.pm2.layer", pm2["layer"], config)
     if pm3["layers"]:
         check_layers("premortems.pm3.layers", pm3["model"], pm3["layers"], depths)
     _check_layer_band(pm3, depths.get(pm3["model"]))

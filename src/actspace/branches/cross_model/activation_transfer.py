@@ -38,7 +38,7 @@ from actspace.core.groups import store_groups
 from actspace.core.resampling import mean_ci, paired_difference_ci
 from actspace.core.results import binary_comparison, no_value_result, now
 from actspace.core.splits import group_cut, group_order
-from actspace.core.store import StoreLike
+from actspace.core.store import StoreLike, nearest_stored_layer
 from actspace.lm.models import hidden_size, residual_blocks
 from actspace.lm.tasks import Item
 from actspace.methods.injection import (
@@ -330,6 +330,11 @@ def run_activation_transfer(
         )
     layer_s = resolve_layer(source_layer, int(source_store.n_layers), layer_depth, minimum=0)
     layer_t = resolve_layer(target_layer, n_blocks, layer_depth, minimum=1)
+    # auto: the stored layer nearest to the depth (extract.layers may store fewer than all)
+    if source_layer == "auto":
+        layer_s = nearest_stored_layer(source_store, layer_s)
+    if target_layer == "auto":
+        layer_t = nearest_stored_layer(target_store, layer_t, minimum=1)
 
     train, val, test = split_transfer_items(
         len(items), n_samples, test_fraction, val_fraction, seed, store_groups(target_store)

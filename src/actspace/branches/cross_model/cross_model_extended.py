@@ -35,7 +35,6 @@ from actspace.branches.cross_model.layer_grid import (
     cells_needed,
     depth_aligned_pairs,
     empty_grid,
-    layer_indices,
     prepare_layer,
     ridge_cell,
     symmetric_cell,
@@ -45,7 +44,7 @@ from actspace.core.groups import store_groups
 from actspace.core.resampling import mean_ci
 from actspace.core.results import no_value_result, no_value_summary, now
 from actspace.core.splits import group_cut, group_order
-from actspace.core.store import StoreLike
+from actspace.core.store import StoreLike, nearest_layer, stored_layers
 from actspace.methods.ridge import ridge_alphas
 from actspace.methods.similarity import aligned_layers
 
@@ -155,7 +154,16 @@ def run_cross_model_extended(
     if k >= items.size:
         raise ValueError(f"k={k} must be below the number of items ({items.size})")
     depth = {name: int(store.n_layers) for name, store in stores.items()}
-    layers = {name: layer_indices(depth[name]) for name in names}
+    # the stored layers (every layer unless extract.layers chose fewer); grids are indexed by
+    # position in them, results name layers by number
+    layers = {name: stored_layers(stores[name]) for name in names}
+    at = {name: {layer: i for i, layer in enumerate(layers[name])} for name in names}
+
+    def aligned(src: str, tgt: str) -> tuple[int, int]:
+        """The stored layers nearest to ``layer_depth`` in both models."""
+        ls, lt = aligned_layers(depth[src], depth[tgt], layer_depth)
+        return nearest_layer(layers[src], ls), nearest_layer(layers[tgt], lt)
+
     perms = Permutations.draw(items.size, train.size, n_permutations, seed + 7919)
 
     # per ordered pair and variant: grids of every measure, plus per-item values at layer_depth
@@ -204,26 +212,27 @@ def run_cross_model_extended(
     # One unordered pair at a time, so only two models' layers are held in memory.
     for a, b in itertools.combinations(names, 2):
         forward, backward, union = cells_needed(layers[a], layers[b], depth[a], depth[b], full_grid)
-        heat = aligned_layers(depth[a], depth[b], layer_depth)
+        heat = aligned(a, b)
         forward, backward, union = forward | {heat}, backward | {heat}, union | {heat}
         for variant in VARIANTS:
             prep_a, prep_b = prepare_model(a, variant), prepare_model(b, variant)
             ab, ba = grids[(a, b)][variant], grids[(b, a)][variant]
             for la, lb in sorted(union):
-                for key, value in symmetric_cell(prep_a[la], prep_b[lb], perms).items():
-                    ab[key][la][lb] = value
-                    ba[key][lb][la] = value
+                ia, ib = at[a][la], at[b][lb]
+                for key, value in symmetric_cell(prep_a[ia], prep_b[ib], perms).items():
+                    ab[key][ia][ib] = value
+                    ba[key][ib][ia] = value
                 if (la, lb) in forward:
-                    cell, per_item, per_item_null = ridge_cell(prep_a[la], prep_b[lb], perms, alpha)
+                    cell, per_item, per_item_null = ridge_cell(prep_a[ia], prep_b[ib], perms, alpha)
                     for key, value in cell.items():
-                        ab[key][la][lb] = value
+                        ab[key][ia][ib] = value
                     if (la, lb) == heat:
                         heat_items[(a, b, variant)] = per_item
                         heat_null_items[(a, b, variant)] = per_item_null
                 if (la, lb) in backward:
-                    cell, per_item, per_item_null = ridge_cell(prep_b[lb], prep_a[la], perms, alpha)
+                    cell, per_item, per_item_null = ridge_cell(prep_b[ib], prep_a[ia], perms, alpha)
                     for key, value in cell.items():
-                        ba[key][lb][la] = value
+                        ba[key][ib][ia] = value
                     if (la, lb) == heat:
                         heat_items[(b, a, variant)] = per_item
                         heat_null_items[(b, a, variant)] = per_item_null
@@ -231,13 +240,13 @@ def run_cross_model_extended(
 
     pairs, aligned_rows, best_rows = [], [], []
     for src, tgt in itertools.permutations(names, 2):
-        ls, lt = aligned_layers(depth[src], depth[tgt], layer_depth)
+        ls, lt = aligned(src, tgt)
         pair: dict[str, Any] = {"source": src, "target": tgt, "layer_depth_cell": [ls, lt]}
         for variant in VARIANTS:
             grid = grids[(src, tgt)][variant]
             per_item = heat_items[(src, tgt, variant)]
             pair[variant] = {
-                **{key: grid[key][ls][lt] for key in keys},
+                **{key: grid[key][at[src][ls]][at[tgt][lt]] for key in keys},
                 "correlation_ci": list(
                     mean_ci(per_item, n_resamples=n_bootstrap, level=ci_level, seed=seed)
                 ),
@@ -246,7 +255,9 @@ def run_cross_model_extended(
                     for measure in MEASURES
                 },
             }
-            for layer_s, layer_t in depth_aligned_pairs(depth[src], depth[tgt]):
+            for layer_s, layer_t in depth_aligned_pairs(
+                depth[src], depth[tgt], layers[src], layers[tgt]
+            ):
                 aligned_rows.append(
                     {
                         "source": src,
@@ -255,7 +266,7 @@ def run_cross_model_extended(
                         "source_layer": layer_s,
                         "target_layer": layer_t,
                         "relative_depth": layer_s / depth[src],
-                        **{key: grid[key][layer_s][layer_t] for key in keys},
+                        **{key: grid[key][at[src][layer_s]][at[tgt][layer_t]] for key in keys},
                     }
                 )
             best_rows.append(
@@ -384,7 +395,10 @@ def run_cross_model_extended(
                 "target": tgt,
                 "source_layers": layers[src],
                 "target_layers": layers[tgt],
-                "depth_aligned": [list(p) for p in depth_aligned_pairs(depth[src], depth[tgt])],
+                "depth_aligned": [
+                    list(p)
+                    for p in depth_aligned_pairs(depth[src], depth[tgt], layers[src], layers[tgt])
+                ],
                 **{variant: grids[(src, tgt)][variant] for variant in VARIANTS},
             }
             for src, tgt in itertools.permutations(names, 2)

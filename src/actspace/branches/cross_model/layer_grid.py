@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from actspace.core.resampling import permutation_p_value
+from actspace.core.store import nearest_layer
 from actspace.methods.ridge import RidgeSVD
 from actspace.methods.similarity import (
     cka_from_grams,
@@ -45,10 +46,20 @@ def layer_indices(n_layers: int) -> list[int]:
     return list(range(n_layers + 1))
 
 
-def depth_aligned_pairs(n_layers_src: int, n_layers_tgt: int) -> list[tuple[int, int]]:
-    """For each source layer k, the target layer at the same relative depth ``k / n_layers_src``."""
+def depth_aligned_pairs(
+    n_layers_src: int,
+    n_layers_tgt: int,
+    layers_src: Sequence[int] | None = None,
+    layers_tgt: Sequence[int] | None = None,
+) -> list[tuple[int, int]]:
+    """For each source layer k, the target layer at the same relative depth ``k / n_layers_src``.
+
+    ``layers_src`` and ``layers_tgt`` are the stored layers (default: every layer); with fewer,
+    the target layer is the stored one nearest to that depth (the lower one on a tie)."""
+    sources = layer_indices(n_layers_src) if layers_src is None else list(layers_src)
+    targets = layer_indices(n_layers_tgt) if layers_tgt is None else list(layers_tgt)
     return [
-        (k, depth_to_layer(n_layers_tgt, k / n_layers_src)) for k in layer_indices(n_layers_src)
+        (k, nearest_layer(targets, depth_to_layer(n_layers_tgt, k / n_layers_src))) for k in sources
     ]
 
 
@@ -59,8 +70,8 @@ def cells_needed(
     if full_grid:
         every = set(itertools.product(layers_a, layers_b))
         return every, every, every
-    forward = set(depth_aligned_pairs(n_a, n_b))
-    backward = {(la, lb) for lb, la in depth_aligned_pairs(n_b, n_a)}
+    forward = set(depth_aligned_pairs(n_a, n_b, layers_a, layers_b))
+    backward = {(la, lb) for lb, la in depth_aligned_pairs(n_b, n_a, layers_b, layers_a)}
     return forward, backward, forward | backward
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from actspace.core.checks import check_pooling, check_section_layers
+from actspace.core.checks import check_pooling, check_section_layers, check_stored_layers
 from actspace.core.schema import ConfigError, check_name
 
 
@@ -49,3 +49,5 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
         depths,
         lowest=1,
     )
+    for key in ("source_layer", "target_layer"):
+        check_stored_layers(f"experiments.activation_transfer.{key}", xt[key], config)

@@ -45,7 +45,7 @@ from actspace.core import criteria
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci, verdict
 from actspace.core.results import binary_comparison, now
 from actspace.core.splits import OneSidedAnswers
-from actspace.core.store import NamedStore
+from actspace.core.store import NamedStore, stored_layers
 from actspace.methods.probes import max_choice_probability
 from actspace.plan import experiment
 
@@ -336,7 +336,7 @@ def analyse_store(
     if layer is not None and not 0 <= int(layer) <= n_layers:
         raise ValueError(f"layer {layer} out of range 0..{n_layers} for {named.model}")
     split = store_split(store, n_samples=n_samples, test_fraction=test_fraction, seed=seed)
-    candidates = range(n_layers + 1) if layer is None else [int(layer)]
+    candidates = stored_layers(store) if layer is None else [int(layer)]
     best: tuple[float, int, np.ndarray, float] | None = None
     cv_by_layer = []
     for k in candidates:

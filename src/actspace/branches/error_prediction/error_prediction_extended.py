@@ -48,7 +48,7 @@ from actspace.core import criteria
 from actspace.core.resampling import bootstrap_ci, paired_difference_ci
 from actspace.core.results import binary_comparison, now
 from actspace.core.splits import OneSidedAnswers, Split
-from actspace.core.store import NamedStore
+from actspace.core.store import NamedStore, stored_layers
 from actspace.methods.probes import (
     LinearProbe,
     accuracy,
@@ -193,7 +193,7 @@ def analyse_store(
     """The per-layer curve, calibration, baselines and group table of one store."""
     store = named.store
     n_layers = int(store.n_layers)
-    chosen_layers = list(range(n_layers + 1)) if layers is None else [int(k) for k in layers]
+    chosen_layers = stored_layers(store) if layers is None else [int(k) for k in layers]
     bad = [k for k in chosen_layers if not 0 <= k <= n_layers]
     if bad:
         raise ValueError(f"layer {bad[0]} out of range 0..{n_layers} for {named.model}")

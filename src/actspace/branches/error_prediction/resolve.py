@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from actspace.core.checks import check_pooling, check_section_layers
+from actspace.core.checks import check_pooling, check_section_layers, check_stored_layers
 from actspace.core.schema import check_name
 from actspace.plan import branch_experiments
 
@@ -29,6 +29,7 @@ def resolve(config: dict[str, Any], depths: Mapping[str, int | None]) -> None:
                 check_section_layers(
                     f"experiments.{name}.{key}", section["models"], section[key], depths
                 )
+                check_stored_layers(f"experiments.{name}.{key}", section[key], config)
 
 
 def store_pairs(section: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -45,7 +45,7 @@ from actspace.branches.error_prediction.unsupervised_criteria import (
 from actspace.core import criteria
 from actspace.core.results import binary_comparison, now
 from actspace.core.splits import OneSidedAnswers, Split
-from actspace.core.store import NamedStore
+from actspace.core.store import NamedStore, stored_layers
 from actspace.methods.ccs import (
     CCS,
     ChoiceSets,
@@ -433,7 +433,7 @@ def analyse_store(
     """
     store = named.store
     n_layers = int(store.n_layers)
-    curve_layers = list(range(n_layers + 1)) if layers is None else [int(k) for k in layers]
+    curve_layers = stored_layers(store) if layers is None else [int(k) for k in layers]
     if layer is not None and int(layer) not in curve_layers:
         curve_layers = sorted({*curve_layers, int(layer)})
     bad = [k for k in curve_layers if not 0 <= k <= n_layers]
