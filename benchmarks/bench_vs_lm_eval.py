@@ -214,7 +214,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> bool:
         f"{worst:.2e} nats"
     )
     print(
-        f"project: padding efficiency {tokens.get('padding_efficiency', 'n/a')} "
+        f"project: padding efficiency {meta.get('padding_efficiency', 'n/a')} "
         f"(token slots / real tokens), forward passes {meta.get('forward_passes', 'n/a')}, "
         f"store {meta.get('store_bytes', {}).get('total', 'n/a')} bytes"
     )
@@ -227,7 +227,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> bool:
 
 def print_device_throughput(runs: list[dict[str, Any]], tokens: dict, device: str) -> None:
     """Tokens/s of the project's scoring phase against the device's bfloat16 peak."""
-    slots = tokens.get("slots")
+    slots = tokens.get("processed")
     if not slots:
         return
     seconds = min(r["scoring_s"] for r in runs)
