@@ -12,7 +12,8 @@ and prints:
 - each job's wall time from Snakemake's benchmark files (``results/benchmarks/**.tsv``, column
   ``s``), with its start and end in the run from Snakemake's log;
 - the critical path read off that timeline: from the last job to finish, back through the job that
-  finished last before each one started (what it waited for);
+  finished last before each one started (what it waited for), with the CPU time of its jobs
+  (column ``cpu_time``): on a loaded machine, what the path would take with its cores to itself;
 - the run's wall time, measured around the ``snakemake`` call, and the goal: at most 2 minutes on
   an idle 2-core machine. The load average before and after is printed because other work on the
   machine slows every job.
@@ -53,6 +54,7 @@ class Job:
     start: float | None = None
     end: float | None = None
     seconds: float | None = None
+    cpu_seconds: float | None = None
 
 
 def copy_workflow(target: Path) -> None:
@@ -112,13 +114,15 @@ def parse_log(log: Path) -> list[Job]:
     return sorted(jobs.values(), key=lambda job: (job.start or 0.0, job.jobid))
 
 
-def read_benchmark(path: Path) -> float | None:
-    """Column ``s`` (wall seconds) of a Snakemake benchmark file; the last row if repeated."""
+def read_benchmark(path: Path, column: str = "s") -> float | None:
+    """A column of a Snakemake benchmark file (``s``: wall seconds, ``cpu_time``: CPU seconds);
+    the last row if repeated."""
     if not path.is_file():
         return None
     with path.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    return float(rows[-1]["s"]) if rows else None
+    value = rows[-1].get(column) if rows else None
+    return None if value in (None, "", "NA", "-") else float(value)
 
 
 def critical_path(jobs: list[Job]) -> list[Job]:
@@ -137,18 +141,20 @@ def critical_path(jobs: list[Job]) -> list[Job]:
 def report(jobs: list[Job], wall: float, cores: str, loads: tuple[str, str]) -> None:
     """Print the timeline, critical path, totals and the goal."""
     print(f"snakemake --cores {cores}; load average before: {loads[0]}; after: {loads[1]}")
-    print(f"{'job':<44} {'wall s':>7} {'start':>6} {'end':>6}")
+    print(f"{'job':<44} {'wall s':>7} {'cpu s':>7} {'start':>6} {'end':>6}")
     for job in jobs:
         name = job.rule + (f" ({job.wildcards})" if job.wildcards else "")
         seconds = "-" if job.seconds is None else f"{job.seconds:.1f}"
-        print(f"{name:<44} {seconds:>7} {job.start or 0:>6.0f} {job.end or 0:>6.0f}")
+        cpu = "-" if job.cpu_seconds is None else f"{job.cpu_seconds:.1f}"
+        print(f"{name:<44} {seconds:>7} {cpu:>7} {job.start or 0:>6.0f} {job.end or 0:>6.0f}")
     busy = sum(job.seconds or 0.0 for job in jobs)
     chain = critical_path(jobs)
     chain_seconds = sum(job.seconds or 0.0 for job in chain)
     span = max((job.end or 0.0) for job in jobs) if jobs else 0.0
     print(f"sum of job wall times: {busy:.1f} s; first job start to last job end: {span:.0f} s")
+    chain_cpu = sum(job.cpu_seconds or 0.0 for job in chain)
     print(
-        f"critical path ({chain_seconds:.1f} s of jobs): "
+        f"critical path ({chain_seconds:.1f} s of jobs, {chain_cpu:.1f} s of their CPU time): "
         + " -> ".join(f"{job.rule} {job.seconds or 0:.0f}s" for job in chain)
     )
     verdict = "goal met" if wall <= GOAL_SECONDS else "goal NOT met"
@@ -176,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         for job in jobs:
             if job.benchmark:
                 job.seconds = read_benchmark(workdir / job.benchmark)
+                job.cpu_seconds = read_benchmark(workdir / job.benchmark, "cpu_time")
         report(jobs, wall, args.cores, (before, after))
 
 

@@ -82,6 +82,7 @@ def test_critical_path_follows_what_each_job_waited_for(bench: ModuleType, tmp_p
 
 def test_benchmark_file_gives_the_wall_seconds(bench: ModuleType, tmp_path: Path) -> None:
     tsv = tmp_path / "make_world.tsv"
-    tsv.write_text("s\th:m:s\tmax_rss\n3.01\t0:00:03\t265.95\n", encoding="utf-8")
+    tsv.write_text("s\th:m:s\tmax_rss\tcpu_time\n3.01\t0:00:03\t265.95\t2.52\n", encoding="utf-8")
     assert bench.read_benchmark(tsv) == 3.01
+    assert bench.read_benchmark(tsv, "cpu_time") == 2.52
     assert bench.read_benchmark(tmp_path / "missing.tsv") is None
