@@ -70,6 +70,12 @@ def model_input(name):
     return []
 
 
+def model_threads(name):
+    """Threads of a job that runs model ``name``: one for a built-in organism, which is too small
+    to gain from a second (so the other core runs the next job), two for any other model."""
+    return 1 if MODELS[name]["source"] == "organism" else 2
+
+
 def model_ref(name):
     """What --model receives: a folder (organism, local) or a Hugging Face id."""
     spec = MODELS[name]

@@ -13,7 +13,7 @@ rule extract:
     params:
         step=lambda wc: step_params(config["extract"], model_ref=model_reference(wc.model)),
         outdir=path_param(store_path("{model}", "{task}")),
-    threads: 2
+    threads: lambda wc: model_threads(wc.model)
     resources:
         runs_model=1,
     conda:

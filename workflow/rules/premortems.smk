@@ -68,7 +68,7 @@ rule pm3_patching:
             device=EXTRACT["device"],
         ),
         outdir=path_param(plan.premortem("pm3").folder),
-    threads: 2
+    threads: model_threads(PM["pm3"]["model"])
     resources:
         runs_model=1,
     conda:

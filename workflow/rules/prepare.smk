@@ -40,9 +40,9 @@ rule train_organism:
     params:
         step=lambda wc: step_params(organism_spec(wc)),
         tokenizer=path_param(os.path.dirname(rules.make_world.output.tokenizer)),
-    threads: 2
-    resources:
-        runs_model=1,
+    # One thread each and no runs_model slot: an organism is small enough that two train at once
+    # on two cores sooner than one after the other with two threads each.
+    threads: 1
     conda:
         CONDA_ENV
     log:

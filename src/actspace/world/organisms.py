@@ -1,7 +1,7 @@
 """Built-in model organisms: a tokenizer and tiny causal LMs trained on the synthetic world.
 
-The organisms are real Hugging Face models (GPT-2 and GPT-NeoX families, about a million
-parameters at the default size) trained from scratch on the corpus of
+The organisms are real Hugging Face models (GPT-2 and GPT-NeoX families, 0.3 to 0.5M parameters
+at the default size) trained from scratch on the corpus of
 :mod:`actspace.world.synthetic` and saved with ``save_pretrained``, so the rest of the workflow
 loads them through the same ``from_pretrained`` path as a hub model.
 
@@ -35,15 +35,16 @@ from actspace.world.synthetic import BUILTIN_TASKS, World
 
 #: The model families the built-in organisms come in.
 ORGANISM_FAMILIES = ("gpt2", "gpt_neox")
-#: Sizes: ``default`` (about 1M parameters; the study) and ``small`` (tests).
+#: Sizes: ``default`` (0.3 to 0.5M parameters; the study) and ``small`` (tests).
 ORGANISM_SIZES = ("default", "small")
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<pad>"
 
-#: Width, depth, heads and MLP width per size.
+#: Width, depth, heads and MLP width per size. The default width learns the world as well as 128
+#: did (the same final loss, accuracy by bucket in the same ranges) at about half the CPU time.
 _SHAPES = {
-    "default": {"d": 128, "layers": 4, "heads": 4, "mlp": 512},
+    "default": {"d": 64, "layers": 4, "heads": 4, "mlp": 256},
     "small": {"d": 32, "layers": 2, "heads": 2, "mlp": 64},
 }
 #: Training defaults per size (steps, lines per batch, peak learning rate, longest line).
@@ -140,6 +141,9 @@ def organism_config(
             n_layer=shape["layers"],
             n_head=shape["heads"],
             n_inner=shape["mlp"],
+            # GPT-2's tanh approximation of GELU, as one fused kernel (``gelu_new`` composes it
+            # from five element-wise operations, a fifth of a training step's time)
+            activation_function="gelu_pytorch_tanh",
             resid_pdrop=0.0,
             embd_pdrop=0.0,
             attn_pdrop=0.0,
