@@ -1,7 +1,7 @@
 """Built-in model organisms: a tokenizer and tiny causal LMs trained on the synthetic world.
 
-The organisms are real Hugging Face models (GPT-2 and GPT-NeoX families, 0.3 to 0.5M parameters
-at the default size) trained from scratch on the corpus of
+The organisms are real Hugging Face models (GPT-2 and GPT-NeoX families, about 0.3M parameters at
+the default size) trained from scratch on the corpus of
 :mod:`actspace.world.synthetic` and saved with ``save_pretrained``, so the rest of the workflow
 loads them through the same ``from_pretrained`` path as a hub model.
 
@@ -35,7 +35,7 @@ from actspace.world.synthetic import BUILTIN_TASKS, World
 
 #: The model families the built-in organisms come in.
 ORGANISM_FAMILIES = ("gpt2", "gpt_neox")
-#: Sizes: ``default`` (0.3 to 0.5M parameters; the study) and ``small`` (tests).
+#: Sizes: ``default`` (about 0.3M parameters; the study) and ``small`` (tests).
 ORGANISM_SIZES = ("default", "small")
 
 EOS_TOKEN = "<|endoftext|>"
